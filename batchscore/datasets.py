@@ -1,0 +1,124 @@
+"""Labeled review data for training and evaluation: Parquet, CSV or an aclImdb-style folder."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+LABEL_NAMES = ("negative", "positive")
+
+
+class DataError(ValueError):
+    """Labeled data that cannot be used as given; the message names file, row and column."""
+
+
+@dataclass(frozen=True)
+class LabeledData:
+    texts: pa.Array  # string
+    labels: np.ndarray  # int8, 1 = positive
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, rows: np.ndarray) -> LabeledData:
+        return LabeledData(self.texts.take(pa.array(rows)), self.labels[rows], self.source)
+
+    def content_sha256(self) -> str:
+        """A hash of texts and labels, recorded in model cards to identify the data."""
+        digest = hashlib.sha256()
+        for chunk in (self.texts.buffers()[1], self.texts.buffers()[2]):
+            if chunk is not None:
+                digest.update(memoryview(chunk))
+        digest.update(self.labels.tobytes())
+        return digest.hexdigest()
+
+
+def read_labeled(path: str | Path, text_column: str = "text", label_column: str = "label") -> LabeledData:
+    path = Path(path)
+    if path.is_dir():
+        return _read_imdb_folder(path)
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        table = pq.read_table(path, columns=None)
+    elif name.endswith((".csv", ".csv.gz")):
+        table = pacsv.read_csv(path)
+    else:
+        raise DataError(f"{path}: unsupported labeled data (use .parquet, .csv, .csv.gz or an aclImdb folder)")
+    for column in (text_column, label_column):
+        if column not in table.column_names:
+            raise DataError(f"{path}: no column {column!r}; columns are {table.column_names}")
+    texts = table.column(text_column).combine_chunks()
+    if not pa.types.is_string(texts.type) and not pa.types.is_large_string(texts.type):
+        raise DataError(f"{path}: column {text_column!r} has type {texts.type}, expected strings")
+    texts = texts.cast(pa.string())
+    if texts.null_count:
+        row = pc.index(pc.is_null(texts), True).as_py()
+        raise DataError(f"{path}: row {row}: column {text_column!r} is null")
+    labels = _normalise_labels(table.column(label_column).combine_chunks(), path, label_column)
+    return LabeledData(texts, labels, str(path))
+
+
+def _normalise_labels(column: pa.Array, path: Path, label_column: str) -> np.ndarray:
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        lowered = pc.utf8_lower(pc.utf8_trim_whitespace(column))
+        column = pc.index_in(lowered, value_set=pa.array(LABEL_NAMES))
+    elif pa.types.is_boolean(column.type):
+        column = column.cast(pa.int8())
+    valid = pc.and_(pc.is_valid(column), pc.is_in(column, value_set=pa.array([0, 1], column.type))) \
+        if pa.types.is_integer(column.type) else None
+    if valid is None:
+        raise DataError(f"{path}: column {label_column!r} has type {column.type}; use 0/1 or negative/positive")
+    valid = pc.fill_null(valid, False)
+    if not pc.all(valid).as_py():
+        row = pc.index(valid, False).as_py()
+        raise DataError(f"{path}: row {row}: column {label_column!r} is not 0/1 or negative/positive")
+    return column.to_numpy(zero_copy_only=False).astype(np.int8)
+
+
+def _read_imdb_folder(path: Path) -> LabeledData:
+    """`<split>/pos/*.txt` and `<split>/neg/*.txt`; a root with `train/` means the train split."""
+    if not (path / "pos").is_dir() and (path / "train" / "pos").is_dir():
+        path = path / "train"
+    texts: list[str] = []
+    labels: list[int] = []
+    for label, sub in ((0, "neg"), (1, "pos")):
+        folder = path / sub
+        if not folder.is_dir():
+            raise DataError(f"{path}: expected an aclImdb-style folder with pos/ and neg/ subfolders")
+        files = sorted(folder.glob("*.txt"), key=lambda p: _imdb_sort_key(p.name))
+        for file in files:
+            try:
+                texts.append(file.read_text(encoding="utf-8"))
+            except UnicodeDecodeError as err:
+                raise DataError(f"{file}: not valid UTF-8 ({err})") from err
+            labels.append(label)
+    if not texts:
+        raise DataError(f"{path}: no .txt reviews found under pos/ and neg/")
+    return LabeledData(pa.array(texts, pa.string()), np.array(labels, np.int8), str(path))
+
+
+def _imdb_sort_key(name: str) -> tuple[int, str]:
+    stem = name.split("_", 1)[0]
+    return (int(stem), name) if stem.isdigit() else (1 << 62, name)
+
+
+def split_validation(data: LabeledData, fraction: float, seed: int) -> tuple[LabeledData, LabeledData]:
+    """A seeded, stratified split so both parts keep the label balance."""
+    if not 0 < fraction < 1:
+        raise DataError(f"validation fraction must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    valid_rows = []
+    for label in (0, 1):
+        rows = rng.permutation(np.flatnonzero(data.labels == label))
+        valid_rows.append(rows[: int(round(rows.size * fraction))])
+    valid = np.sort(np.concatenate(valid_rows))
+    train = np.setdiff1d(np.arange(len(data)), valid)
+    return data.take(train), data.take(valid)

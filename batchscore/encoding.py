@@ -1,0 +1,46 @@
+"""Texts -> token ids: the tokenizer and the vocabulary composed, vectorised."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batchscore.text import TokenizerConfig, tokenize_array
+from batchscore.vocab import UNK_ID, Vocab
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of many texts in one flat array; row i is ids[offsets[i]:offsets[i+1]]."""
+
+    ids: np.ndarray  # int32
+    offsets: np.ndarray  # int64, len(rows) + 1
+
+    @property
+    def n_tokens(self) -> np.ndarray:
+        return np.diff(self.offsets).astype(np.int32)
+
+    def __len__(self) -> int:
+        return self.offsets.size - 1
+
+    def known_fraction(self) -> np.ndarray:
+        """Per row, the share of tokens found in the vocabulary (NaN for empty rows)."""
+        cumulative = np.concatenate([[0], np.cumsum(self.ids != UNK_ID)])
+        known = cumulative[self.offsets[1:]] - cumulative[self.offsets[:-1]]
+        n = self.n_tokens
+        out = np.full(n.size, np.nan)
+        has = n > 0
+        out[has] = known[has] / n[has]
+        return out
+
+
+def encode(texts: pa.Array, vocab: Vocab, config: TokenizerConfig) -> Encoded:
+    """Tokenize and look up ids; a null text encodes as zero tokens."""
+    tokens = tokenize_array(texts, config)
+    offsets = tokens.offsets.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]
+    flat = pc.list_flatten(tokens)
+    return Encoded(vocab.ids(flat), offsets)

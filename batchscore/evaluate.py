@@ -1,0 +1,116 @@
+"""Classification metrics and probability calibration (temperature scaling)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from batchscore.scoring import softmax
+
+ECE_BINS = 15
+
+
+def expected_calibration_error(prob_positive: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE over equal-width bins of the predicted class's confidence."""
+    predicted = (prob_positive >= 0.5).astype(np.int8)
+    confidence = np.where(predicted == 1, prob_positive, 1.0 - prob_positive)
+    correct = predicted == labels
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            total += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(total)
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve via the rank-sum statistic (ties get average ranks)."""
+    positives = labels == 1
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(scores.size, np.float64)
+    sorted_scores = scores[order]
+    # average ranks over runs of equal scores
+    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [scores.size]])
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + end + 1) / 2.0
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def classification_report(
+    prob_positive: np.ndarray,
+    labels: np.ndarray,
+    n_tokens: np.ndarray | None = None,
+    length_edges: tuple[int, ...] = (64, 128, 256, 512),
+    label_names: tuple[str, str] = ("negative", "positive"),
+) -> dict:
+    labels = np.asarray(labels).astype(np.int8)
+    predicted = (prob_positive >= 0.5).astype(np.int8)
+    confusion = [[int(((labels == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
+    per_class = {}
+    for cls, name in enumerate(label_names):
+        tp = confusion[cls][cls]
+        predicted_n = confusion[0][cls] + confusion[1][cls]
+        actual_n = sum(confusion[cls])
+        precision = tp / predicted_n if predicted_n else 0.0
+        recall = tp / actual_n if actual_n else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual_n}
+    report = {
+        "rows": int(labels.size),
+        "accuracy": float((predicted == labels).mean()) if labels.size else float("nan"),
+        "per_class": per_class,
+        "roc_auc": roc_auc(prob_positive, labels),
+        "ece": expected_calibration_error(prob_positive, labels),
+        "log_loss": log_loss(prob_positive, labels),
+        "confusion_matrix": {"rows_true_cols_pred": confusion, "labels": list(label_names)},
+    }
+    if n_tokens is not None:
+        report["accuracy_by_length"] = _accuracy_by_length(predicted == labels, n_tokens, length_edges)
+    return report
+
+
+def _accuracy_by_length(correct: np.ndarray, n_tokens: np.ndarray, edges: tuple[int, ...]) -> list[dict]:
+    out = []
+    lower = 0
+    for upper in (*edges, None):
+        mask = n_tokens >= lower if upper is None else (n_tokens >= lower) & (n_tokens < upper)
+        name = f">={lower}" if upper is None else f"{lower}-{upper - 1}"
+        if mask.any():
+            out.append({"tokens": name, "rows": int(mask.sum()), "accuracy": float(correct[mask].mean())})
+        lower = upper if upper is not None else lower
+    return out
+
+
+def log_loss(prob_positive: np.ndarray, labels: np.ndarray) -> float:
+    p = np.clip(np.where(labels == 1, prob_positive, 1.0 - prob_positive), 1e-12, 1.0)
+    return float(-np.log(p).mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The softmax temperature minimising validation log loss (golden-section on log T)."""
+    labels = np.asarray(labels).astype(np.int64)
+
+    def nll(log_t: float) -> float:
+        probs = softmax(logits, float(np.exp(log_t)))
+        return float(-np.log(np.clip(probs[np.arange(labels.size), labels], 1e-12, 1.0)).mean())
+
+    lo, hi = np.log(0.05), np.log(20.0)
+    ratio = (np.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(60):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = nll(b)
+    return float(np.exp((lo + hi) / 2))

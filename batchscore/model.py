@@ -1,0 +1,145 @@
+"""The BiLSTM sentiment classifier (Flax) and its jitted forward pass.
+
+Embedding -> `num_layers` bidirectional LSTM layers -> [output at the first
+position, output at the last real position] (4 x hidden) -> Dense(num_classes).
+
+Speed comes from the layout, not from tricks in the loop:
+- the input projections of every time step (both directions) are one matmul
+  outside the recurrence; the scan body only does the h @ W_h matmul;
+- both directions run in the same scan: the backward direction reads each row
+  reversed *within its length*, so padding is always at the end and never enters
+  a real position's state. No masking is needed inside the loop, and a row's
+  result does not depend on how much padding its batch has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import partial
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    embed_dim: int = 50
+    hidden: int = 100
+    num_layers: int = 2
+    num_classes: int = 2
+    dropout: float = 0.0  # on embeddings, between layers and before the head (training only)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        return cls(**data)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Flat parameter names -> shapes, used to validate bundles before loading."""
+        h4 = 4 * self.hidden
+        shapes = {"embedding/embedding": (self.vocab_size, self.embed_dim)}
+        for layer in range(self.num_layers):
+            d_in = self.embed_dim if layer == 0 else 2 * self.hidden
+            shapes[f"lstm_{layer}/w_input"] = (2, d_in, h4)
+            shapes[f"lstm_{layer}/w_hidden"] = (2, self.hidden, h4)
+            shapes[f"lstm_{layer}/bias"] = (2, h4)
+        shapes["head/kernel"] = (4 * self.hidden, self.num_classes)
+        shapes["head/bias"] = (self.num_classes,)
+        return shapes
+
+
+def reverse_within_length(x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Reverse each row's first `length` steps along axis 1; later steps stay put."""
+    steps = jnp.arange(x.shape[1])[None, :]
+    source = jnp.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+    return jnp.take_along_axis(x, source[:, :, None], axis=1)
+
+
+def _lstm_bias_init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """Zero bias except the forget gate at 1, so early training remembers by default."""
+    hidden = shape[-1] // 4
+    return jnp.zeros(shape, dtype).at[..., hidden : 2 * hidden].set(1.0)
+
+
+class BiLSTMLayer(nn.Module):
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
+        d_in = x.shape[-1]
+        h4 = 4 * self.hidden
+        w_input = self.param("w_input", nn.initializers.glorot_uniform(batch_axis=(0,)), (2, d_in, h4))
+        w_hidden = self.param("w_hidden", nn.initializers.orthogonal(column_axis=-1), (2, self.hidden, h4))
+        bias = self.param("bias", _lstm_bias_init, (2, h4))
+
+        both = jnp.stack([x, reverse_within_length(x, lengths)])  # (2, B, T, D)
+        gates_in = jnp.einsum("zbtd,zdg->tzbg", both, w_input) + bias[None, :, None, :]
+
+        def step(carry, gates_t):
+            h, c = carry
+            gates = gates_t + jnp.einsum("zbh,zhg->zbg", h, w_hidden)
+            i, f, g, o = jnp.split(gates, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), h
+
+        zeros = jnp.zeros((2, x.shape[0], self.hidden), x.dtype)
+        _, hs = jax.lax.scan(step, (zeros, zeros), gates_in)  # (T, 2, B, H)
+        forward = jnp.transpose(hs[:, 0], (1, 0, 2))
+        backward = reverse_within_length(jnp.transpose(hs[:, 1], (1, 0, 2)), lengths)
+        return jnp.concatenate([forward, backward], axis=-1)
+
+
+class SentimentBiLSTM(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, ids: jax.Array, lengths: jax.Array, *, train: bool = False) -> jax.Array:
+        cfg = self.config
+        lengths = jnp.maximum(lengths, 1)
+        drop = nn.Dropout(cfg.dropout, deterministic=not train)
+        x = nn.Embed(cfg.vocab_size, cfg.embed_dim, name="embedding")(ids)
+        for layer in range(cfg.num_layers):
+            x = BiLSTMLayer(cfg.hidden, name=f"lstm_{layer}")(drop(x), lengths)
+        first = x[:, 0]
+        last = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]
+        features = drop(jnp.concatenate([first, last], axis=-1))
+        return nn.Dense(cfg.num_classes, name="head")(features)
+
+
+def flatten_params(params: dict) -> dict[str, jax.Array]:
+    return {"/".join(k): v for k, v in _walk(params, ())}
+
+
+def _walk(tree: dict, prefix: tuple[str, ...]):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _walk(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def unflatten_params(flat: dict[str, jax.Array]) -> dict:
+    tree: dict = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split("/")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def init_params(config: ModelConfig, seed: int) -> dict:
+    dummy = jnp.zeros((1, 4), jnp.int32)
+    return SentimentBiLSTM(config).init(jax.random.PRNGKey(seed), dummy, jnp.array([4]))["params"]
+
+
+@partial(jax.jit, static_argnums=0)
+def forward_logits(config: ModelConfig, params: dict, ids: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Inference logits; compiled once per (config, batch shape)."""
+    return SentimentBiLSTM(config).apply({"params": params}, ids, lengths)

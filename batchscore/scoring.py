@@ -1,0 +1,72 @@
+"""Forward passes over encoded rows: bucket, pad, run the jitted model, restore order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import jax
+import numpy as np
+
+from batchscore.batching import BucketSpec, pad_batch, plan_batches
+from batchscore.encoding import Encoded
+from batchscore.model import ModelConfig, forward_logits
+
+
+@dataclass(frozen=True)
+class Truncation:
+    max_tokens: int
+    head_tokens: int
+
+
+class Scorer:
+    """Holds parameters on one device and turns encoded rows into logits in input order."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        params: dict,
+        truncation: Truncation,
+        spec: BucketSpec = BucketSpec(),
+        device: jax.Device | None = None,
+    ):
+        self.config = config
+        self.truncation = truncation
+        self.spec = spec
+        self.device = device or jax.devices()[0]
+        self.params = jax.device_put(params, self.device)
+
+    def logits(self, encoded: Encoded, rows: np.ndarray | None = None) -> np.ndarray:
+        """Logits (len(rows), classes) for the given row positions (default: all), in that order.
+
+        Every batch is dispatched before any result is fetched, so padding the next
+        batch on the host overlaps with the device computing the previous one.
+        """
+        rows = np.arange(len(encoded)) if rows is None else np.asarray(rows)
+        out = np.empty((rows.size, self.config.num_classes), np.float32)
+        if rows.size == 0:
+            return out
+        lengths = encoded.n_tokens[rows]
+        plan = plan_batches(lengths, self.truncation.max_tokens, self.spec)
+        pending = []
+        for batch in plan:
+            ids, kept = pad_batch(
+                encoded.ids,
+                encoded.offsets,
+                replace(batch, rows=rows[batch.rows]),
+                self.truncation.max_tokens,
+                self.truncation.head_tokens,
+            )
+            ids = jax.device_put(ids, self.device)
+            kept = jax.device_put(kept, self.device)
+            pending.append((batch.rows, forward_logits(self.config, self.params, ids, kept)))
+        for positions, result in pending:
+            out[positions] = np.asarray(result)[: positions.size]
+        return out
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Probabilities in float64 (then rounded once), so they sum to 1 and are reproducible."""
+    scaled = logits.astype(np.float64) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(axis=1, keepdims=True)

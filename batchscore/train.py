@@ -1,0 +1,366 @@
+"""Training: bucketed, shuffled mini-batches, AdamW, per-epoch checkpoints, model selection.
+
+Determinism: epoch e shuffles with a generator seeded by (seed, e), and dropout
+keys are derived from (seed, step), so a run resumed from a checkpoint takes
+exactly the steps the uninterrupted run would have taken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pyarrow as pa
+import pyarrow.compute as pc
+from safetensors.numpy import load_file, save_file
+
+from batchscore import __version__
+from batchscore.batching import BucketSpec, pad_batch, plan_batches
+from batchscore.bundle import Bundle, save_bundle
+from batchscore.datasets import LabeledData
+from batchscore.embeddings import WordVectors, embedding_matrix
+from batchscore.encoding import Encoded, encode
+from batchscore.evaluate import classification_report, fit_temperature
+from batchscore.model import ModelConfig, SentimentBiLSTM, flatten_params, init_params, unflatten_params
+from batchscore.scoring import Scorer, Truncation, softmax
+from batchscore.text import TokenizerConfig, tokenize_array
+from batchscore.vocab import Vocab
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    warmup_steps: int = 200
+    weight_decay: float = 1e-4
+    clip_norm: float = 1.0
+    dropout: float = 0.4
+    hidden: int = 100
+    num_layers: int = 2
+    max_tokens: int = 400
+    head_tokens: int = 100
+    min_count: int = 2
+    max_vocab: int = 60000
+    seed: int = 0
+    boundaries: tuple[int, ...] = (64, 128, 192, 256, 320)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds besides the arrays."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    best_epoch: int = 0
+    best_valid_accuracy: float = -1.0
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Checkpoint:
+    """Per-epoch state in a directory: current and best params, optimiser state, progress."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def exists(self) -> bool:
+        return (self.directory / "state.json").is_file()
+
+    def save(self, params, opt_state, best_params, state: TrainState, meta: dict) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        arrays = {f"params/{k}": np.asarray(v) for k, v in flatten_params(params).items()}
+        arrays.update({f"best/{k}": np.asarray(v) for k, v in flatten_params(best_params).items()})
+        leaves = jax.tree_util.tree_leaves(opt_state)
+        arrays.update({f"opt/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
+        tmp = self.directory / ".arrays.tmp"
+        save_file(arrays, str(tmp))
+        os.replace(tmp, self.directory / "arrays.safetensors")
+        payload = {"state": asdict(state), "meta": meta}
+        tmp = self.directory / ".state.tmp"
+        tmp.write_text(json.dumps(payload, indent=1))
+        os.replace(tmp, self.directory / "state.json")
+
+    def load(self, opt_template) -> tuple[dict, object, dict, TrainState, dict]:
+        payload = json.loads((self.directory / "state.json").read_text())
+        arrays = load_file(str(self.directory / "arrays.safetensors"))
+        params = unflatten_params({k[7:]: jnp.asarray(v) for k, v in arrays.items() if k.startswith("params/")})
+        best = unflatten_params({k[5:]: jnp.asarray(v) for k, v in arrays.items() if k.startswith("best/")})
+        treedef = jax.tree_util.tree_structure(opt_template)
+        n = treedef.num_leaves
+        opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[f"opt/{i}"]) for i in range(n)])
+        return params, opt_state, best, TrainState(**payload["state"]), payload["meta"]
+
+
+def build_vocab(texts: pa.Array, tokenizer: TokenizerConfig, min_count: int, max_size: int) -> Vocab:
+    counts = pc.value_counts(pc.list_flatten(tokenize_array(texts, tokenizer)))
+    table = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+    return Vocab.from_counts(table, min_count=min_count, max_size=max_size)
+
+
+def _make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=config.learning_rate * 0.05,
+        peak_value=config.learning_rate,
+        warmup_steps=min(config.warmup_steps, max(1, total_steps // 10)),
+        decay_steps=max(total_steps, 2),
+        end_value=config.learning_rate * 0.02,
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(config.clip_norm),
+        optax.adamw(schedule, weight_decay=config.weight_decay),
+    )
+
+
+def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransformation):
+    def loss_fn(params, ids, lengths, labels, weights, key):
+        logits = model.apply({"params": params}, ids, lengths, train=True, rngs={"dropout": key})
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        total = jnp.maximum(weights.sum(), 1.0)
+        correct = ((logits.argmax(-1) == labels) * weights).sum()
+        return (losses * weights).sum() / total, correct
+
+    @jax.jit
+    def step(params, opt_state, ids, lengths, labels, weights, key):
+        (loss, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, ids, lengths, labels, weights, key
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, correct
+
+    return step
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    bundle: Bundle
+    history: list[dict]
+    valid_report: dict
+    valid_report_uncalibrated: dict
+
+
+def train(
+    train_data: LabeledData,
+    valid_data: LabeledData,
+    vectors: WordVectors,
+    config: TrainConfig,
+    checkpoint_dir: Path,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    card_extra: dict | None = None,
+) -> TrainResult:
+    tokenizer = TokenizerConfig()
+    checkpoint = Checkpoint(checkpoint_dir)
+    if resume and checkpoint.exists():
+        vocab = Vocab.load(checkpoint_dir / "vocab.txt")
+    else:
+        vocab = build_vocab(train_data.texts, tokenizer, config.min_count, config.max_vocab)
+    init = embedding_matrix(vocab, vectors, config.seed)
+    train_enc = encode(train_data.texts, vocab, tokenizer)
+    valid_enc = encode(valid_data.texts, vocab, tokenizer)
+    coverage = _coverage(train_enc, init.found)
+    log(
+        f"vocabulary: {len(vocab)} tokens, {int(init.found.sum())} found in {vectors.source} "
+        f"({vectors.dim}d); pretrained vectors cover {coverage:.1%} of training tokens"
+    )
+
+    model_config = ModelConfig(
+        vocab_size=len(vocab),
+        embed_dim=vectors.dim,
+        hidden=config.hidden,
+        num_layers=config.num_layers,
+        dropout=config.dropout,
+    )
+    model = SentimentBiLSTM(model_config)
+    spec = BucketSpec(config.boundaries, token_budget=config.batch_size * config.max_tokens, max_rows=config.batch_size)
+    batches_per_epoch = len(plan_batches(train_enc.n_tokens, config.max_tokens, spec))
+    optimizer = _make_optimizer(config, batches_per_epoch * config.epochs)
+    params = init_params(model_config, config.seed)
+    params["embedding"]["embedding"] = jnp.asarray(init.matrix)
+    opt_state = optimizer.init(params)
+    best_params = params
+    state = TrainState()
+    meta = {"train_config": config.to_dict(), "vocab_size": len(vocab)}
+    if resume and checkpoint.exists():
+        params, opt_state, best_params, state, saved_meta = checkpoint.load(opt_state)
+        if saved_meta["train_config"] != json.loads(json.dumps(config.to_dict())):
+            raise ValueError(f"{checkpoint_dir}: checkpoint was made with different settings; cannot resume")
+        log(f"resuming after epoch {state.epoch} (step {state.step})")
+    else:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        vocab.save(checkpoint_dir / "vocab.txt")
+
+    step_fn = _make_train_step(model, optimizer)
+    truncation = Truncation(config.max_tokens, config.head_tokens)
+    eval_spec = BucketSpec(config.boundaries, token_budget=256 * config.max_tokens, max_rows=512)
+    base_key = jax.random.PRNGKey(config.seed)
+    for epoch in range(state.epoch, config.epochs):
+        started = time.perf_counter()
+        rng = np.random.default_rng([config.seed, epoch])
+        plan = plan_batches(train_enc.n_tokens, config.max_tokens, spec, rng=rng)
+        loss_sum = correct_sum = seen = 0.0
+        bar = _progress(len(plan), f"epoch {epoch + 1}/{config.epochs}", progress)
+        for i, batch in enumerate(plan):
+            ids, lengths = pad_batch(train_enc.ids, train_enc.offsets, batch, config.max_tokens, config.head_tokens)
+            labels = np.zeros(batch.padded_rows, np.int32)
+            labels[: batch.rows.size] = train_data.labels[batch.rows]
+            weights = (np.arange(batch.padded_rows) < batch.rows.size).astype(np.float32)
+            key = jax.random.fold_in(base_key, state.step)
+            params, opt_state, loss, correct = step_fn(params, opt_state, ids, lengths, labels, weights, key)
+            state.step += 1
+            loss_sum += float(loss) * batch.rows.size
+            correct_sum += float(correct)
+            seen += batch.rows.size
+            if bar is not None:
+                bar.update(1)
+                if i % 20 == 0:
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct_sum / seen:.4f}")
+        if bar is not None:
+            bar.close()
+        scorer = Scorer(model_config, params, truncation, eval_spec)
+        valid_logits = scorer.logits(valid_enc)
+        valid = classification_report(softmax(valid_logits)[:, 1], valid_data.labels)
+        elapsed = time.perf_counter() - started
+        state.seconds += elapsed
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct_sum / seen,
+            "valid_loss": valid["log_loss"],
+            "valid_accuracy": valid["accuracy"],
+            "seconds": round(elapsed, 1),
+        }
+        state.history.append(record)
+        if valid["accuracy"] > state.best_valid_accuracy:
+            state.best_valid_accuracy = valid["accuracy"]
+            state.best_epoch = epoch + 1
+            best_params = params
+        state.epoch = epoch + 1
+        checkpoint.save(params, opt_state, best_params, state, meta)
+        log(
+            f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
+            f"valid loss {record['valid_loss']:.4f} acc {record['valid_accuracy']:.4f} | {elapsed:.0f}s"
+        )
+
+    # model selection and calibration use the validation split only
+    scorer = Scorer(model_config, best_params, truncation, eval_spec)
+    valid_logits = scorer.logits(valid_enc)
+    temperature = fit_temperature(valid_logits, valid_data.labels)
+    before = classification_report(softmax(valid_logits)[:, 1], valid_data.labels, valid_enc.n_tokens)
+    after = classification_report(softmax(valid_logits, temperature)[:, 1], valid_data.labels, valid_enc.n_tokens)
+    log(f"best epoch {state.best_epoch}; temperature {temperature:.3f}: valid ECE {before['ece']:.4f} -> {after['ece']:.4f}")
+    inference_config = ModelConfig(**{**model_config.to_dict(), "dropout": 0.0})
+    card = {
+        "train_data": {"source": train_data.source, "rows": len(train_data), "sha256": train_data.content_sha256()},
+        "valid_data": {"source": valid_data.source, "rows": len(valid_data), "sha256": valid_data.content_sha256()},
+        "embeddings": {"source": vectors.source, "dim": vectors.dim, "vocab_coverage_of_train_tokens": coverage},
+        "train_config": config.to_dict(),
+        "epochs_run": state.epoch,
+        "best_epoch": state.best_epoch,
+        "history": state.history,
+        "training_seconds": round(state.seconds, 1),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu, {jax.default_backend()}",
+        "versions": {"batchscore": __version__, "jax": jax.__version__, "python": platform.python_version()},
+        "valid_metrics": {"uncalibrated": _headline(before), "calibrated": _headline(after)},
+        "temperature": temperature,
+        **(card_extra or {}),
+    }
+    bundle = Bundle(
+        name="bilstm-" + Path(vectors.source).stem,
+        model=inference_config,
+        tokenizer=tokenizer,
+        vocab=vocab,
+        params=jax.tree_util.tree_map(np.asarray, best_params),
+        max_tokens=config.max_tokens,
+        head_tokens=config.head_tokens,
+        temperature=temperature,
+        card=card,
+    )
+    return TrainResult(bundle, state.history, after, before)
+
+
+def _headline(report: dict) -> dict:
+    return {k: report[k] for k in ("rows", "accuracy", "roc_auc", "ece", "log_loss")}
+
+
+def _coverage(encoded: Encoded, found: np.ndarray) -> float:
+    return float(found[encoded.ids].mean()) if encoded.ids.size else 0.0
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, mininterval=1.0)
+
+
+def run_training(
+    *,
+    train_path: Path,
+    valid_path: Path | None,
+    valid_fraction: float,
+    test_path: Path | None,
+    embeddings: str,
+    output: Path,
+    checkpoint_dir: Path | None,
+    resume: bool,
+    text_column: str,
+    label_column: str,
+    progress: bool | None,
+    command: str,
+    log: Callable[[str], None],
+    **hyper,
+) -> TrainResult:
+    """The `batchscore train` job: read data, train, calibrate, write the bundle, report."""
+    import sys
+
+    from batchscore.datasets import read_labeled, split_validation
+    from batchscore.embeddings import load_word_vectors
+
+    config = TrainConfig(**hyper)
+    data = read_labeled(train_path, text_column, label_column)
+    if valid_path is not None:
+        train_data, valid_data = data, read_labeled(valid_path, text_column, label_column)
+    else:
+        train_data, valid_data = split_validation(data, valid_fraction, config.seed)
+    log(f"training rows {len(train_data)}, validation rows {len(valid_data)}")
+    vectors = load_word_vectors(embeddings)
+    checkpoint_dir = checkpoint_dir or output.with_name(output.name + ".checkpoint")
+    show = sys.stderr.isatty() if progress is None else progress
+    result = train(
+        train_data, valid_data, vectors, config, checkpoint_dir, resume=resume, log=log, progress=show,
+        card_extra={"command": command, "seed": config.seed},
+    )
+    bundle = result.bundle
+    if test_path is not None:
+        test = read_labeled(test_path, text_column, label_column)
+        report = evaluate_bundle(bundle, test)
+        log(f"test accuracy {report['accuracy']:.4f}, ECE {report['ece']:.4f} ({len(test)} rows)")
+        card = {**bundle.card, "test_data": {"source": test.source, "rows": len(test), "sha256": test.content_sha256()},
+                "test_metrics": _headline(report)}
+        bundle = Bundle(**{**bundle.__dict__, "card": card})
+    sha = save_bundle(bundle, output)
+    log(f"wrote model bundle {output} (weights sha256 {sha[:12]})")
+    return result
+
+
+def evaluate_bundle(bundle: Bundle, data: LabeledData, spec: BucketSpec = BucketSpec()) -> dict:
+    """Full metrics of a bundle on labeled data, with the bundle's temperature applied."""
+    encoded = encode(data.texts, bundle.vocab, bundle.tokenizer)
+    scorer = Scorer(bundle.model, bundle.params, Truncation(bundle.max_tokens, bundle.head_tokens), spec)
+    probs = softmax(scorer.logits(encoded), bundle.temperature)[:, 1]
+    return classification_report(probs, data.labels, encoded.n_tokens, label_names=bundle.labels)

@@ -1,0 +1,62 @@
+"""Token <-> id mapping with reserved padding and unknown ids, stored as plain text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+PAD = "<pad>"
+UNK = "<unk>"
+PAD_ID = 0
+UNK_ID = 1
+
+
+class Vocab:
+    """An ordered token list; ids are positions. Id 0 pads, id 1 is any unknown token."""
+
+    def __init__(self, tokens: Iterable[str]):
+        tokens = list(tokens)
+        if tokens[:2] != [PAD, UNK]:
+            raise ValueError(f"a vocabulary must start with {PAD!r} and {UNK!r}")
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("a vocabulary must not repeat a token")
+        bad = [t for t in tokens if not t or any(ch.isspace() for ch in t)]
+        if bad:
+            raise ValueError(f"vocabulary tokens must be non-empty without whitespace: {bad[:3]!r}")
+        self.tokens = tokens
+        self._lookup = pa.array(tokens, pa.string())
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @classmethod
+    def from_counts(
+        cls, counts: dict[str, int], min_count: int = 1, max_size: int | None = None
+    ) -> Vocab:
+        """Most frequent first (ties by token, for determinism), pruned by count and size."""
+        kept = sorted(
+            (t for t, c in counts.items() if c >= min_count and t not in (PAD, UNK)),
+            key=lambda t: (-counts[t], t),
+        )
+        if max_size is not None:
+            kept = kept[: max(0, max_size - 2)]
+        return cls([PAD, UNK, *kept])
+
+    def ids(self, tokens: pa.Array) -> np.ndarray:
+        """Map a flat string array of tokens to int32 ids, unknowns to UNK_ID."""
+        found = pc.index_in(tokens, value_set=self._lookup)
+        return pc.fill_null(found, UNK_ID).to_numpy(zero_copy_only=False).astype(np.int32)
+
+    def save(self, path: Path) -> None:
+        path.write_text("\n".join(self.tokens) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Vocab:
+        lines = path.read_text(encoding="utf-8").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        return cls(lines)
