@@ -18,6 +18,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from batchscore.errors import ModelError
 from batchscore.model import ModelConfig, flatten_params, unflatten_params
 from batchscore.text import TokenizerConfig
 from batchscore.vocab import Vocab
@@ -32,7 +33,7 @@ DEFAULT_MODEL_PACKAGE = "batchscore.models"
 DEFAULT_MODEL_NAME = "imdb-bilstm-glove50"
 
 
-class BundleError(Exception):
+class BundleError(ModelError):
     """A model bundle is missing, incomplete or inconsistent."""
 
 

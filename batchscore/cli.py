@@ -21,6 +21,139 @@ def main() -> None:
     """
 
 
+def _load_bundle(model: Path | None):
+    from batchscore.bundle import load_bundle
+
+    return load_bundle(model)
+
+
+_model_option = click.option(
+    "--model", type=click.Path(path_type=Path), default=None,
+    help="Model bundle directory. Default: the bundled IMDb model.",
+)
+
+
+def _fail(err: Exception, debug: bool) -> None:
+    """Print one readable line and exit with the error's documented code (traceback only with --debug)."""
+    from batchscore.errors import BatchscoreError
+
+    if debug:
+        raise err
+    code = err.exit_code if isinstance(err, BatchscoreError) else 1
+    click.echo(f"batchscore: error: {err}", err=True)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", default=None,
+              help="Output .parquet file (one input) or directory (several inputs, a directory or a glob).")
+@click.option("--text-column", default="text", show_default=True, help="Column holding the review text.")
+@click.option("--id-column", default=None,
+              help="Column identifying rows (kept as is). Without it the output gets 'row', the input position.")
+@_model_option
+@click.option("--batch-tokens", default=65536, show_default=True,
+              help="Padded tokens per forward batch (rows per batch = this / bucket width).")
+@click.option("--max-batch-rows", default=1024, show_default=True, help="Upper bound on rows per batch.")
+@click.option("--window-rows", default=16384, show_default=True,
+              help="Rows read, bucketed and committed together (memory and resume granularity).")
+@click.option("--max-tokens", type=int, default=None, help="Truncation length. Default: the model's.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
+@click.option("--keep-text", is_flag=True, help="Copy the text column into the output.")
+@click.option("--csv-delimiter", default=",", show_default=True, help="Field delimiter of CSV inputs.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (and discard partial ones).")
+@click.option("--resume", is_flag=True,
+              help="Skip outputs already complete for the same input and model; continue partial ones.")
+@click.option("--skip-bad-files", is_flag=True, help="With several inputs: score the readable ones, report the rest.")
+@click.option("--max-error-rate", default=0.05, show_default=True,
+              help="Fail (exit 6) when more than this share of rows cannot be scored.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--summary-json", type=click.Path(path_type=Path), default=None, help="Also write the summary as JSON.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
+def run(inputs, output, model, batch_tokens, max_batch_rows, window_rows, max_tokens, device, progress,
+        summary_json, debug, **options) -> None:
+    """Score review text in INPUTS (files, directories or globs of .parquet/.csv/.csv.gz).
+
+    \b
+    One file, no -o:      writes <stem>.scored.parquet beside it.
+    One file, -o X.parquet: writes X.parquet.
+    Several / directory:  -o DIR gets DIR/<stem>.parquet per input file.
+
+    Output rows keep the input order. Columns: the input's columns except the text (see
+    --keep-text), 'row' (without --id-column), label, prob_positive, prob_negative, n_tokens,
+    truncated, error. Exit codes: 0 ok, 2 usage, 3 bad input, 4 bad model, 5 output problem,
+    6 too many bad rows, 7 finished but bad files were skipped, 130 interrupted (resumable).
+    """
+    from batchscore.batching import BucketSpec
+    from batchscore.runner import run_scoring
+    from batchscore.pipeline import RunOptions
+
+    try:
+        run_options = RunOptions(
+            buckets=BucketSpec(token_budget=batch_tokens, max_rows=max_batch_rows),
+            window_rows=window_rows, max_tokens=max_tokens, device=device, **options,
+        )
+        summary = run_scoring(list(inputs), output, model, run_options, progress, summary_json,
+                              log=lambda m: click.echo(m, err=True))
+    except Exception as err:  # noqa: BLE001 (one message per failure, documented exit codes)
+        _fail(err, debug)
+    if summary.bad_files:
+        sys.exit(7)
+
+
+@main.command()
+@click.argument("texts", nargs=-1, required=True)
+@_model_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
+def predict(texts, model, as_json) -> None:
+    """Print the label and probabilities for each TEXT (for humans checking a model)."""
+    from batchscore.runner import predict_texts
+
+    try:
+        results = predict_texts(list(texts), _load_bundle(model))
+    except Exception as err:  # noqa: BLE001
+        _fail(err, False)
+    for result in results:
+        if as_json:
+            click.echo(json.dumps(result))
+        else:
+            click.echo(f"{result['label'] or 'error':8s}  positive {result['prob_positive'] or 0:.3f}  "
+                       f"negative {result['prob_negative'] or 0:.3f}  {result['text'][:60]!r}")
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@_model_option
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+def evaluate(data, model, text_column, label_column, as_json) -> None:
+    """Accuracy, per-class precision/recall/F1, ROC-AUC, confusion matrix, accuracy by length, ECE."""
+    from batchscore.datasets import read_labeled
+    from batchscore.evaluate import format_report
+    from batchscore.train import evaluate_bundle
+
+    try:
+        report = evaluate_bundle(_load_bundle(model), read_labeled(data, text_column, label_column))
+    except Exception as err:  # noqa: BLE001
+        _fail(err, False)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@main.command()
+@_model_option
+@click.option("--json", "as_json", is_flag=True, help="The whole config.json card as JSON.")
+def info(model, as_json) -> None:
+    """Print the model card: data, embeddings, command, seed, metrics."""
+    from batchscore.runner import model_card_text
+
+    try:
+        bundle = _load_bundle(model)
+    except Exception as err:  # noqa: BLE001
+        _fail(err, False)
+    click.echo(json.dumps(bundle.config_dict(), indent=2) if as_json else model_card_text(bundle))
+
+
 @main.command()
 @click.option("--train", "train_path", required=True, type=click.Path(exists=True, path_type=Path),
               help="Labeled training data: .parquet/.csv with text and label columns, or an aclImdb folder.")

@@ -114,3 +114,25 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
             b = lo + ratio * (hi - lo)
             fb = nll(b)
     return float(np.exp((lo + hi) / 2))
+
+
+def format_report(report: dict) -> str:
+    """A human table of classification_report's output."""
+    lines = [
+        f"rows {report['rows']:,}   accuracy {report['accuracy']:.4f}   ROC-AUC {report['roc_auc']:.4f}   "
+        f"ECE {report['ece']:.4f}   log loss {report['log_loss']:.4f}",
+        "",
+        f"{'class':10s} {'precision':>9s} {'recall':>9s} {'f1':>9s} {'support':>9s}",
+    ]
+    for name, m in report["per_class"].items():
+        lines.append(f"{name:10s} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1']:9.4f} {m['support']:9d}")
+    cm = report["confusion_matrix"]
+    names = cm["labels"]
+    lines += ["", "confusion (rows true, cols predicted)", f"{'':10s} " + " ".join(f"{n:>10s}" for n in names)]
+    for name, row in zip(names, cm["rows_true_cols_pred"]):
+        lines.append(f"{name:10s} " + " ".join(f"{v:10d}" for v in row))
+    if "accuracy_by_length" in report:
+        lines += ["", "accuracy by length (tokens)"]
+        lines += [f"  {b['tokens']:>9s}  rows {b['rows']:6d}  accuracy {b['accuracy']:.4f}"
+                  for b in report["accuracy_by_length"]]
+    return "\n".join(lines)

@@ -1,0 +1,39 @@
+"""Errors an operator can act on, each with its documented exit code."""
+
+from __future__ import annotations
+
+
+class BatchscoreError(Exception):
+    """A failure explained in one message; the CLI prints it without a traceback."""
+
+    exit_code = 1
+
+
+class InputError(BatchscoreError):
+    """An input file or location is missing, unreadable or malformed."""
+
+    exit_code = 3
+
+
+class ModelError(BatchscoreError):
+    """The model bundle cannot be used."""
+
+    exit_code = 4
+
+
+class OutputError(BatchscoreError):
+    """Output cannot be written (exists, not writable, disk full, ...)."""
+
+    exit_code = 5
+
+
+class ErrorRateExceeded(BatchscoreError):
+    """Too many rows could not be scored."""
+
+    exit_code = 6
+
+
+class Interrupted(BatchscoreError):
+    """SIGINT/SIGTERM: stopped cleanly with resumable state."""
+
+    exit_code = 130

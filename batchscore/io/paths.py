@@ -1,0 +1,188 @@
+"""Input discovery (files, directories, globs, filesystem URIs) and output naming."""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from batchscore.errors import InputError, OutputError
+
+FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
+SCORED_SUFFIX = ".scored.parquet"
+_URI_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A path on a pyarrow filesystem; `uri` is what the user wrote (for messages)."""
+
+    filesystem: pafs.FileSystem
+    path: str
+    uri: str
+
+    def child(self, name: str) -> Location:
+        sep = "" if self.path.endswith("/") else "/"
+        return Location(self.filesystem, f"{self.path}{sep}{name}", f"{self.uri.rstrip('/')}/{name}")
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    def parent(self) -> Location:
+        head = self.path.rstrip("/").rsplit("/", 1)[0] or "/"
+        uri_head = self.uri.rstrip("/").rsplit("/", 1)[0] if "/" in self.uri else "."
+        return Location(self.filesystem, head, uri_head)
+
+    def sibling(self, name: str) -> Location:
+        return self.parent().child(name)
+
+    def exists(self) -> bool:
+        return self.filesystem.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self.filesystem.get_file_info(self.path).type == pafs.FileType.Directory
+
+
+@dataclass(frozen=True)
+class InputFile:
+    location: Location
+    format: str  # "parquet" | "csv"
+
+    @property
+    def stem(self) -> str:
+        return split_extension(self.location.name)[0]
+
+    def __str__(self) -> str:
+        return self.location.uri
+
+
+def split_extension(name: str) -> tuple[str, str]:
+    lower = name.lower()
+    for ext in sorted(FORMATS, key=len, reverse=True):
+        if lower.endswith(ext):
+            return name[: -len(ext)], ext
+    return name, ""
+
+
+def resolve(uri: str, filesystem: pafs.FileSystem | None = None) -> Location:
+    """A user-written path or URI (s3://, gs://, file://, local) as a filesystem location."""
+    if filesystem is not None:
+        return Location(filesystem, uri, uri)
+    if "://" not in uri:
+        return Location(pafs.LocalFileSystem(), os.path.abspath(uri), uri)
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except _URI_ERRORS as err:
+        raise InputError(f"{uri}: cannot open this location: {err}") from err
+    return Location(fs, path, uri)
+
+
+def discover_inputs(specs: list[str], filesystem: pafs.FileSystem | None = None) -> list[InputFile]:
+    """Expand files, directories (recursively) and globs into a sorted, de-duplicated file list."""
+    found: dict[str, InputFile] = {}
+    for spec in specs:
+        for location in _expand(spec, filesystem):
+            found.setdefault(location.path, _as_input(location))
+    if not found:
+        raise InputError(f"no input files found in {', '.join(specs)}")
+    return sorted(found.values(), key=lambda f: f.location.path)
+
+
+def _expand(spec: str, filesystem: pafs.FileSystem | None) -> list[Location]:
+    if any(ch in spec for ch in "*?["):
+        return _glob(spec, filesystem)
+    location = resolve(spec, filesystem)
+    try:
+        info = location.filesystem.get_file_info(location.path)
+    except OSError as err:
+        raise InputError(f"{spec}: cannot read: {err}") from err
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"{spec}: no such file or directory")
+    if info.type == pafs.FileType.Directory:
+        return _list_directory(location)
+    return [location]
+
+
+def _glob(spec: str, filesystem: pafs.FileSystem | None) -> list[Location]:
+    if "://" not in spec and filesystem is None:
+        matches = sorted(glob.glob(spec, recursive=True))
+        if not matches:
+            raise InputError(f"{spec}: the pattern matches no files")
+        out: list[Location] = []
+        for match in matches:
+            location = resolve(match)
+            out.extend(_list_directory(location) if location.is_dir() else [location])
+        return out
+    base_uri, _, pattern = spec.rpartition("/")
+    base = resolve(base_uri, filesystem)
+    selector = pafs.FileSelector(base.path, recursive=False, allow_not_found=True)
+    names = [info for info in base.filesystem.get_file_info(selector) if info.type == pafs.FileType.File]
+    out = [base.child(info.base_name) for info in names if fnmatch.fnmatch(info.base_name, pattern)]
+    if not out:
+        raise InputError(f"{spec}: the pattern matches no files")
+    return out
+
+
+def _list_directory(location: Location) -> list[Location]:
+    """Supported files below a directory; hidden and `_`-prefixed entries (markers, temp files) skipped."""
+    selector = pafs.FileSelector(location.path, recursive=True)
+    try:
+        infos = location.filesystem.get_file_info(selector)
+    except OSError as err:
+        raise InputError(f"{location.uri}: cannot list directory: {err}") from err
+    out = []
+    for info in infos:
+        relative = info.path[len(location.path.rstrip("/")) + 1 :]
+        if info.type != pafs.FileType.File or any(part[:1] in "._" for part in relative.split("/")):
+            continue
+        if split_extension(info.base_name)[1]:
+            out.append(Location(location.filesystem, info.path, f"{location.uri.rstrip('/')}/{relative}"))
+    if not out:
+        raise InputError(f"{location.uri}: directory holds no .parquet, .csv or .csv.gz files")
+    return out
+
+
+def _as_input(location: Location) -> InputFile:
+    ext = split_extension(location.name)[1]
+    if not ext:
+        raise InputError(
+            f"{location.uri}: unsupported file type (batchscore reads .parquet, .csv and .csv.gz)"
+        )
+    return InputFile(location, FORMATS[ext])
+
+
+def plan_outputs(
+    inputs: list[InputFile], output: str | None, single_input: bool, filesystem: pafs.FileSystem | None = None
+) -> list[Location]:
+    """Where each input's scores go.
+
+    One file and no -o: `<stem>.scored.parquet` beside it. One file and an -o ending
+    in .parquet: that file. Otherwise -o is a directory with one `<stem>.parquet`
+    per input, so shards map one to one.
+    """
+    if single_input and len(inputs) == 1:
+        source = inputs[0]
+        if output is None:
+            return [source.location.sibling(source.stem + SCORED_SUFFIX)]
+        if output.lower().endswith(".parquet"):
+            return [resolve(output, filesystem)]
+    if output is None:
+        raise OutputError("several input files (or a directory): pass -o DIR for the scored shards")
+    if output.lower().endswith(".parquet"):
+        raise OutputError(f"-o {output}: several inputs need an output directory, not a .parquet file")
+    directory = resolve(output, filesystem)
+    outputs = [directory.child(f.stem + ".parquet") for f in inputs]
+    seen: dict[str, InputFile] = {}
+    for source, target in zip(inputs, outputs):
+        if target.path in seen:
+            raise OutputError(
+                f"{seen[target.path]} and {source} would both be written to {target.uri}; "
+                "rename one or score them separately"
+            )
+        seen[target.path] = source
+    return outputs

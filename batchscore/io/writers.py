@@ -1,0 +1,153 @@
+"""Crash-safe Parquet output: committed parts, then one atomic assembly.
+
+Each scored window is written as a part file in a hidden work directory beside
+the target (`.NAME.parts/`) and then recorded in that directory's manifest; the
+manifest is replaced atomically, so it is the commit point. A killed run leaves
+the manifest describing exactly the rows already committed, and `--resume`
+continues after them. When all rows are in, the parts are assembled into a
+temporary file that is renamed onto the final name: readers never see a half file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from batchscore.errors import OutputError
+from batchscore.io.paths import Location
+
+MANIFEST = "manifest.json"
+METADATA_PREFIX = "batchscore."
+
+
+@dataclass
+class Progress:
+    rows_done: int = 0
+    parts: int = 0
+    complete: bool = False
+
+
+def read_file_metadata(location: Location) -> dict[str, str]:
+    """The batchscore.* key-value metadata of a scored file (empty if unreadable)."""
+    try:
+        with location.filesystem.open_input_file(location.path) as handle:
+            raw = pq.ParquetFile(handle).schema_arrow.metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return {}
+    prefix = METADATA_PREFIX.encode()
+    return {k[len(prefix) :].decode(): v.decode() for k, v in raw.items() if k.startswith(prefix)}
+
+
+class PartWriter:
+    """Commits one output file window by window; see the module docstring."""
+
+    def __init__(self, target: Location, fingerprint: dict[str, str]):
+        self.target = target
+        self.fingerprint = fingerprint
+        self.work = target.sibling(f".{target.name}.parts")
+        self.progress = Progress()
+        self._schema: pa.Schema | None = None
+
+    def has_partial(self) -> bool:
+        return self.work.exists()
+
+    def resume(self) -> Progress:
+        """Pick up committed parts if they were made from the same input and settings."""
+        manifest = self._read_manifest()
+        if manifest is None or manifest.get("fingerprint") != self.fingerprint:
+            self.discard()
+            return self.progress
+        self.progress = Progress(manifest["rows_done"], manifest["parts"], manifest.get("complete", False))
+        return self.progress
+
+    def discard(self) -> None:
+        if self.work.exists():
+            self.work.filesystem.delete_dir(self.work.path)
+        self.progress = Progress()
+
+    def _read_manifest(self) -> dict | None:
+        path = self.work.child(MANIFEST)
+        if not path.exists():
+            return None
+        try:
+            with path.filesystem.open_input_stream(path.path) as handle:
+                return json.loads(handle.read().decode("utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _guard(self, action: str, func, *args):
+        try:
+            return func(*args)
+        except OSError as err:
+            raise OutputError(f"{self.target.uri}: cannot {action}: {err}") from err
+
+    def write_part(self, table: pa.Table) -> None:
+        """Write one window's rows and commit them in the manifest."""
+        if self.progress.parts == 0:
+            self._guard("create the work directory", self.work.filesystem.create_dir, self.work.path)
+        name = f"part-{self.progress.parts:06d}.parquet"
+        self._guard("write a part", self._write_atomic, self.work.child(name), table, {})
+        self.progress.parts += 1
+        self.progress.rows_done += table.num_rows
+        self._write_manifest()
+
+    def mark_complete(self) -> None:
+        if self.progress.parts == 0:
+            self._guard("create the work directory", self.work.filesystem.create_dir, self.work.path)
+        self.progress.complete = True
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        payload = {
+            "fingerprint": self.fingerprint,
+            "rows_done": self.progress.rows_done,
+            "parts": self.progress.parts,
+            "complete": self.progress.complete,
+        }
+        data = json.dumps(payload, indent=1).encode("utf-8")
+        tmp = self.work.child(f".{MANIFEST}.tmp")
+        self._guard("write the manifest", _write_bytes, tmp, data)
+        self._guard("commit the manifest", self.work.filesystem.move, tmp.path, self.work.child(MANIFEST).path)
+
+    def assemble(self, schema: pa.Schema, metadata: dict[str, str]) -> None:
+        """Concatenate the committed parts (one row group each) into the final file, atomically."""
+        schema = schema.with_metadata({f"{METADATA_PREFIX}{k}".encode(): str(v).encode() for k, v in metadata.items()})
+        parts = [self.work.child(f"part-{i:06d}.parquet") for i in range(self.progress.parts)]
+
+        def write(handle):
+            with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
+                for part in parts:
+                    with part.filesystem.open_input_file(part.path) as source:
+                        writer.write_table(pq.read_table(source).cast(schema))
+
+        self._guard("write the output", self._write_with, self.target, write)
+        self.discard()
+
+    def _write_atomic(self, location: Location, table: pa.Table, _metadata: dict) -> None:
+        self._write_with(location, lambda handle: pq.write_table(table, handle, compression="zstd"))
+
+    @staticmethod
+    def _write_with(location: Location, write) -> None:
+        """Write to a temporary sibling, then rename onto `location` (removing the temp on failure)."""
+        tmp = location.sibling(f".{location.name}.tmp-{os.getpid()}")
+        try:
+            with location.filesystem.open_output_stream(tmp.path) as handle:
+                write(handle)
+            location.filesystem.move(tmp.path, location.path)
+        except BaseException:
+            try:
+                if location.filesystem.get_file_info(tmp.path).type == pafs.FileType.File:
+                    location.filesystem.delete_file(tmp.path)
+            except OSError:
+                pass
+            raise
+
+
+def _write_bytes(location: Location, data: bytes) -> None:
+    with location.filesystem.open_output_stream(location.path) as handle:
+        handle.write(data)

@@ -1,0 +1,70 @@
+"""The end-of-run summary: what an operator reads on stderr and a scheduler reads as JSON."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+STAGES = ("read", "tokenize", "forward", "write")
+
+
+@dataclass
+class RunSummary:
+    files_scored: int = 0
+    files_skipped_done: int = 0  # already complete (resume)
+    bad_files: list[str] = field(default_factory=list)  # "path: reason" (with --skip-bad-files)
+    rows: int = 0
+    error_rows: int = 0
+    tokens: int = 0
+    truncated_rows: int = 0
+    labels: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    prob_positive_sum: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    seconds: float = 0.0
+    renamed_columns: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def error_rate(self) -> float:
+        return self.error_rows / self.rows if self.rows else 0.0
+
+    def to_dict(self) -> dict:
+        scored = self.rows - self.error_rows
+        return {
+            "files_scored": self.files_scored,
+            "files_already_done": self.files_skipped_done,
+            "bad_files": self.bad_files,
+            "rows": self.rows,
+            "error_rows": self.error_rows,
+            "error_rate": self.error_rate,
+            "errors": dict(self.errors),
+            "labels": dict(self.labels),
+            "mean_prob_positive": self.prob_positive_sum / scored if scored else None,
+            "tokens": self.tokens,
+            "truncated_rows": self.truncated_rows,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": self.rows / self.seconds if self.seconds else None,
+            "tokens_per_second": self.tokens / self.seconds if self.seconds else None,
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+            "outputs": self.outputs,
+        }
+
+    def format(self) -> str:
+        d = self.to_dict()
+        rate = f"{d['rows_per_second']:,.0f} rows/s, {d['tokens_per_second']:,.0f} tokens/s" if self.seconds else ""
+        lines = [
+            f"batchscore: {self.files_scored} file(s) scored"
+            + (f", {self.files_skipped_done} already complete" if self.files_skipped_done else "")
+            + (f", {len(self.bad_files)} bad file(s) skipped" if self.bad_files else ""),
+            f"  rows {self.rows:,} in {self.seconds:.1f}s ({rate})" if self.seconds else f"  rows {self.rows:,}",
+            "  labels " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.labels.items())) or "none"),
+            f"  errors {self.error_rows:,} ({self.error_rate:.2%})"
+            + (": " + ", ".join(f"{k} {v:,}" for k, v in self.errors.most_common()) if self.errors else ""),
+            f"  truncated {self.truncated_rows:,}",
+            "  stage time (s, overlapped) " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_seconds.items()),
+        ]
+        lines += [f"  renamed input column {c!r} to 'input_{c}' (it clashes with an output column)"
+                  for c in self.renamed_columns]
+        lines += [f"  bad file: {b}" for b in self.bad_files]
+        return "\n".join(lines)

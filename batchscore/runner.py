@@ -1,0 +1,106 @@
+"""What the CLI commands do, callable without a terminal: load, run, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from batchscore.bundle import Bundle, load_bundle
+from batchscore.encoding import encode
+from batchscore.pipeline import RunOptions, ScoringJob
+from batchscore.report import RunSummary
+from batchscore.scoring import Scorer, Truncation, softmax
+
+
+def run_scoring(
+    inputs: list[str],
+    output: str | None,
+    model: Path | str | None,
+    options: RunOptions,
+    progress: bool | None = None,
+    summary_json: Path | None = None,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    filesystem=None,
+) -> RunSummary:
+    """`batchscore run`: score, print the summary to stderr, optionally save it as JSON."""
+    import signal
+
+    bundle = load_bundle(model)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _progress_bar(show)
+    previous = _raise_on_sigterm(signal)
+    try:
+        job = ScoringJob(bundle, options, on_rows=bar.update if bar else None, log=log)
+        summary = job.run(inputs, output, filesystem)
+    finally:
+        if bar is not None:
+            bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    log(summary.format())
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    return summary
+
+
+def _raise_on_sigterm(signal):
+    """SIGTERM stops like Ctrl-C: committed parts stay, the run can be resumed."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
+def _progress_bar(enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(unit="rows", unit_scale=True, desc="scoring", file=sys.stderr, mininterval=0.5)
+
+
+def predict_texts(texts: list[str], bundle: Bundle) -> list[dict]:
+    """Scores for a few strings, with the same tokenizer, truncation and temperature as `run`."""
+    encoded = encode(pa.array(texts, pa.string()), bundle.vocab, bundle.tokenizer)
+    scorer = Scorer(bundle.model, bundle.params, Truncation(bundle.max_tokens, bundle.head_tokens))
+    ok = np.flatnonzero(encoded.n_tokens > 0)
+    probs = softmax(scorer.logits(encoded, ok), bundle.temperature)
+    results = [{"text": t, "label": None, "prob_positive": None, "prob_negative": None,
+                "error": "empty text"} for t in texts]
+    for position, row in enumerate(ok):
+        positive = float(probs[position, 1])
+        results[row].update(
+            label=bundle.labels[1] if positive >= 0.5 else bundle.labels[0],
+            prob_positive=positive, prob_negative=1.0 - positive, error=None,
+        )
+    return results
+
+
+def model_card_text(bundle: Bundle) -> str:
+    card = bundle.card
+    m = bundle.model
+    lines = [
+        f"model      {bundle.name}",
+        f"weights    sha256 {bundle.weights_sha256}",
+        f"arch       GloVe {m.embed_dim}d -> BiLSTM {m.num_layers}x{m.hidden} -> first+last ({4 * m.hidden}) "
+        f"-> Dense({m.num_classes}); vocab {m.vocab_size:,}",
+        f"tokens     max {bundle.max_tokens} (head {bundle.head_tokens} + tail), temperature {bundle.temperature:.3f}",
+    ]
+    for key in ("command", "seed", "epochs_run", "best_epoch", "training_seconds", "machine"):
+        if key in card:
+            lines.append(f"{key:10s} {card[key]}")
+    for key in ("train_data", "valid_data", "test_data", "embeddings"):
+        if key in card:
+            lines.append(f"{key:10s} " + ", ".join(f"{k}={v}" for k, v in card[key].items()))
+    for key in ("valid_metrics", "test_metrics"):
+        if key in card:
+            lines.append(f"{key:10s} {json.dumps(card[key])}")
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""Bucketing never drops, duplicates or reorders rows, and padding/truncation are exact."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchscore.batching import BucketSpec, pad_batch, plan_batches
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=700), max_size=400),
+    max_tokens=st.sampled_from([16, 100, 400, 512]),
+    budget=st.sampled_from([256, 4096, 65536]),
+    shuffle=st.booleans(),
+)
+def test_every_row_lands_in_exactly_one_batch(lengths, max_tokens, budget, shuffle):
+    lengths = np.array(lengths, dtype=np.int64)
+    spec = BucketSpec(token_budget=budget, max_rows=512)
+    rng = np.random.default_rng(0) if shuffle else None
+    batches = plan_batches(lengths, max_tokens, spec, rng=rng)
+    rows = np.concatenate([b.rows for b in batches]) if batches else np.array([], np.int64)
+    assert sorted(rows.tolist()) == list(range(len(lengths)))
+    for batch in batches:
+        assert np.all(np.minimum(lengths[batch.rows], max_tokens) <= batch.width)
+        assert batch.rows.size <= batch.padded_rows
+        assert batch.padded_rows & (batch.padded_rows - 1) == 0  # a power of two
+        assert batch.width in spec.widths(max_tokens)
+
+
+def test_shapes_are_bounded_by_buckets_and_powers_of_two():
+    lengths = np.random.default_rng(1).integers(1, 2000, size=50_000)
+    spec = BucketSpec()
+    shapes = {(b.padded_rows, b.width) for b in plan_batches(lengths, 400, spec)}
+    widths = spec.widths(400)
+    assert {w for _, w in shapes} <= set(widths)
+    assert len(shapes) <= len(widths) * 8
+
+
+def test_pad_batch_keeps_head_and_tail_of_long_rows():
+    ids = np.arange(100, 130, dtype=np.int32)  # row 0: 20 tokens, row 1: 10 tokens
+    offsets = np.array([0, 20, 30])
+    batch = plan_batches(np.array([20, 10]), 8, BucketSpec(boundaries=(8,)))[0]
+    matrix, lengths = pad_batch(ids, offsets, batch, max_tokens=8, head_tokens=3)
+    by_row = {int(r): (matrix[i], lengths[i]) for i, r in enumerate(batch.rows)}
+    row0, len0 = by_row[0]
+    assert len0 == 8
+    assert row0.tolist() == [100, 101, 102, 115, 116, 117, 118, 119]
+    row1, len1 = by_row[1]
+    assert len1 == 8 and row1.tolist() == [120, 121, 122, 125, 126, 127, 128, 129]
+    assert lengths[2:].sum() == 0 and matrix[2:].sum() == 0
+
+
+def test_short_rows_are_zero_padded():
+    ids = np.array([5, 6, 7], np.int32)
+    batch = plan_batches(np.array([3]), 32, BucketSpec(boundaries=(4, 8)))[0]
+    matrix, lengths = pad_batch(ids, np.array([0, 3]), batch, max_tokens=32, head_tokens=8)
+    assert batch.width == 4
+    assert matrix[0].tolist() == [5, 6, 7, 0] and lengths[0] == 3

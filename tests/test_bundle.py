@@ -1,0 +1,113 @@
+"""Model bundles: round trip, and a clear rejection of every kind of broken bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from batchscore.bundle import BundleError, load_bundle, save_bundle
+from batchscore.model import flatten_params
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, target)
+    return target
+
+
+def test_round_trip_keeps_everything(tiny_bundle, tmp_path):
+    bundle = load_bundle(tiny_bundle)
+    save_bundle(bundle, tmp_path / "again", weights_dtype="float32")
+    again = load_bundle(tmp_path / "again")
+    assert again.model == bundle.model and again.tokenizer == bundle.tokenizer
+    assert again.vocab.tokens == bundle.vocab.tokens
+    assert (again.max_tokens, again.head_tokens, again.temperature) == (48, 12, 1.0)
+    for name, value in flatten_params(bundle.params).items():
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(flatten_params(again.params)[name]))
+    assert again.weights_sha256 == bundle.weights_sha256
+
+
+def test_float16_weights_load_as_float32(tiny_bundle, tmp_path):
+    save_bundle(load_bundle(tiny_bundle), tmp_path / "half", weights_dtype="float16")
+    arrays = load_file(str(tmp_path / "half" / "weights.safetensors"))
+    assert all(a.dtype == np.float16 for a in arrays.values())
+    loaded = load_bundle(tmp_path / "half")
+    assert loaded.params["head"]["kernel"].dtype == np.float32
+
+
+@pytest.mark.parametrize("missing", ["config.json", "vocab.txt", "weights.safetensors"])
+def test_missing_file(bundle_copy, missing):
+    (bundle_copy / missing).unlink()
+    with pytest.raises(BundleError, match=f"missing {missing}"):
+        load_bundle(bundle_copy)
+
+
+def _edit_config(directory: Path, edit) -> None:
+    config = json.loads((directory / "config.json").read_text())
+    edit(config)
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+def test_newer_format_version(bundle_copy):
+    _edit_config(bundle_copy, lambda c: c.update(format_version=99))
+    with pytest.raises(BundleError, match="newer than this batchscore supports"):
+        load_bundle(bundle_copy)
+
+
+def test_vocabulary_size_mismatch(bundle_copy):
+    with (bundle_copy / "vocab.txt").open("a") as handle:
+        handle.write("extra\n")
+    with pytest.raises(BundleError, match="vocab.txt has .* tokens but config.json says"):
+        load_bundle(bundle_copy)
+
+
+def test_wrong_weight_shape(bundle_copy):
+    _edit_config(bundle_copy, lambda c: c["model"].update(hidden=7))
+    with pytest.raises(BundleError, match="has shape"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_weight(bundle_copy):
+    path = bundle_copy / "weights.safetensors"
+    arrays = load_file(str(path))
+    del arrays["head/bias"]
+    save_file(arrays, str(path))
+    with pytest.raises(BundleError, match=r"missing \['head/bias'\]"):
+        load_bundle(bundle_copy)
+
+
+def test_non_finite_weight(bundle_copy):
+    path = bundle_copy / "weights.safetensors"
+    arrays = load_file(str(path))
+    arrays["head/bias"] = np.array([np.nan, 0], np.float32)
+    save_file(arrays, str(path))
+    with pytest.raises(BundleError, match="NaN"):
+        load_bundle(bundle_copy)
+
+
+def test_truncated_weights_file(bundle_copy):
+    path = bundle_copy / "weights.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(BundleError, match="unreadable"):
+        load_bundle(bundle_copy)
+
+
+def test_not_json_config(bundle_copy):
+    (bundle_copy / "config.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(bundle_copy)
+
+
+def test_file_linked_outside_the_bundle_is_refused(bundle_copy, tmp_path):
+    outside = tmp_path / "elsewhere.txt"
+    shutil.move(bundle_copy / "vocab.txt", outside)
+    os.symlink(outside, bundle_copy / "vocab.txt")
+    with pytest.raises(BundleError, match="outside the bundle directory"):
+        load_bundle(bundle_copy)

@@ -1,0 +1,50 @@
+"""The forward pass: true first/last states, independent of padding, bucket and batch-mates."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from batchscore.batching import BucketSpec
+from batchscore.bundle import load_bundle
+from batchscore.encoding import encode
+from batchscore.model import ModelConfig, forward_logits, init_params, reverse_within_length
+from batchscore.scoring import Scorer, Truncation
+
+
+def test_reverse_within_length_leaves_padding_in_place():
+    x = jnp.arange(10).reshape(2, 5)[:, :, None]
+    out = reverse_within_length(x, jnp.array([3, 5]))[:, :, 0]
+    assert out.tolist() == [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]]
+
+
+def test_padding_does_not_change_logits():
+    config = ModelConfig(vocab_size=50, embed_dim=4, hidden=5, num_layers=2)
+    params = init_params(config, 0)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(2, 50, size=(1, 7)).astype(np.int32)
+    alone = forward_logits(config, params, ids, np.array([7], np.int32))
+    padded = np.concatenate([ids, rng.integers(2, 50, size=(1, 9)).astype(np.int32)], axis=1)
+    with_junk = forward_logits(config, params, padded, np.array([7], np.int32))
+    np.testing.assert_array_equal(np.asarray(alone), np.asarray(with_junk))
+
+
+def test_head_width_is_four_times_hidden_and_layers_are_stacked():
+    config = ModelConfig(vocab_size=10, embed_dim=3, hidden=7, num_layers=3)
+    params = init_params(config, 0)
+    assert params["head"]["kernel"].shape == (28, 2)
+    assert {k for k in params if k.startswith("lstm_")} == {"lstm_0", "lstm_1", "lstm_2"}
+    assert params["lstm_1"]["w_input"].shape == (2, 14, 28)
+
+
+def test_probabilities_do_not_depend_on_batch_mates_or_bucket(tiny_bundle, reviews_table):
+    bundle = load_bundle(tiny_bundle)
+    encoded = encode(reviews_table.column("text").combine_chunks(), bundle.vocab, bundle.tokenizer)
+    truncation = Truncation(bundle.max_tokens, bundle.head_tokens)
+    together = Scorer(bundle.model, bundle.params, truncation, BucketSpec(token_budget=4096)).logits(encoded)
+    other = Scorer(bundle.model, bundle.params, truncation, BucketSpec(boundaries=(5, 17, 33), token_budget=512))
+    regrouped = other.logits(encoded)
+    np.testing.assert_array_equal(together, regrouped)
+    for row in (0, 7, 150, 299):
+        alone = other.logits(encoded, np.array([row]))
+        np.testing.assert_array_equal(alone[0], together[row])
