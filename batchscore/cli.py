@@ -28,7 +28,9 @@ def _load_bundle(model: Path | None):
 
 
 _model_option = click.option(
-    "--model", type=click.Path(path_type=Path), default=None,
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
     help="Model bundle directory. Default: the bundled IMDb model.",
 )
 
@@ -46,32 +48,72 @@ def _fail(err: Exception, debug: bool) -> None:
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", default=None,
-              help="Output .parquet file (one input) or directory (several inputs, a directory or a glob).")
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    help="Output .parquet file (one input) or directory (several inputs, a directory or a glob).",
+)
 @click.option("--text-column", default="text", show_default=True, help="Column holding the review text.")
-@click.option("--id-column", default=None,
-              help="Column identifying rows (kept as is). Without it the output gets 'row', the input position.")
+@click.option(
+    "--id-column",
+    default=None,
+    help="Column identifying rows (kept as is). Without it the output gets 'row', the input position.",
+)
 @_model_option
-@click.option("--batch-tokens", default=65536, show_default=True,
-              help="Padded tokens per forward batch (rows per batch = this / bucket width).")
+@click.option(
+    "--batch-tokens",
+    default=65536,
+    show_default=True,
+    help="Padded tokens per forward batch (rows per batch = this / bucket width).",
+)
 @click.option("--max-batch-rows", default=1024, show_default=True, help="Upper bound on rows per batch.")
-@click.option("--window-rows", default=16384, show_default=True,
-              help="Rows read, bucketed and committed together (memory and resume granularity).")
+@click.option(
+    "--window-rows",
+    default=16384,
+    show_default=True,
+    help="Rows read, bucketed and committed together (memory and resume granularity).",
+)
 @click.option("--max-tokens", type=int, default=None, help="Truncation length. Default: the model's.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option("--keep-text", is_flag=True, help="Copy the text column into the output.")
 @click.option("--csv-delimiter", default=",", show_default=True, help="Field delimiter of CSV inputs.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (and discard partial ones).")
-@click.option("--resume", is_flag=True,
-              help="Skip outputs already complete for the same input and model; continue partial ones.")
-@click.option("--skip-bad-files", is_flag=True, help="With several inputs: score the readable ones, report the rest.")
-@click.option("--max-error-rate", default=0.05, show_default=True,
-              help="Fail (exit 6) when more than this share of rows cannot be scored.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-@click.option("--summary-json", type=click.Path(path_type=Path), default=None, help="Also write the summary as JSON.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Skip outputs already complete for the same input and model; continue partial ones.",
+)
+@click.option(
+    "--skip-bad-files", is_flag=True, help="With several inputs: score the readable ones, report the rest."
+)
+@click.option(
+    "--max-error-rate",
+    default=0.05,
+    show_default=True,
+    help="Fail (exit 6) when more than this share of rows cannot be scored.",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
+)
+@click.option(
+    "--summary-json", type=click.Path(path_type=Path), default=None, help="Also write the summary as JSON."
+)
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
-def run(inputs, output, model, batch_tokens, max_batch_rows, window_rows, max_tokens, device, progress,
-        summary_json, debug, **options) -> None:
+def run(
+    inputs,
+    output,
+    model,
+    batch_tokens,
+    max_batch_rows,
+    window_rows,
+    max_tokens,
+    device,
+    progress,
+    summary_json,
+    debug,
+    **options,
+) -> None:
     """Score review text in INPUTS (files, directories or globs of .parquet/.csv/.csv.gz).
 
     \b
@@ -85,17 +127,27 @@ def run(inputs, output, model, batch_tokens, max_batch_rows, window_rows, max_to
     6 too many bad rows, 7 finished but bad files were skipped, 130 interrupted (resumable).
     """
     from batchscore.batching import BucketSpec
-    from batchscore.runner import run_scoring
     from batchscore.pipeline import RunOptions
+    from batchscore.runner import run_scoring
 
     try:
         run_options = RunOptions(
             buckets=BucketSpec(token_budget=batch_tokens, max_rows=max_batch_rows),
-            window_rows=window_rows, max_tokens=max_tokens, device=device, **options,
+            window_rows=window_rows,
+            max_tokens=max_tokens,
+            device=device,
+            **options,
         )
-        summary = run_scoring(list(inputs), output, model, run_options, progress, summary_json,
-                              log=lambda m: click.echo(m, err=True))
-    except Exception as err:  # noqa: BLE001 (one message per failure, documented exit codes)
+        summary = run_scoring(
+            list(inputs),
+            output,
+            model,
+            run_options,
+            progress,
+            summary_json,
+            log=lambda m: click.echo(m, err=True),
+        )
+    except Exception as err:
         _fail(err, debug)
     if summary.bad_files:
         sys.exit(7)
@@ -111,14 +163,16 @@ def predict(texts, model, as_json) -> None:
 
     try:
         results = predict_texts(list(texts), _load_bundle(model))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         _fail(err, False)
     for result in results:
         if as_json:
             click.echo(json.dumps(result))
         else:
-            click.echo(f"{result['label'] or 'error':8s}  positive {result['prob_positive'] or 0:.3f}  "
-                       f"negative {result['prob_negative'] or 0:.3f}  {result['text'][:60]!r}")
+            click.echo(
+                f"{result['label'] or 'error':8s}  positive {result['prob_positive'] or 0:.3f}  "
+                f"negative {result['prob_negative'] or 0:.3f}  {result['text'][:60]!r}"
+            )
 
 
 @main.command()
@@ -135,7 +189,7 @@ def evaluate(data, model, text_column, label_column, as_json) -> None:
 
     try:
         report = evaluate_bundle(_load_bundle(model), read_labeled(data, text_column, label_column))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         _fail(err, False)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
@@ -149,24 +203,48 @@ def info(model, as_json) -> None:
 
     try:
         bundle = _load_bundle(model)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         _fail(err, False)
     click.echo(json.dumps(bundle.config_dict(), indent=2) if as_json else model_card_text(bundle))
 
 
 @main.command()
-@click.option("--train", "train_path", required=True, type=click.Path(exists=True, path_type=Path),
-              help="Labeled training data: .parquet/.csv with text and label columns, or an aclImdb folder.")
-@click.option("--valid", "valid_path", type=click.Path(exists=True, path_type=Path),
-              help="Labeled validation data. Default: a stratified --valid-fraction of --train.")
-@click.option("--valid-fraction", default=0.1, show_default=True, help="Share of --train held out for validation.")
-@click.option("--test", "test_path", type=click.Path(exists=True, path_type=Path),
-              help="Labeled test data, evaluated once at the end for the model card; never used for choices.")
-@click.option("--embeddings", default="glove-6b-50d", show_default=True,
-              help="'glove-6b-50d' (needs batchscore[train]) or a Stanford GloVe .txt file of any dimension.")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
-@click.option("--checkpoint-dir", type=click.Path(path_type=Path),
-              help="Where per-epoch checkpoints go. Default: OUTPUT.checkpoint next to the bundle.")
+@click.option(
+    "--train",
+    "train_path",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Labeled training data: .parquet/.csv with text and label columns, or an aclImdb folder.",
+)
+@click.option(
+    "--valid",
+    "valid_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="Labeled validation data. Default: a stratified --valid-fraction of --train.",
+)
+@click.option(
+    "--valid-fraction", default=0.1, show_default=True, help="Share of --train held out for validation."
+)
+@click.option(
+    "--test",
+    "test_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="Labeled test data, evaluated once at the end for the model card; never used for choices.",
+)
+@click.option(
+    "--embeddings",
+    default="glove-6b-50d",
+    show_default=True,
+    help="'glove-6b-50d' (needs batchscore[train]) or a Stanford GloVe .txt file of any dimension.",
+)
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Bundle directory to write."
+)
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(path_type=Path),
+    help="Where per-epoch checkpoints go. Default: OUTPUT.checkpoint next to the bundle.",
+)
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of an identical run.")
 @click.option("--epochs", default=8, show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
@@ -176,13 +254,19 @@ def info(model, as_json) -> None:
 @click.option("--hidden", default=100, show_default=True, help="LSTM units per direction.")
 @click.option("--num-layers", default=2, show_default=True)
 @click.option("--max-tokens", default=400, show_default=True, help="Truncation length (head + tail kept).")
-@click.option("--head-tokens", default=100, show_default=True, help="Tokens kept from the start of a long review.")
-@click.option("--min-count", default=2, show_default=True, help="Keep training tokens seen at least this often.")
+@click.option(
+    "--head-tokens", default=100, show_default=True, help="Tokens kept from the start of a long review."
+)
+@click.option(
+    "--min-count", default=2, show_default=True, help="Keep training tokens seen at least this often."
+)
 @click.option("--max-vocab", default=60000, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
+)
 def train(**options) -> None:
     """Train a model bundle (GloVe -> 2-layer BiLSTM -> first+last -> Dense)."""
     from batchscore.train import run_training

@@ -51,7 +51,9 @@ def read_labeled(path: str | Path, text_column: str = "text", label_column: str 
     elif name.endswith((".csv", ".csv.gz")):
         table = pacsv.read_csv(path)
     else:
-        raise DataError(f"{path}: unsupported labeled data (use .parquet, .csv, .csv.gz or an aclImdb folder)")
+        raise DataError(
+            f"{path}: unsupported labeled data (use .parquet, .csv, .csv.gz or an aclImdb folder)"
+        )
     for column in (text_column, label_column):
         if column not in table.column_names:
             raise DataError(f"{path}: no column {column!r}; columns are {table.column_names}")
@@ -72,10 +74,15 @@ def _normalise_labels(column: pa.Array, path: Path, label_column: str) -> np.nda
         column = pc.index_in(lowered, value_set=pa.array(LABEL_NAMES))
     elif pa.types.is_boolean(column.type):
         column = column.cast(pa.int8())
-    valid = pc.and_(pc.is_valid(column), pc.is_in(column, value_set=pa.array([0, 1], column.type))) \
-        if pa.types.is_integer(column.type) else None
+    valid = (
+        pc.and_(pc.is_valid(column), pc.is_in(column, value_set=pa.array([0, 1], column.type)))
+        if pa.types.is_integer(column.type)
+        else None
+    )
     if valid is None:
-        raise DataError(f"{path}: column {label_column!r} has type {column.type}; use 0/1 or negative/positive")
+        raise DataError(
+            f"{path}: column {label_column!r} has type {column.type}; use 0/1 or negative/positive"
+        )
     valid = pc.fill_null(valid, False)
     if not pc.all(valid).as_py():
         row = pc.index(valid, False).as_py()
@@ -118,7 +125,7 @@ def split_validation(data: LabeledData, fraction: float, seed: int) -> tuple[Lab
     valid_rows = []
     for label in (0, 1):
         rows = rng.permutation(np.flatnonzero(data.labels == label))
-        valid_rows.append(rows[: int(round(rows.size * fraction))])
+        valid_rows.append(rows[: round(rows.size * fraction)])
     valid = np.sort(np.concatenate(valid_rows))
     train = np.setdiff1d(np.arange(len(data)), valid)
     return data.take(train), data.take(valid)

@@ -37,7 +37,7 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
     starts = np.concatenate([[0], boundaries])
     ends = np.concatenate([boundaries, [scores.size]])
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         ranks[order[start:end]] = (start + end + 1) / 2.0
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
@@ -128,11 +128,17 @@ def format_report(report: dict) -> str:
         lines.append(f"{name:10s} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1']:9.4f} {m['support']:9d}")
     cm = report["confusion_matrix"]
     names = cm["labels"]
-    lines += ["", "confusion (rows true, cols predicted)", f"{'':10s} " + " ".join(f"{n:>10s}" for n in names)]
-    for name, row in zip(names, cm["rows_true_cols_pred"]):
+    lines += [
+        "",
+        "confusion (rows true, cols predicted)",
+        f"{'':10s} " + " ".join(f"{n:>10s}" for n in names),
+    ]
+    for name, row in zip(names, cm["rows_true_cols_pred"], strict=True):
         lines.append(f"{name:10s} " + " ".join(f"{v:10d}" for v in row))
     if "accuracy_by_length" in report:
         lines += ["", "accuracy by length (tokens)"]
-        lines += [f"  {b['tokens']:>9s}  rows {b['rows']:6d}  accuracy {b['accuracy']:.4f}"
-                  for b in report["accuracy_by_length"]]
+        lines += [
+            f"  {b['tokens']:>9s}  rows {b['rows']:6d}  accuracy {b['accuracy']:.4f}"
+            for b in report["accuracy_by_length"]
+        ]
     return "\n".join(lines)

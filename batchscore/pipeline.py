@@ -93,13 +93,19 @@ class ScoringJob:
         self.on_rows = on_rows or (lambda n: None)
         self.log = log
         max_tokens = options.max_tokens or bundle.max_tokens
-        head = min(bundle.head_tokens, max_tokens // 4) if max_tokens < bundle.max_tokens else bundle.head_tokens
+        head = (
+            min(bundle.head_tokens, max_tokens // 4) if max_tokens < bundle.max_tokens else bundle.head_tokens
+        )
         self.truncation = Truncation(max_tokens, head)
-        self.scorer = Scorer(bundle.model, bundle.params, self.truncation, options.buckets, pick_device(options.device))
+        self.scorer = Scorer(
+            bundle.model, bundle.params, self.truncation, options.buckets, pick_device(options.device)
+        )
         self.read_options = ReadOptions(options.text_column, options.window_rows, options.csv_delimiter)
 
     # ---- planning -------------------------------------------------------------------------
-    def run(self, inputs: list[str], output: str | None, filesystem: pafs.FileSystem | None = None) -> RunSummary:
+    def run(
+        self, inputs: list[str], output: str | None, filesystem: pafs.FileSystem | None = None
+    ) -> RunSummary:
         started = time.perf_counter()
         files = discover_inputs(inputs, filesystem)
         single = len(inputs) == 1 and _names_one_file(inputs[0], files)
@@ -121,7 +127,7 @@ class ScoringJob:
     ) -> list[tuple[InputFile, Location]]:
         """Open every input before scoring any, so a bad shard fails the job in seconds, not hours."""
         good: list[tuple[InputFile, Location, pa.Schema]] = []
-        for source, target in zip(files, targets):
+        for source, target in zip(files, targets, strict=True):
             try:
                 schema = ShardReader(source, self.read_options).schema()
                 if good and set(schema.names) != set(good[0][2].names):
@@ -163,7 +169,9 @@ class ScoringJob:
         fingerprint = self._fingerprint(source)
         writer = PartWriter(target, fingerprint)
         if target.exists():
-            if self.options.resume and read_file_metadata(target).get("fingerprint") == json.dumps(fingerprint):
+            if self.options.resume and read_file_metadata(target).get("fingerprint") == json.dumps(
+                fingerprint
+            ):
                 summary.files_skipped_done += 1
                 summary.outputs.append(target.uri)
                 self.log(f"{target.uri}: already complete, skipped")
@@ -244,7 +252,10 @@ class ScoringJob:
                 failures.append(err)
                 stop.set()
 
-        threads = [threading.Thread(target=produce, daemon=True), threading.Thread(target=consume, daemon=True)]
+        threads = [
+            threading.Thread(target=produce, daemon=True),
+            threading.Thread(target=consume, daemon=True),
+        ]
         for thread in threads:
             thread.start()
         try:

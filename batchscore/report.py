@@ -52,19 +52,28 @@ class RunSummary:
 
     def format(self) -> str:
         d = self.to_dict()
-        rate = f"{d['rows_per_second']:,.0f} rows/s, {d['tokens_per_second']:,.0f} tokens/s" if self.seconds else ""
+        rate = (
+            f"{d['rows_per_second']:,.0f} rows/s, {d['tokens_per_second']:,.0f} tokens/s"
+            if self.seconds
+            else ""
+        )
         lines = [
             f"batchscore: {self.files_scored} file(s) scored"
             + (f", {self.files_skipped_done} already complete" if self.files_skipped_done else "")
             + (f", {len(self.bad_files)} bad file(s) skipped" if self.bad_files else ""),
-            f"  rows {self.rows:,} in {self.seconds:.1f}s ({rate})" if self.seconds else f"  rows {self.rows:,}",
+            f"  rows {self.rows:,} in {self.seconds:.1f}s ({rate})"
+            if self.seconds
+            else f"  rows {self.rows:,}",
             "  labels " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.labels.items())) or "none"),
             f"  errors {self.error_rows:,} ({self.error_rate:.2%})"
             + (": " + ", ".join(f"{k} {v:,}" for k, v in self.errors.most_common()) if self.errors else ""),
             f"  truncated {self.truncated_rows:,}",
-            "  stage time (s, overlapped) " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_seconds.items()),
+            "  stage time (s, overlapped) "
+            + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_seconds.items()),
         ]
-        lines += [f"  renamed input column {c!r} to 'input_{c}' (it clashes with an output column)"
-                  for c in self.renamed_columns]
+        lines += [
+            f"  renamed input column {c!r} to 'input_{c}' (it clashes with an output column)"
+            for c in self.renamed_columns
+        ]
         lines += [f"  bad file: {b}" for b in self.bad_files]
         return "\n".join(lines)

@@ -50,6 +50,7 @@ def run_scoring(
 
 def _raise_on_sigterm(signal):
     """SIGTERM stops like Ctrl-C: committed parts stay, the run can be resumed."""
+
     def handler(signum, frame):
         raise KeyboardInterrupt
 
@@ -73,13 +74,17 @@ def predict_texts(texts: list[str], bundle: Bundle) -> list[dict]:
     scorer = Scorer(bundle.model, bundle.params, Truncation(bundle.max_tokens, bundle.head_tokens))
     ok = np.flatnonzero(encoded.n_tokens > 0)
     probs = softmax(scorer.logits(encoded, ok), bundle.temperature)
-    results = [{"text": t, "label": None, "prob_positive": None, "prob_negative": None,
-                "error": "empty text"} for t in texts]
+    results = [
+        {"text": t, "label": None, "prob_positive": None, "prob_negative": None, "error": "empty text"}
+        for t in texts
+    ]
     for position, row in enumerate(ok):
         positive = float(probs[position, 1])
         results[row].update(
             label=bundle.labels[1] if positive >= 0.5 else bundle.labels[0],
-            prob_positive=positive, prob_negative=1.0 - positive, error=None,
+            prob_positive=positive,
+            prob_negative=1.0 - positive,
+            error=None,
         )
     return results
 
@@ -92,7 +97,8 @@ def model_card_text(bundle: Bundle) -> str:
         f"weights    sha256 {bundle.weights_sha256}",
         f"arch       GloVe {m.embed_dim}d -> BiLSTM {m.num_layers}x{m.hidden} -> first+last ({4 * m.hidden}) "
         f"-> Dense({m.num_classes}); vocab {m.vocab_size:,}",
-        f"tokens     max {bundle.max_tokens} (head {bundle.head_tokens} + tail), temperature {bundle.temperature:.3f}",
+        f"tokens     max {bundle.max_tokens} (head {bundle.head_tokens} + tail), "
+        f"temperature {bundle.temperature:.3f}",
     ]
     for key in ("command", "seed", "epochs_run", "best_epoch", "training_seconds", "machine"):
         if key in card:

@@ -26,12 +26,12 @@ class Scorer:
         config: ModelConfig,
         params: dict,
         truncation: Truncation,
-        spec: BucketSpec = BucketSpec(),
+        spec: BucketSpec | None = None,
         device: jax.Device | None = None,
     ):
         self.config = config
         self.truncation = truncation
-        self.spec = spec
+        self.spec = spec or BucketSpec()
         self.device = device or jax.devices()[0]
         self.params = jax.device_put(params, self.device)
 

@@ -96,7 +96,9 @@ class Checkpoint:
     def load(self, opt_template) -> tuple[dict, object, dict, TrainState, dict]:
         payload = json.loads((self.directory / "state.json").read_text())
         arrays = load_file(str(self.directory / "arrays.safetensors"))
-        params = unflatten_params({k[7:]: jnp.asarray(v) for k, v in arrays.items() if k.startswith("params/")})
+        params = unflatten_params(
+            {k[7:]: jnp.asarray(v) for k, v in arrays.items() if k.startswith("params/")}
+        )
         best = unflatten_params({k[5:]: jnp.asarray(v) for k, v in arrays.items() if k.startswith("best/")})
         treedef = jax.tree_util.tree_structure(opt_template)
         n = treedef.num_leaves
@@ -106,7 +108,7 @@ class Checkpoint:
 
 def build_vocab(texts: pa.Array, tokenizer: TokenizerConfig, min_count: int, max_size: int) -> Vocab:
     counts = pc.value_counts(pc.list_flatten(tokenize_array(texts, tokenizer)))
-    table = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+    table = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
     return Vocab.from_counts(table, min_count=min_count, max_size=max_size)
 
 
@@ -185,7 +187,9 @@ def train(
         dropout=config.dropout,
     )
     model = SentimentBiLSTM(model_config)
-    spec = BucketSpec(config.boundaries, token_budget=config.batch_size * config.max_tokens, max_rows=config.batch_size)
+    spec = BucketSpec(
+        config.boundaries, token_budget=config.batch_size * config.max_tokens, max_rows=config.batch_size
+    )
     batches_per_epoch = len(plan_batches(train_enc.n_tokens, config.max_tokens, spec))
     optimizer = _make_optimizer(config, batches_per_epoch * config.epochs)
     params = init_params(model_config, config.seed)
@@ -214,7 +218,9 @@ def train(
         loss_sum = correct_sum = seen = 0.0
         bar = _progress(len(plan), f"epoch {epoch + 1}/{config.epochs}", progress)
         for i, batch in enumerate(plan):
-            ids, lengths = pad_batch(train_enc.ids, train_enc.offsets, batch, config.max_tokens, config.head_tokens)
+            ids, lengths = pad_batch(
+                train_enc.ids, train_enc.offsets, batch, config.max_tokens, config.head_tokens
+            )
             labels = np.zeros(batch.padded_rows, np.int32)
             labels[: batch.rows.size] = train_data.labels[batch.rows]
             weights = (np.arange(batch.padded_rows) < batch.rows.size).astype(np.float32)
@@ -260,13 +266,30 @@ def train(
     valid_logits = scorer.logits(valid_enc)
     temperature = fit_temperature(valid_logits, valid_data.labels)
     before = classification_report(softmax(valid_logits)[:, 1], valid_data.labels, valid_enc.n_tokens)
-    after = classification_report(softmax(valid_logits, temperature)[:, 1], valid_data.labels, valid_enc.n_tokens)
-    log(f"best epoch {state.best_epoch}; temperature {temperature:.3f}: valid ECE {before['ece']:.4f} -> {after['ece']:.4f}")
+    after = classification_report(
+        softmax(valid_logits, temperature)[:, 1], valid_data.labels, valid_enc.n_tokens
+    )
+    log(
+        f"best epoch {state.best_epoch}; temperature {temperature:.3f}: "
+        f"valid ECE {before['ece']:.4f} -> {after['ece']:.4f}"
+    )
     inference_config = ModelConfig(**{**model_config.to_dict(), "dropout": 0.0})
     card = {
-        "train_data": {"source": train_data.source, "rows": len(train_data), "sha256": train_data.content_sha256()},
-        "valid_data": {"source": valid_data.source, "rows": len(valid_data), "sha256": valid_data.content_sha256()},
-        "embeddings": {"source": vectors.source, "dim": vectors.dim, "vocab_coverage_of_train_tokens": coverage},
+        "train_data": {
+            "source": train_data.source,
+            "rows": len(train_data),
+            "sha256": train_data.content_sha256(),
+        },
+        "valid_data": {
+            "source": valid_data.source,
+            "rows": len(valid_data),
+            "sha256": valid_data.content_sha256(),
+        },
+        "embeddings": {
+            "source": vectors.source,
+            "dim": vectors.dim,
+            "vocab_coverage_of_train_tokens": coverage,
+        },
         "train_config": config.to_dict(),
         "epochs_run": state.epoch,
         "best_epoch": state.best_epoch,
@@ -342,7 +365,14 @@ def run_training(
     checkpoint_dir = checkpoint_dir or output.with_name(output.name + ".checkpoint")
     show = sys.stderr.isatty() if progress is None else progress
     result = train(
-        train_data, valid_data, vectors, config, checkpoint_dir, resume=resume, log=log, progress=show,
+        train_data,
+        valid_data,
+        vectors,
+        config,
+        checkpoint_dir,
+        resume=resume,
+        log=log,
+        progress=show,
         card_extra={"command": command, "seed": config.seed},
     )
     bundle = result.bundle
@@ -350,15 +380,18 @@ def run_training(
         test = read_labeled(test_path, text_column, label_column)
         report = evaluate_bundle(bundle, test)
         log(f"test accuracy {report['accuracy']:.4f}, ECE {report['ece']:.4f} ({len(test)} rows)")
-        card = {**bundle.card, "test_data": {"source": test.source, "rows": len(test), "sha256": test.content_sha256()},
-                "test_metrics": _headline(report)}
+        card = {
+            **bundle.card,
+            "test_data": {"source": test.source, "rows": len(test), "sha256": test.content_sha256()},
+            "test_metrics": _headline(report),
+        }
         bundle = Bundle(**{**bundle.__dict__, "card": card})
     sha = save_bundle(bundle, output)
     log(f"wrote model bundle {output} (weights sha256 {sha[:12]})")
     return result
 
 
-def evaluate_bundle(bundle: Bundle, data: LabeledData, spec: BucketSpec = BucketSpec()) -> dict:
+def evaluate_bundle(bundle: Bundle, data: LabeledData, spec: BucketSpec | None = None) -> dict:
     """Full metrics of a bundle on labeled data, with the bundle's temperature applied."""
     encoded = encode(data.texts, bundle.vocab, bundle.tokenizer)
     scorer = Scorer(bundle.model, bundle.params, Truncation(bundle.max_tokens, bundle.head_tokens), spec)

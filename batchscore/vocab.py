@@ -34,9 +34,7 @@ class Vocab:
         return len(self.tokens)
 
     @classmethod
-    def from_counts(
-        cls, counts: dict[str, int], min_count: int = 1, max_size: int | None = None
-    ) -> Vocab:
+    def from_counts(cls, counts: dict[str, int], min_count: int = 1, max_size: int | None = None) -> Vocab:
         """Most frequent first (ties by token, for determinism), pruned by count and size."""
         kept = sorted(
             (t for t, c in counts.items() if c >= min_count and t not in (PAD, UNK)),

@@ -69,8 +69,14 @@ def build(n: int = 300, seed: int = 7) -> pa.Table:
     rows = []
     for i in range(n):
         positive = rng.random() < 0.5
-        rows.append({"review_id": 1000 + i, "product": rng.choice(["film", "series", "documentary"]),
-                     "text": review(rng, positive), "expected": "positive" if positive else "negative"})
+        rows.append(
+            {
+                "review_id": 1000 + i,
+                "product": rng.choice(["film", "series", "documentary"]),
+                "text": review(rng, positive),
+                "expected": "positive" if positive else "negative",
+            }
+        )
     return pa.Table.from_pylist(rows)
 
 

@@ -14,8 +14,31 @@ from batchscore.model import ModelConfig, init_params
 from batchscore.text import TokenizerConfig
 from batchscore.vocab import Vocab
 
-WORDS = ("good great fine bad awful boring film movie plot acting story the a is was and it "
-         "i loved hated music ending scene").split()
+WORDS = [
+    "good",
+    "great",
+    "fine",
+    "bad",
+    "awful",
+    "boring",
+    "film",
+    "movie",
+    "plot",
+    "acting",
+    "story",
+    "the",
+    "a",
+    "is",
+    "was",
+    "and",
+    "it",
+    "i",
+    "loved",
+    "hated",
+    "music",
+    "ending",
+    "scene",
+]
 
 
 def random_review(rng: random.Random, n_words: int) -> str:
@@ -48,8 +71,10 @@ def reviews_table() -> pa.Table:
     """300 synthetic reviews with lengths spread over several buckets (some truncated)."""
     rng = random.Random(11)
     lengths = [rng.choice([1, 3, 8, 20, 40, 70, 120]) for _ in range(300)]
-    return pa.table({
-        "review_id": pa.array(np.arange(5000, 5300), pa.int64()),
-        "text": [random_review(rng, n) for n in lengths],
-        "stars": pa.array([rng.randint(1, 5) for _ in lengths], pa.int8()),
-    })
+    return pa.table(
+        {
+            "review_id": pa.array(np.arange(5000, 5300), pa.int64()),
+            "text": [random_review(rng, n) for n in lengths],
+            "stars": pa.array([rng.randint(1, 5) for _ in lengths], pa.int8()),
+        }
+    )

@@ -64,7 +64,7 @@ def test_newer_format_version(bundle_copy):
 def test_vocabulary_size_mismatch(bundle_copy):
     with (bundle_copy / "vocab.txt").open("a") as handle:
         handle.write("extra\n")
-    with pytest.raises(BundleError, match="vocab.txt has .* tokens but config.json says"):
+    with pytest.raises(BundleError, match=r"vocab.txt has .* tokens but config.json says"):
         load_bundle(bundle_copy)
 
 

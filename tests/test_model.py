@@ -42,7 +42,9 @@ def test_probabilities_do_not_depend_on_batch_mates_or_bucket(tiny_bundle, revie
     encoded = encode(reviews_table.column("text").combine_chunks(), bundle.vocab, bundle.tokenizer)
     truncation = Truncation(bundle.max_tokens, bundle.head_tokens)
     together = Scorer(bundle.model, bundle.params, truncation, BucketSpec(token_budget=4096)).logits(encoded)
-    other = Scorer(bundle.model, bundle.params, truncation, BucketSpec(boundaries=(5, 17, 33), token_budget=512))
+    other = Scorer(
+        bundle.model, bundle.params, truncation, BucketSpec(boundaries=(5, 17, 33), token_budget=512)
+    )
     regrouped = other.logits(encoded)
     np.testing.assert_array_equal(together, regrouped)
     for row in (0, 7, 150, 299):

@@ -14,12 +14,36 @@ def test_lowercases_and_strips_html_breaks():
 
 
 def test_contractions_split_like_glove():
-    assert tokenize("Don't, it's, we'll, can't") == ["do", "n't", ",", "it", "'s", ",", "we", "'ll", ",", "ca", "n't"]
+    assert tokenize("Don't, it's, we'll, can't") == [
+        "do",
+        "n't",
+        ",",
+        "it",
+        "'s",
+        ",",
+        "we",
+        "'ll",
+        ",",
+        "ca",
+        "n't",
+    ]
 
 
 def test_punctuation_is_separate_but_ratings_and_numbers_stay_whole():
     assert tokenize("Wow!!! 7/10, cost $3.5 (well-known)...") == [
-        "wow", "!", "!", "!", "7/10", ",", "cost", "$", "3.5", "(", "well-known", ")", "...",
+        "wow",
+        "!",
+        "!",
+        "!",
+        "7/10",
+        ",",
+        "cost",
+        "$",
+        "3.5",
+        "(",
+        "well-known",
+        ")",
+        "...",
     ]
 
 

@@ -178,7 +178,7 @@ def plan_outputs(
     directory = resolve(output, filesystem)
     outputs = [directory.child(f.stem + ".parquet") for f in inputs]
     seen: dict[str, InputFile] = {}
-    for source, target in zip(inputs, outputs):
+    for source, target in zip(inputs, outputs, strict=True):
         if target.path in seen:
             raise OutputError(
                 f"{seen[target.path]} and {source} would both be written to {target.uri}; "

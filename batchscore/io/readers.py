@@ -56,7 +56,9 @@ class ShardReader:
             return pacsv.open_csv(
                 stream,
                 read_options=pacsv.ReadOptions(block_size=1 << 22),
-                parse_options=pacsv.ParseOptions(delimiter=self.options.csv_delimiter, newlines_in_values=True),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=self.options.csv_delimiter, newlines_in_values=True
+                ),
                 convert_options=pacsv.ConvertOptions(column_types=column_types or {}, check_utf8=False),
             )
         except InputError:
@@ -101,7 +103,11 @@ class ShardReader:
 
     def windows(self, skip_rows: int = 0) -> Iterator[pa.Table]:
         """Rows from `skip_rows` on, in windows of `window_rows` rows (the last may be shorter)."""
-        batches = self._parquet_batches(skip_rows) if self.source.format == "parquet" else self._csv_batches(skip_rows)
+        batches = (
+            self._parquet_batches(skip_rows)
+            if self.source.format == "parquet"
+            else self._csv_batches(skip_rows)
+        )
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         window = self.options.window_rows

@@ -112,11 +112,15 @@ class PartWriter:
         data = json.dumps(payload, indent=1).encode("utf-8")
         tmp = self.work.child(f".{MANIFEST}.tmp")
         self._guard("write the manifest", _write_bytes, tmp, data)
-        self._guard("commit the manifest", self.work.filesystem.move, tmp.path, self.work.child(MANIFEST).path)
+        self._guard(
+            "commit the manifest", self.work.filesystem.move, tmp.path, self.work.child(MANIFEST).path
+        )
 
     def assemble(self, schema: pa.Schema, metadata: dict[str, str]) -> None:
         """Concatenate the committed parts (one row group each) into the final file, atomically."""
-        schema = schema.with_metadata({f"{METADATA_PREFIX}{k}".encode(): str(v).encode() for k, v in metadata.items()})
+        schema = schema.with_metadata(
+            {f"{METADATA_PREFIX}{k}".encode(): str(v).encode() for k, v in metadata.items()}
+        )
         parts = [self.work.child(f"part-{i:06d}.parquet") for i in range(self.progress.parts)]
 
         def write(handle):
