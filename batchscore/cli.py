@@ -99,6 +99,16 @@ def _fail(err: Exception, debug: bool) -> None:
 @click.option(
     "--summary-json", type=click.Path(path_type=Path), default=None, help="Also write the summary as JSON."
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process. ray: Ray Data tasks and an actor pool (needs batchscore[ray]).",
+)
+@click.option(
+    "--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)."
+)
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def run(
     inputs,
@@ -111,6 +121,8 @@ def run(
     device,
     progress,
     summary_json,
+    engine,
+    ray_address,
     debug,
     **options,
 ) -> None:
@@ -146,6 +158,8 @@ def run(
             progress,
             summary_json,
             log=lambda m: click.echo(m, err=True),
+            engine=engine,
+            ray_address=ray_address,
         )
     except Exception as err:
         _fail(err, debug)
@@ -206,6 +220,35 @@ def info(model, as_json) -> None:
     except Exception as err:
         _fail(err, False)
     click.echo(json.dumps(bundle.config_dict(), indent=2) if as_json else model_card_text(bundle))
+
+
+@main.command()
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--date", "day", default=None, help="Partition date YYYY-MM-DD (default: yesterday, UTC).")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
+)
+@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
+def job(spec, day, progress, debug) -> None:
+    """Run a nightly job definition (TOML) for one date, idempotently.
+
+    Writes OUTPUT/date=YYYY-MM-DD/<stem>.parquet, then OUTPUT/date=YYYY-MM-DD/_SUCCESS and
+    OUTPUT/_metrics/date=YYYY-MM-DD/metrics.json. Rerunning a date skips finished shards.
+    """
+    from datetime import UTC, date, datetime, timedelta
+
+    from batchscore.jobs import run_job
+
+    try:
+        when = date.fromisoformat(day) if day else datetime.now(UTC).date() - timedelta(days=1)
+    except ValueError:
+        raise click.BadParameter(f"{day!r} is not YYYY-MM-DD", param_hint="--date") from None
+    try:
+        metrics = run_job(spec, when, progress=progress, log=lambda m: click.echo(m, err=True))
+    except Exception as err:
+        _fail(err, debug)
+    if metrics["bad_files"]:
+        sys.exit(7)
 
 
 @main.command()

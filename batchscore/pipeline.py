@@ -31,7 +31,9 @@ from batchscore.io.readers import ReadOptions, ShardReader
 from batchscore.io.writers import PartWriter, read_file_metadata
 from batchscore.report import RunSummary
 from batchscore.scoring import Scorer, Truncation, softmax
+from batchscore.text import TokenizerConfig
 from batchscore.validation import clean_texts, mark_empty
+from batchscore.vocab import Vocab
 
 OUTPUT_COLUMNS = ("row", "label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error")
 
@@ -53,7 +55,7 @@ class RunOptions:
 
 
 @dataclass
-class _Window:
+class Window:
     index: int
     first_row: int
     table: pa.Table
@@ -110,7 +112,7 @@ class ScoringJob:
         files = discover_inputs(inputs, filesystem)
         single = len(inputs) == 1 and _names_one_file(inputs[0], files)
         targets = plan_outputs(files, output, single, filesystem)
-        summary = RunSummary()
+        summary = RunSummary(model={"name": self.bundle.name, "weights_sha256": self.bundle.weights_sha256})
         good = self._preflight(files, targets, summary)
         for source, target in good:
             self._score_file(source, target, summary)
@@ -169,9 +171,9 @@ class ScoringJob:
         fingerprint = self._fingerprint(source)
         writer = PartWriter(target, fingerprint)
         if target.exists():
-            if self.options.resume and read_file_metadata(target).get("fingerprint") == json.dumps(
-                fingerprint
-            ):
+            done = read_file_metadata(target).get("fingerprint") == json.dumps(fingerprint)
+            if self.options.resume and done:
+                summary.add_rows(_read_scores(target))
                 summary.files_skipped_done += 1
                 summary.outputs.append(target.uri)
                 self.log(f"{target.uri}: already complete, skipped")
@@ -282,7 +284,7 @@ class ScoringJob:
         if failures:
             raise failures[0]
 
-    def _prepare(self, windows: Iterator[pa.Table], first_row: int, stages: dict) -> Iterator[_Window]:
+    def _prepare(self, windows: Iterator[pa.Table], first_row: int, stages: dict) -> Iterator[Window]:
         index = 0
         while True:
             started = time.perf_counter()
@@ -291,15 +293,15 @@ class ScoringJob:
             if table is None:
                 return
             started = time.perf_counter()
-            texts, reasons = clean_texts(table.column(self.options.text_column))
-            encoded = encode(texts, self.bundle.vocab, self.bundle.tokenizer)
-            mark_empty(reasons, encoded.n_tokens)
+            texts, reasons, encoded = encode_window(
+                table, self.options.text_column, self.bundle.vocab, self.bundle.tokenizer
+            )
             stages["tokenize"] += time.perf_counter() - started
-            yield _Window(index, first_row, table, texts, reasons, encoded)
+            yield Window(index, first_row, table, texts, reasons, encoded)
             first_row += table.num_rows
             index += 1
 
-    def _output_table(self, window: _Window, summary: RunSummary) -> pa.Table:
+    def _output_table(self, window: Window, summary: RunSummary) -> pa.Table:
         n = window.table.num_rows
         ok = window.reasons == None  # noqa: E711
         probs = softmax(window.logits, self.bundle.temperature)
@@ -333,16 +335,26 @@ class ScoringJob:
         columns["truncated"] = pa.array(truncated, pa.bool_(), mask=text_invalid)
         columns["error"] = pa.array(window.reasons, pa.string())
 
-        summary.rows += n
-        summary.error_rows += int((~ok).sum())
-        summary.tokens += int(n_tokens.sum())
-        summary.truncated_rows += int(truncated.sum())
-        summary.labels[positive_name] += int((positive & ok).sum())
-        summary.labels[negative_name] += int((~positive & ok).sum())
-        summary.prob_positive_sum += float(prob_pos[ok].sum())
-        for reason in window.reasons[~ok]:
-            summary.errors[reason] += 1
-        return pa.table(columns)
+        table = pa.table(columns)
+        summary.add_rows(table)
+        return table
+
+
+def _read_scores(target: Location) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    with target.filesystem.open_input_file(target.path) as handle:
+        return pq.read_table(handle, columns=["label", "prob_positive", "n_tokens", "truncated", "error"])
+
+
+def encode_window(
+    table: pa.Table, text_column: str, vocab: Vocab, tokenizer: TokenizerConfig
+) -> tuple[pa.Array, np.ndarray, Encoded]:
+    """Clean the text column, tokenize it and flag rows that cannot be scored (shared by all engines)."""
+    texts, reasons = clean_texts(table.column(text_column))
+    encoded = encode(texts, vocab, tokenizer)
+    mark_empty(reasons, encoded.n_tokens)
+    return texts, reasons, encoded
 
 
 def _get(q: queue.Queue, stop: threading.Event):

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 STAGES = ("read", "tokenize", "forward", "write")
 
 
@@ -24,6 +27,23 @@ class RunSummary:
     seconds: float = 0.0
     renamed_columns: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    model: dict = field(default_factory=dict)  # name and weights sha256
+
+    def add_rows(self, table: pa.Table) -> None:
+        """Count a scored table (fresh, or an output already complete from an earlier run)."""
+        self.rows += table.num_rows
+        labels = pc.value_counts(table.column("label").combine_chunks())
+        for item in labels.to_pylist():
+            if item["values"] is not None:
+                self.labels[item["values"]] += item["counts"]
+        errors = pc.value_counts(table.column("error").combine_chunks())
+        for item in errors.to_pylist():
+            if item["values"] is not None:
+                self.errors[item["values"]] += item["counts"]
+                self.error_rows += item["counts"]
+        self.tokens += pc.sum(table.column("n_tokens")).as_py() or 0
+        self.truncated_rows += pc.sum(table.column("truncated").cast(pa.int64())).as_py() or 0
+        self.prob_positive_sum += pc.sum(table.column("prob_positive").cast(pa.float64())).as_py() or 0.0
 
     @property
     def error_rate(self) -> float:
@@ -48,6 +68,7 @@ class RunSummary:
             "tokens_per_second": self.tokens / self.seconds if self.seconds else None,
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "outputs": self.outputs,
+            "model": self.model,
         }
 
     def format(self) -> str:

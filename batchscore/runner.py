@@ -26,6 +26,8 @@ def run_scoring(
     summary_json: Path | None = None,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
     filesystem=None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> RunSummary:
     """`batchscore run`: score, print the summary to stderr, optionally save it as JSON."""
     import signal
@@ -35,7 +37,13 @@ def run_scoring(
     bar = _progress_bar(show)
     previous = _raise_on_sigterm(signal)
     try:
-        job = ScoringJob(bundle, options, on_rows=bar.update if bar else None, log=log)
+        on_rows = bar.update if bar else None
+        if engine == "ray":
+            from batchscore.engines.ray import RayScoringJob
+
+            job = RayScoringJob(bundle, model, options, ray_address, on_rows=on_rows, log=log)
+        else:
+            job = ScoringJob(bundle, options, on_rows=on_rows, log=log)
         summary = job.run(inputs, output, filesystem)
     finally:
         if bar is not None:

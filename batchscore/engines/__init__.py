@@ -1,0 +1,1 @@
+"""Alternative execution engines that reuse the pipeline stages."""

@@ -1,0 +1,99 @@
+"""Nightly jobs: date-templated input, Hive partitions read back by DuckDB and pandas, idempotent reruns."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from batchscore.cli import main
+from batchscore.errors import BatchscoreError
+from batchscore.jobs import JobSpec, run_job
+
+
+@pytest.fixture
+def job_setup(tmp_path, tiny_bundle, reviews_table) -> Path:
+    for day, rows in (("2026-11-27", slice(0, 120)), ("2026-11-28", slice(120, 300))):
+        folder = tmp_path / "landing" / day
+        folder.mkdir(parents=True)
+        part = reviews_table.slice(rows.start, rows.stop - rows.start)
+        pq.write_table(part.slice(0, 50), folder / "a.parquet")
+        pq.write_table(part.slice(50), folder / "b.parquet")
+    spec = tmp_path / "nightly.toml"
+    spec.write_text(
+        "[job]\n"
+        'name = "nightly_test"\n'
+        f'input = "{tmp_path}/landing/{{date}}/*.parquet"\n'
+        f'output = "{tmp_path}/scored"\n'
+        f'model = "{tiny_bundle}"\n'
+        'id_column = "review_id"\n'
+        "max_error_rate = 0.1\n"
+    )
+    return spec
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+def test_partitions_are_readable_by_duckdb_and_pandas(job_setup, tmp_path):
+    run_job(job_setup, date(2026, 11, 27), progress=False, log=quiet)
+    run_job(job_setup, date(2026, 11, 28), progress=False, log=quiet)
+    scored = tmp_path / "scored"
+    assert (scored / "date=2026-11-27" / "_SUCCESS").exists()
+    rows = duckdb.sql(
+        "select date, count(*) as n, count(distinct review_id) as ids, "
+        "sum(prob_positive + prob_negative) as s "
+        f"from read_parquet('{scored}/*/*.parquet', hive_partitioning = true) group by date order by date"
+    ).fetchall()
+    assert [(str(d), n, ids) for d, n, ids, _ in rows] == [("2026-11-27", 120, 120), ("2026-11-28", 180, 180)]
+    assert all(abs(s - n) < 1e-3 for _, n, _, s in rows)
+    frame = pd.read_parquet(scored)  # metrics live outside the partitions, so this just works
+    assert len(frame) == 300 and set(frame["date"].astype(str)) == {"2026-11-27", "2026-11-28"}
+    assert set(frame["label"]) <= {"positive", "negative"}
+
+
+def test_metrics_json_contents(job_setup, tmp_path):
+    metrics = run_job(job_setup, date(2026, 11, 28), progress=False, log=quiet)
+    on_disk = json.loads((tmp_path / "scored" / "_metrics" / "date=2026-11-28" / "metrics.json").read_text())
+    assert on_disk == metrics
+    assert metrics["job"] == "nightly_test" and metrics["date"] == "2026-11-28"
+    assert metrics["rows"] == 180 and metrics["error_rows"] == 0
+    assert sum(metrics["labels"].values()) == 180
+    assert 0 < metrics["mean_prob_positive"] < 1
+    assert metrics["model"]["name"] == "tiny-test" and len(metrics["model"]["weights_sha256"]) == 64
+    assert metrics["versions"]["batchscore"] and metrics["rows_per_second"] > 0
+    assert len(metrics["outputs"]) == 2
+
+
+def test_rerunning_a_date_is_idempotent(job_setup, tmp_path):
+    first = run_job(job_setup, date(2026, 11, 28), progress=False, log=quiet)
+    partition = tmp_path / "scored" / "date=2026-11-28"
+    before = {p.name: p.read_bytes() for p in partition.glob("*.parquet")}
+    again = run_job(job_setup, date(2026, 11, 28), progress=False, log=quiet)
+    assert again["files_already_done"] == 2 and again["files_scored"] == 0
+    assert again["rows"] == first["rows"] and again["labels"] == first["labels"]
+    assert {p.name: p.read_bytes() for p in partition.glob("*.parquet")} == before
+    assert (partition / "_SUCCESS").exists()
+
+
+def test_job_command_and_bad_specs(job_setup, tmp_path):
+    result = CliRunner().invoke(main, ["job", str(job_setup), "--date", "2026-11-27", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert CliRunner().invoke(main, ["job", str(job_setup), "--date", "27/11/2026"]).exit_code == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[job]\nname = "x"\ninput = "a"\noutput = "b"\nthreshold = 3\n')
+    with pytest.raises(BatchscoreError, match=r"unknown \[job\] keys \['threshold'\]"):
+        JobSpec.load(bad)
+
+
+def test_shipped_job_definitions_parse():
+    for spec in Path(__file__).parent.parent.glob("jobs/*.toml"):
+        loaded = JobSpec.load(spec)
+        assert "{date}" in loaded.input or loaded.name == "sample_local"

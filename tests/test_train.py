@@ -1,0 +1,252 @@
+"""Training end to end on a tiny generated task, GloVe text files, resume, and evaluation maths."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from batchscore.bundle import load_bundle
+from batchscore.cli import main
+from batchscore.datasets import LabeledData, read_labeled, split_validation
+from batchscore.embeddings import embedding_matrix, load_word_vectors
+from batchscore.evaluate import classification_report, expected_calibration_error, fit_temperature, roc_auc
+from batchscore.runner import predict_texts
+from batchscore.scoring import softmax
+from batchscore.train import TrainConfig, train
+from batchscore.vocab import Vocab
+
+POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant"]
+NEGATIVE = ["awful", "boring", "terrible", "hated", "dull"]
+FILLER = ["the", "movie", "film", "plot", "was", "a", "and", "it", "acting", "story"]
+
+
+def toy_reviews(n: int, seed: int) -> pa.Table:
+    """Separable toy task: the label decides which sentiment words appear among filler."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        label = rng.random() < 0.5
+        words = [rng.choice(FILLER) for _ in range(rng.randint(4, 30))]
+        for _ in range(rng.randint(1, 3)):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if label else NEGATIVE))
+        texts.append(" ".join(words))
+        labels.append(int(label))
+    return pa.table({"text": texts, "label": pa.array(labels, pa.int8())})
+
+
+def write_glove(path: Path, dim: int, seed: int = 0) -> Path:
+    """A small Stanford-format GloVe file (word v1 ... vdim), sentiment words on two sides."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for word in [*POSITIVE, *NEGATIVE, *FILLER, ",", "."]:
+        vector = rng.normal(0, 0.3, dim)
+        vector[0] += 1.0 if word in POSITIVE else -1.0 if word in NEGATIVE else 0.0
+        lines.append(word + " " + " ".join(f"{v:.5f}" for v in vector))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_glove_text_file_of_any_dimension(tmp_path):
+    vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=7)))
+    assert vectors.dim == 7 and len(vectors.words) == 22
+    vocab = Vocab(["<pad>", "<unk>", "Great", "unseen"])
+    init = embedding_matrix(vocab, vectors, seed=0)
+    assert init.matrix.shape == (4, 7)
+    assert init.found.tolist() == [False, False, True, False]  # lookup is lowercase
+    row = vectors.words.to_pylist().index("great")
+    np.testing.assert_array_equal(init.matrix[2], vectors.vectors[row])
+    assert not init.matrix[0].any()  # padding row is zero
+
+
+def test_glove_file_with_punctuation_words(tmp_path):
+    path = tmp_path / "g.txt"
+    path.write_text("\" 0.1 0.2\n# 0.3 0.4\n\\ 0.5 0.6\nn't 0.7 0.8\n")
+    vectors = load_word_vectors(str(path))
+    assert vectors.words.to_pylist() == ['"', "#", "\\", "n't"]
+    np.testing.assert_allclose(vectors.vectors[3], [0.7, 0.8])
+
+
+def test_bad_glove_file_is_reported(tmp_path):
+    path = tmp_path / "g.txt"
+    path.write_text("a 0.1 0.2\nb 0.3\n")
+    with pytest.raises(ValueError, match=r"g\.txt"):
+        load_word_vectors(str(path))
+
+
+def _small_config(**overrides) -> TrainConfig:
+    defaults = dict(
+        epochs=3,
+        batch_size=32,
+        learning_rate=1e-2,
+        warmup_steps=5,
+        hidden=8,
+        num_layers=2,
+        max_tokens=32,
+        head_tokens=8,
+        min_count=1,
+        max_vocab=1000,
+        dropout=0.1,
+        seed=1,
+        boundaries=(16,),
+    )
+    return TrainConfig(**{**defaults, **overrides})
+
+
+def _data(table: pa.Table, source: str) -> LabeledData:
+    return LabeledData(table.column("text").combine_chunks(), table.column("label").to_numpy(), source)
+
+
+def test_training_learns_a_separable_task(tmp_path):
+    vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
+    data = _data(toy_reviews(600, 0), "toy")
+    train_part, valid_part = split_validation(data, 0.2, seed=0)
+    result = train(
+        train_part,
+        valid_part,
+        vectors,
+        _small_config(),
+        tmp_path / "ckpt",
+        progress=False,
+        log=lambda m: None,
+    )
+    assert result.valid_report["accuracy"] > 0.9
+    test = _data(toy_reviews(200, 99), "toy-test")
+    scores = predict_texts(test.texts.to_pylist(), result.bundle)
+    accuracy = np.mean(
+        [(s["label"] == "positive") == bool(y) for s, y in zip(scores, test.labels, strict=True)]
+    )
+    assert accuracy > 0.85  # chance is 0.5
+
+
+def test_resume_continues_exactly(tmp_path):
+    vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
+    data = _data(toy_reviews(300, 1), "toy")
+    train_part, valid_part = split_validation(data, 0.2, seed=0)
+    quiet = dict(progress=False, log=lambda m: None)
+    straight = train(train_part, valid_part, vectors, _small_config(), tmp_path / "a", **quiet)
+
+    def stop_after_first_epoch(message: str) -> None:
+        if message.startswith("epoch 1:"):  # logged right after the epoch's checkpoint is saved
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            train_part,
+            valid_part,
+            vectors,
+            _small_config(),
+            tmp_path / "b",
+            progress=False,
+            log=stop_after_first_epoch,
+        )
+    resumed = train(train_part, valid_part, vectors, _small_config(), tmp_path / "b", resume=True, **quiet)
+    assert [h["valid_loss"] for h in resumed.history] == [h["valid_loss"] for h in straight.history]
+    for name in ("embedding", "head"):
+        for key, value in straight.bundle.params[name].items():
+            np.testing.assert_array_equal(value, resumed.bundle.params[name][key])
+
+
+def test_same_seed_same_metrics(tmp_path):
+    vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
+    data = _data(toy_reviews(200, 2), "toy")
+    train_part, valid_part = split_validation(data, 0.25, seed=0)
+    quiet = dict(progress=False, log=lambda m: None)
+    first = train(train_part, valid_part, vectors, _small_config(epochs=1), tmp_path / "a", **quiet)
+    second = train(train_part, valid_part, vectors, _small_config(epochs=1), tmp_path / "b", **quiet)
+    assert first.history[0]["valid_loss"] == second.history[0]["valid_loss"]
+    assert first.history[0]["train_loss"] == second.history[0]["train_loss"]
+
+
+def test_train_and_evaluate_commands(tmp_path):
+    pq.write_table(toy_reviews(300, 3), tmp_path / "train.parquet")
+    pq.write_table(toy_reviews(100, 4), tmp_path / "test.parquet")
+    glove = write_glove(tmp_path / "g.txt", dim=5)
+    args = [
+        "train",
+        "--train",
+        tmp_path / "train.parquet",
+        "--test",
+        tmp_path / "test.parquet",
+        "--embeddings",
+        glove,
+        "-o",
+        tmp_path / "model",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--hidden",
+        "8",
+        "--max-tokens",
+        "32",
+        "--head-tokens",
+        "8",
+        "--min-count",
+        "1",
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(tmp_path / "model")
+    assert bundle.model.embed_dim == 5 and bundle.card["seed"] == 0
+    assert bundle.card["command"].startswith("batchscore ") and "test_metrics" in bundle.card
+    assert (tmp_path / "model.checkpoint" / "state.json").exists()
+    evaluated = CliRunner().invoke(
+        main, ["evaluate", str(tmp_path / "test.parquet"), "--model", str(tmp_path / "model")]
+    )
+    assert evaluated.exit_code == 0 and "accuracy" in evaluated.output and "confusion" in evaluated.output
+
+
+def test_aclimdb_folder_layout(tmp_path):
+    for label, words in (("pos", "great film"), ("neg", "awful film")):
+        folder = tmp_path / "aclImdb" / "train" / label
+        folder.mkdir(parents=True)
+        for i, rating in enumerate((8, 9) if label == "pos" else (1, 2)):
+            (folder / f"{i}_{rating}.txt").write_text(f"{words} number {i}")
+    data = read_labeled(tmp_path / "aclImdb")
+    assert data.labels.tolist() == [0, 0, 1, 1]
+    assert data.texts.to_pylist()[2] == "great film number 0"
+
+
+def test_string_labels_and_bad_labels(tmp_path):
+    pq.write_table(pa.table({"text": ["a", "b"], "label": ["Positive", "negative"]}), tmp_path / "ok.parquet")
+    assert read_labeled(tmp_path / "ok.parquet").labels.tolist() == [1, 0]
+    pq.write_table(pa.table({"text": ["a", "b"], "label": ["positive", "meh"]}), tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match=r"bad.parquet: row 1: column 'label'"):
+        read_labeled(tmp_path / "bad.parquet")
+
+
+def test_metrics_match_hand_computation():
+    labels = np.array([1, 1, 1, 0, 0, 0, 1, 0])
+    probs = np.array([0.9, 0.8, 0.4, 0.3, 0.6, 0.1, 0.7, 0.2])
+    report = classification_report(probs, labels, n_tokens=np.array([10, 10, 10, 10, 300, 300, 300, 300]))
+    # predictions: 1 1 0 0 1 0 1 0 -> TP=3 FN=1 FP=1 TN=3
+    assert report["accuracy"] == 6 / 8
+    assert report["confusion_matrix"]["rows_true_cols_pred"] == [[3, 1], [1, 3]]
+    assert report["per_class"]["positive"]["precision"] == 3 / 4
+    assert report["per_class"]["positive"]["recall"] == 3 / 4
+    assert report["per_class"]["negative"]["f1"] == pytest.approx(3 / 4)
+    # AUC: of 16 (pos, neg) pairs, the positive scores higher in 14 (0.4 loses to 0.6, 0.4 beats 0.3,0.1,0.2)
+    assert roc_auc(probs, labels) == pytest.approx(15 / 16)
+    assert [b["accuracy"] for b in report["accuracy_by_length"]] == [0.75, 0.75]
+
+
+def test_ece_and_temperature():
+    labels = np.array([1, 0, 1, 1])
+    probs = np.array([0.9, 0.9, 0.6, 0.6])  # predicted 1,1,1,1; correct 1,0,1,1
+    # bins: conf 0.9 -> acc 0.5 (gap 0.4, weight .5); conf 0.6 -> acc 1.0 (gap 0.4, weight .5)
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.4)
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0, 2, 20_000)
+    y = (rng.random(20_000) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    overconfident = np.stack([np.zeros_like(true_logit), 3.0 * true_logit], axis=1)
+    temperature = fit_temperature(overconfident, y)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    fixed = softmax(overconfident, temperature)[:, 1]
+    assert expected_calibration_error(fixed, y) < expected_calibration_error(softmax(overconfident)[:, 1], y)
