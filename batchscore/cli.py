@@ -294,6 +294,13 @@ def job(spec, day, progress, debug) -> None:
 @click.option("--learning-rate", default=2e-3, show_default=True)
 @click.option("--weight-decay", default=1e-4, show_default=True)
 @click.option("--dropout", default=0.4, show_default=True)
+@click.option(
+    "--token-dropout", default=0.0, show_default=True, help="Share of training tokens replaced by <unk>."
+)
+@click.option(
+    "--embed-lr-scale", default=1.0, show_default=True, help="Learning-rate factor for the embeddings."
+)
+@click.option("--ema-decay", default=0.0, show_default=True, help="Ship an EMA of the weights (0: off).")
 @click.option("--hidden", default=100, show_default=True, help="LSTM units per direction.")
 @click.option("--num-layers", default=2, show_default=True)
 @click.option("--max-tokens", default=400, show_default=True, help="Truncation length (head + tail kept).")

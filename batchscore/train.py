@@ -33,7 +33,7 @@ from batchscore.evaluate import classification_report, fit_temperature
 from batchscore.model import ModelConfig, SentimentBiLSTM, flatten_params, init_params, unflatten_params
 from batchscore.scoring import Scorer, Truncation, softmax
 from batchscore.text import TokenizerConfig, tokenize_array
-from batchscore.vocab import Vocab
+from batchscore.vocab import UNK_ID, Vocab
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,9 @@ class TrainConfig:
     max_vocab: int = 60000
     seed: int = 0
     boundaries: tuple[int, ...] = (64, 128, 192, 256, 320)
+    embed_lr_scale: float = 1.0  # fine-tune the pretrained vectors slower than the LSTM
+    token_dropout: float = 0.0  # training-time share of tokens replaced by <unk>
+    ema_decay: float = 0.0  # evaluate and ship an exponential moving average of the weights (0: off)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,10 +82,16 @@ class Checkpoint:
     def exists(self) -> bool:
         return (self.directory / "state.json").is_file()
 
-    def save(self, params, opt_state, best_params, state: TrainState, meta: dict) -> None:
+    TREES = ("params", "ema", "best")
+
+    def save(self, trees: dict[str, dict], opt_state, state: TrainState, meta: dict) -> None:
+        """`trees` holds the current, averaged and best parameters (see TREES)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        arrays = {f"params/{k}": np.asarray(v) for k, v in flatten_params(params).items()}
-        arrays.update({f"best/{k}": np.asarray(v) for k, v in flatten_params(best_params).items()})
+        arrays = {
+            f"{tree}/{k}": np.asarray(v)
+            for tree in self.TREES
+            for k, v in flatten_params(trees[tree]).items()
+        }
         leaves = jax.tree_util.tree_leaves(opt_state)
         arrays.update({f"opt/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
         tmp = self.directory / ".arrays.tmp"
@@ -93,17 +102,21 @@ class Checkpoint:
         tmp.write_text(json.dumps(payload, indent=1))
         os.replace(tmp, self.directory / "state.json")
 
-    def load(self, opt_template) -> tuple[dict, object, dict, TrainState, dict]:
+    def load(self, opt_template) -> tuple[dict[str, dict], object, TrainState, dict]:
         payload = json.loads((self.directory / "state.json").read_text())
         arrays = load_file(str(self.directory / "arrays.safetensors"))
-        params = unflatten_params(
-            {k[7:]: jnp.asarray(v) for k, v in arrays.items() if k.startswith("params/")}
-        )
-        best = unflatten_params({k[5:]: jnp.asarray(v) for k, v in arrays.items() if k.startswith("best/")})
+        trees = {
+            tree: unflatten_params(
+                {k[len(tree) + 1 :]: jnp.asarray(v) for k, v in arrays.items() if k.startswith(f"{tree}/")}
+            )
+            for tree in self.TREES
+        }
+        if not trees["ema"]:  # checkpoints from before weight averaging
+            trees["ema"] = trees["params"]
         treedef = jax.tree_util.tree_structure(opt_template)
         n = treedef.num_leaves
         opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[f"opt/{i}"]) for i in range(n)])
-        return params, opt_state, best, TrainState(**payload["state"]), payload["meta"]
+        return trees, opt_state, TrainState(**payload["state"]), payload["meta"]
 
 
 def build_vocab(texts: pa.Array, tokenizer: TokenizerConfig, min_count: int, max_size: int) -> Vocab:
@@ -126,21 +139,34 @@ def _make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTran
     )
 
 
-def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransformation):
+def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransformation, config: TrainConfig):
     def loss_fn(params, ids, lengths, labels, weights, key):
-        logits = model.apply({"params": params}, ids, lengths, train=True, rngs={"dropout": key})
+        drop_key, token_key = jax.random.split(key)
+        if config.token_dropout > 0:
+            hide = jax.random.bernoulli(token_key, config.token_dropout, ids.shape) & (ids > UNK_ID)
+            ids = jnp.where(hide, UNK_ID, ids)
+        logits = model.apply({"params": params}, ids, lengths, train=True, rngs={"dropout": drop_key})
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         total = jnp.maximum(weights.sum(), 1.0)
         correct = ((logits.argmax(-1) == labels) * weights).sum()
         return (losses * weights).sum() / total, correct
 
     @jax.jit
-    def step(params, opt_state, ids, lengths, labels, weights, key):
+    def step(params, ema, opt_state, ids, lengths, labels, weights, key):
         (loss, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, ids, lengths, labels, weights, key
         )
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, correct
+        if config.embed_lr_scale != 1.0:
+            updates["embedding"]["embedding"] = updates["embedding"]["embedding"] * config.embed_lr_scale
+        params = optax.apply_updates(params, updates)
+        if config.ema_decay > 0:
+            ema = jax.tree_util.tree_map(
+                lambda e, p: config.ema_decay * e + (1 - config.ema_decay) * p, ema, params
+            )
+        else:
+            ema = params
+        return params, ema, opt_state, loss, correct
 
     return step
 
@@ -195,19 +221,21 @@ def train(
     params = init_params(model_config, config.seed)
     params["embedding"]["embedding"] = jnp.asarray(init.matrix)
     opt_state = optimizer.init(params)
-    best_params = params
+    ema = best_params = params
     state = TrainState()
     meta = {"train_config": config.to_dict(), "vocab_size": len(vocab)}
     if resume and checkpoint.exists():
-        params, opt_state, best_params, state, saved_meta = checkpoint.load(opt_state)
-        if saved_meta["train_config"] != json.loads(json.dumps(config.to_dict())):
+        trees, opt_state, state, saved_meta = checkpoint.load(opt_state)
+        params, ema, best_params = (trees[name] for name in Checkpoint.TREES)
+        saved_config = {**TrainConfig().to_dict(), **saved_meta["train_config"]}  # older runs lack new keys
+        if json.loads(json.dumps(saved_config)) != json.loads(json.dumps(config.to_dict())):
             raise ValueError(f"{checkpoint_dir}: checkpoint was made with different settings; cannot resume")
         log(f"resuming after epoch {state.epoch} (step {state.step})")
     else:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         vocab.save(checkpoint_dir / "vocab.txt")
 
-    step_fn = _make_train_step(model, optimizer)
+    step_fn = _make_train_step(model, optimizer, config)
     truncation = Truncation(config.max_tokens, config.head_tokens)
     eval_spec = BucketSpec(config.boundaries, token_budget=256 * config.max_tokens, max_rows=512)
     base_key = jax.random.PRNGKey(config.seed)
@@ -225,7 +253,9 @@ def train(
             labels[: batch.rows.size] = train_data.labels[batch.rows]
             weights = (np.arange(batch.padded_rows) < batch.rows.size).astype(np.float32)
             key = jax.random.fold_in(base_key, state.step)
-            params, opt_state, loss, correct = step_fn(params, opt_state, ids, lengths, labels, weights, key)
+            params, ema, opt_state, loss, correct = step_fn(
+                params, ema, opt_state, ids, lengths, labels, weights, key
+            )
             state.step += 1
             loss_sum += float(loss) * batch.rows.size
             correct_sum += float(correct)
@@ -236,7 +266,7 @@ def train(
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct_sum / seen:.4f}")
         if bar is not None:
             bar.close()
-        scorer = Scorer(model_config, params, truncation, eval_spec)
+        scorer = Scorer(model_config, ema, truncation, eval_spec)  # ema is params when averaging is off
         valid_logits = scorer.logits(valid_enc)
         valid = classification_report(softmax(valid_logits)[:, 1], valid_data.labels)
         elapsed = time.perf_counter() - started
@@ -253,9 +283,9 @@ def train(
         if valid["accuracy"] > state.best_valid_accuracy:
             state.best_valid_accuracy = valid["accuracy"]
             state.best_epoch = epoch + 1
-            best_params = params
+            best_params = ema
         state.epoch = epoch + 1
-        checkpoint.save(params, opt_state, best_params, state, meta)
+        checkpoint.save({"params": params, "ema": ema, "best": best_params}, opt_state, state, meta)
         log(
             f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
             f"valid loss {record['valid_loss']:.4f} acc {record['valid_accuracy']:.4f} | {elapsed:.0f}s"
