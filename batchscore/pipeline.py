@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import jax
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -25,11 +24,12 @@ from batchscore import __version__
 from batchscore.batching import BucketSpec
 from batchscore.bundle import Bundle
 from batchscore.encoding import Encoded, encode
-from batchscore.errors import BatchscoreError, ErrorRateExceeded, InputError, Interrupted, OutputError
+from batchscore.errors import ErrorRateExceeded, InputError, Interrupted, OutputError
 from batchscore.io.paths import InputFile, Location, discover_inputs, plan_outputs
 from batchscore.io.readers import ReadOptions, ShardReader
 from batchscore.io.writers import PartWriter, read_file_metadata
 from batchscore.report import RunSummary
+from batchscore.runtime import enable_compilation_cache, pick_device
 from batchscore.scoring import Scorer, Truncation, softmax
 from batchscore.text import TokenizerConfig
 from batchscore.validation import clean_texts, mark_empty
@@ -65,21 +65,6 @@ class Window:
     logits: np.ndarray | None = None
 
 
-def pick_device(name: str) -> jax.Device:
-    if name == "cpu":
-        return jax.devices("cpu")[0]
-    if name == "gpu":
-        try:
-            return jax.devices("gpu")[0]
-        except RuntimeError as err:
-            raise BatchscoreError(
-                "--device gpu: JAX sees no GPU (install batchscore[gpu] on a CUDA machine)"
-            ) from err
-    if name == "auto":
-        return jax.devices()[0]
-    raise BatchscoreError(f"--device must be auto, cpu or gpu, not {name!r}")
-
-
 class ScoringJob:
     """Scores input shards into output shards with one loaded model."""
 
@@ -99,6 +84,7 @@ class ScoringJob:
             min(bundle.head_tokens, max_tokens // 4) if max_tokens < bundle.max_tokens else bundle.head_tokens
         )
         self.truncation = Truncation(max_tokens, head)
+        enable_compilation_cache()
         self.scorer = Scorer(
             bundle.model, bundle.params, self.truncation, options.buckets, pick_device(options.device)
         )

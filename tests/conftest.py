@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,9 @@ from batchscore.bundle import Bundle, save_bundle
 from batchscore.model import ModelConfig, init_params
 from batchscore.text import TokenizerConfig
 from batchscore.vocab import Vocab
+
+# Compiled programs are shared by the test processes (the CLI subprocesses too), never ~/.cache.
+os.environ.setdefault("BATCHSCORE_COMPILATION_CACHE", tempfile.mkdtemp(prefix="batchscore-jax-"))
 
 WORDS = [
     "good",

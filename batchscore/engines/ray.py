@@ -51,7 +51,9 @@ class _ScoreActor:
     """Actor: loads the bundle once, then buckets and scores blocks."""
 
     def __init__(self, bundle_dir: str, truncation: Truncation, buckets: BucketSpec, device: str):
-        from batchscore.pipeline import pick_device
+        from batchscore.runtime import enable_compilation_cache, pick_device
+
+        enable_compilation_cache()
 
         bundle = load_bundle(bundle_dir)
         self.scorer = Scorer(bundle.model, bundle.params, truncation, buckets, pick_device(device))
