@@ -1,0 +1,325 @@
+"""All benchmarks in one run, each next to its reference measured in the same run.
+
+    python -m benchmarks.run                      # everything (about 15 minutes on 2 cores)
+    python -m benchmarks.run --quick              # smaller inputs, no 1M-row RSS run
+
+Needs the `bench` extra (PyTorch CPU, psutil) and the IMDb test split for the
+realistic length mix (default ../shared/data/imdb/test.parquet). Prints a table of
+throughputs and ratios and writes it as JSON (--json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchscore.bundle import load_bundle
+from batchscore.encoding import encode
+from batchscore.scoring import Scorer, Truncation, softmax
+from batchscore.text import tokenize_array
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_IMDB = ROOT.parent / "shared" / "data" / "imdb" / "test.parquet"
+
+
+def timed(fn, repeat: int = 1) -> tuple[float, object]:
+    """Best wall time of `repeat` calls (after the caller's warm-up) and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def truncated_rows(encoded, truncation: Truncation) -> list[np.ndarray]:
+    """The exact token ids batchscore feeds the model (head + tail), for the references."""
+    rows = []
+    for i in range(len(encoded)):
+        ids = encoded.ids[encoded.offsets[i] : encoded.offsets[i + 1]]
+        if ids.size > truncation.max_tokens:
+            tail = truncation.max_tokens - truncation.head_tokens
+            ids = np.concatenate([ids[: truncation.head_tokens], ids[-tail:]])
+        rows.append(ids)
+    return rows
+
+
+def bench_tokenizer(texts: pa.Array) -> dict:
+    from benchmarks.torch_reference import python_tokenize
+
+    tokenize_array(texts.slice(0, 100))
+    ours, _ = timed(lambda: tokenize_array(texts), repeat=3)
+    values = texts.to_pylist()
+    reference, _ = timed(lambda: [python_tokenize(t) for t in values])
+    n = len(texts)
+    return {
+        "rows": n,
+        "batchscore_reviews_s": n / ours,
+        "python_regex_reviews_s": n / reference,
+        "ratio_vs_python": reference / ours,
+    }
+
+
+def bench_forward(bundle, texts: pa.Array, label: str) -> dict:
+    import torch
+
+    from benchmarks.textbook_scorer import textbook_logits
+    from benchmarks.torch_reference import TorchBiLSTM, torch_logits
+
+    truncation = Truncation(bundle.max_tokens, bundle.head_tokens)
+    encoded = encode(texts, bundle.vocab, bundle.tokenizer)
+    keep = np.flatnonzero(encoded.n_tokens > 0)
+    rows = truncated_rows(encoded, truncation)
+    rows = [rows[i] for i in keep]
+    tokens = int(sum(r.size for r in rows))
+    scorer = Scorer(bundle.model, bundle.params, truncation)
+    scorer.logits(encoded, keep)  # compile every bucket shape first
+    ours_s, ours = timed(lambda: scorer.logits(encoded, keep), repeat=2)
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = TorchBiLSTM(bundle).eval()
+    torch_logits(model, rows[:256])
+    torch_s, theirs = timed(lambda: torch_logits(model, rows))
+    agreement = float(np.abs(softmax(ours)[:, 1] - softmax(theirs)[:, 1]).max())
+
+    textbook_logits(bundle, rows[:64])
+    textbook_s, _ = timed(lambda: textbook_logits(bundle, rows))
+    n = len(rows)
+    return {
+        "mix": label,
+        "rows": n,
+        "tokens": tokens,
+        "mean_tokens": tokens / n,
+        "batchscore_tokens_s": tokens / ours_s,
+        "batchscore_reviews_s": n / ours_s,
+        "torch_tokens_s": tokens / torch_s,
+        "torch_reviews_s": n / torch_s,
+        "textbook_tokens_s": tokens / textbook_s,
+        "textbook_reviews_s": n / textbook_s,
+        "ratio_vs_torch": torch_s / ours_s,
+        "ratio_vs_textbook": textbook_s / ours_s,
+        "max_prob_difference_vs_torch": agreement,
+    }
+
+
+def run_command(args: list[str], env: dict | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes, whole process tree) of a command."""
+    import psutil
+
+    started = time.perf_counter()
+    process = psutil.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    peak = 0
+    while process.poll() is None:
+        try:
+            tree = [process, *process.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {process.stderr.read().decode()[-2000:]}")
+    return elapsed, peak
+
+
+def bench_end_to_end(source: Path, rows: int, work: Path, env: dict, model: list[str]) -> dict:
+    batchscore = [
+        sys.executable,
+        "-m",
+        "batchscore.cli",
+        "run",
+        str(source),
+        "--no-progress",
+        "--overwrite",
+        *model,
+    ]
+    cold_env = {**env, "BATCHSCORE_COMPILATION_CACHE": str(work / "e2e-cache")}
+    cold, _ = run_command([*batchscore, "-o", str(work / "bs.parquet")], cold_env)
+    warm, _ = run_command([*batchscore, "-o", str(work / "bs.parquet")], cold_env)
+    torch_s, _ = run_command(
+        [sys.executable, "-m", "benchmarks.torch_scorer", str(source), str(work / "t.parquet"), *model[1:]],
+        env,
+    )
+    textbook, _ = run_command(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.textbook_scorer",
+            str(source),
+            str(work / "tb.parquet"),
+            *model[1:],
+        ],
+        env,
+    )
+    return {
+        "rows": rows,
+        "batchscore_cold_s": cold,
+        "batchscore_warm_s": warm,
+        "torch_scorer_s": torch_s,
+        "textbook_s": textbook,
+        "batchscore_reviews_s": rows / warm,
+        "torch_reviews_s": rows / torch_s,
+        "textbook_reviews_s": rows / textbook,
+        "ratio_vs_torch": torch_s / warm,
+        "ratio_vs_textbook": textbook / warm,
+    }
+
+
+def bench_start(work: Path, imdb: pa.Table, env: dict, model: list[str]) -> dict:
+    ten = work / "ten.parquet"
+    pq.write_table(imdb.slice(0, 10), ten)
+    cmd = [
+        sys.executable,
+        "-m",
+        "batchscore.cli",
+        "run",
+        str(ten),
+        "-o",
+        str(work / "ten.out.parquet"),
+        "--no-progress",
+        "--overwrite",
+        *model,
+    ]
+    cold, _ = run_command(cmd, {**env, "BATCHSCORE_COMPILATION_CACHE": "off"})
+    cache = {**env, "BATCHSCORE_COMPILATION_CACHE": str(work / "start-cache")}
+    run_command(cmd, cache)
+    warm, _ = run_command(cmd, cache)
+    return {"cold_start_10_rows_s": cold, "warm_start_10_rows_s": warm, "ratio": cold / warm}
+
+
+def synthetic_parquet(path: Path, rows: int, seed: int = 0) -> None:
+    """Short generated reviews, written in row groups so the generator itself stays small."""
+    sys.path.insert(0, str(ROOT / "sample_data"))
+    from make_samples import NEGATIVE, OPENERS, POSITIVE
+
+    rng = np.random.default_rng(seed)
+    pool = np.array(OPENERS + POSITIVE + NEGATIVE, dtype=object)
+    with pq.ParquetWriter(path, pa.schema([("id", pa.int64()), ("text", pa.string())])) as writer:
+        for start in range(0, rows, 100_000):
+            n = min(100_000, rows - start)
+            first, second = pool[rng.integers(0, pool.size, n)], pool[rng.integers(0, pool.size, n)]
+            texts = [f"{a} {b}" for a, b in zip(first, second, strict=True)]
+            writer.write_table(pa.table({"id": np.arange(start, start + n), "text": texts}))
+
+
+def bench_memory(work: Path, sizes: list[int], env: dict, model: list[str]) -> dict:
+    out = {}
+    for rows in sizes:
+        source = work / f"synthetic-{rows}.parquet"
+        synthetic_parquet(source, rows)
+        seconds, peak = run_command(
+            [
+                sys.executable,
+                "-m",
+                "batchscore.cli",
+                "run",
+                str(source),
+                "-o",
+                str(work / f"syn-{rows}.out.parquet"),
+                "--no-progress",
+                "--overwrite",
+                *model,
+            ],
+            {**env, "BATCHSCORE_COMPILATION_CACHE": str(work / "mem-cache")},
+        )
+        out[str(rows)] = {"peak_rss_mb": peak / 2**20, "seconds": seconds, "reviews_s": rows / seconds}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--imdb", type=Path, default=DEFAULT_IMDB, help="IMDb test split (Parquet)")
+    parser.add_argument("--model", default=None, help="bundle (default: the bundled model)")
+    parser.add_argument("--rows", type=int, default=5000, help="IMDb reviews for forward and end-to-end runs")
+    parser.add_argument("--rss-rows", type=int, nargs="*", default=[100_000, 1_000_000])
+    parser.add_argument("--quick", action="store_true", help="1,000 reviews, RSS at 100k rows only")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.rss_rows = 1000, [100_000]
+
+    bundle = load_bundle(args.model)
+    imdb = pq.read_table(args.imdb, columns=["id", "text"])
+    sample = imdb.take(np.random.default_rng(0).permutation(imdb.num_rows)[: args.rows])
+    texts = sample.column("text").combine_chunks()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    model = ["--model", str(args.model)] if args.model else []
+    results: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpu, python {platform.python_version()}",
+        "model": bundle.name,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        print("tokenizer ...", flush=True)
+        results["tokenizer"] = bench_tokenizer(texts)
+        print("forward (IMDb mix) ...", flush=True)
+        results["forward_imdb"] = bench_forward(bundle, texts, "imdb")
+        synthetic_parquet(work / "short.parquet", args.rows, seed=1)
+        short = pq.read_table(work / "short.parquet").column("text").combine_chunks()
+        print("forward (short generated mix) ...", flush=True)
+        results["forward_short"] = bench_forward(bundle, short, "generated-short")
+        source = work / "imdb.parquet"
+        pq.write_table(sample, source)
+        print("end to end ...", flush=True)
+        results["end_to_end"] = bench_end_to_end(source, args.rows, work, env, model)
+        print("start-up ...", flush=True)
+        results["start"] = bench_start(work, imdb, env, model)
+        if args.rss_rows:
+            print("peak RSS ...", flush=True)
+            results["memory"] = bench_memory(work, args.rss_rows, env, model)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_table(results))
+
+
+def format_table(r: dict) -> str:
+    lines = [f"machine: {r['machine']}   model: {r['model']}", ""]
+    t = r["tokenizer"]
+    lines.append(
+        f"tokenizer       batchscore {t['batchscore_reviews_s']:>10,.0f} reviews/s   python regex "
+        f"{t['python_regex_reviews_s']:>9,.0f}   x{t['ratio_vs_python']:.1f}"
+    )
+    for key in ("forward_imdb", "forward_short"):
+        f = r[key]
+        lines.append(
+            f"forward {f['mix']:<15s} (mean {f['mean_tokens']:.0f} tokens)  batchscore "
+            f"{f['batchscore_tokens_s']:>9,.0f} tok/s {f['batchscore_reviews_s']:>7,.0f} rev/s | torch "
+            f"{f['torch_tokens_s']:>9,.0f} tok/s x{f['ratio_vs_torch']:.2f} | textbook "
+            f"{f['textbook_tokens_s']:>9,.0f} tok/s x{f['ratio_vs_textbook']:.2f}"
+            f" | max |dp| vs torch {f['max_prob_difference_vs_torch']:.1e}"
+        )
+    e = r["end_to_end"]
+    lines.append(
+        f"end to end {e['rows']} IMDb reviews: batchscore {e['batchscore_warm_s']:.1f}s "
+        f"({e['batchscore_reviews_s']:,.0f} rev/s; cold cache {e['batchscore_cold_s']:.1f}s) | torch scorer "
+        f"{e['torch_scorer_s']:.1f}s x{e['ratio_vs_torch']:.2f} | textbook {e['textbook_s']:.1f}s "
+        f"x{e['ratio_vs_textbook']:.2f}"
+    )
+    s = r["start"]
+    lines.append(
+        f"start-up, 10 rows: cold {s['cold_start_10_rows_s']:.1f}s, warm cache "
+        f"{s['warm_start_10_rows_s']:.1f}s (x{s['ratio']:.1f})"
+    )
+    for rows, m in r.get("memory", {}).items():
+        lines.append(
+            f"peak RSS {int(rows):>9,} rows: {m['peak_rss_mb']:,.0f} MB in {m['seconds']:.0f}s "
+            f"({m['reviews_s']:,.0f} rev/s)"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
