@@ -28,7 +28,7 @@ from batchscore.errors import ErrorRateExceeded, InputError, Interrupted, Output
 from batchscore.io.paths import InputFile, Location, discover_inputs, plan_outputs
 from batchscore.io.readers import ReadOptions, ShardReader
 from batchscore.io.writers import PartWriter, read_file_metadata
-from batchscore.report import RunSummary
+from batchscore.report import ProgressListener, RunSummary
 from batchscore.runtime import enable_compilation_cache, pick_device
 from batchscore.scoring import Scorer, Truncation, softmax
 from batchscore.text import TokenizerConfig
@@ -72,12 +72,12 @@ class ScoringJob:
         self,
         bundle: Bundle,
         options: RunOptions,
-        on_rows: Callable[[int], None] | None = None,
+        progress: ProgressListener | None = None,
         log: Callable[[str], None] = lambda message: None,
     ):
         self.bundle = bundle
         self.options = options
-        self.on_rows = on_rows or (lambda n: None)
+        self.progress = progress or ProgressListener()
         self.log = log
         max_tokens = options.max_tokens or bundle.max_tokens
         head = (
@@ -115,9 +115,11 @@ class ScoringJob:
     ) -> list[tuple[InputFile, Location]]:
         """Open every input before scoring any, so a bad shard fails the job in seconds, not hours."""
         good: list[tuple[InputFile, Location, pa.Schema]] = []
+        row_counts: list[int | None] = []
         for source, target in zip(files, targets, strict=True):
             try:
-                schema = ShardReader(source, self.read_options).schema()
+                reader = ShardReader(source, self.read_options)
+                schema = reader.schema()
                 if good and set(schema.names) != set(good[0][2].names):
                     first = good[0]
                     raise InputError(
@@ -135,8 +137,11 @@ class ScoringJob:
                 self.log(f"skipping bad file: {err}")
                 continue
             good.append((source, target, schema))
+            row_counts.append(reader.num_rows)
         if not good:
             raise InputError("no readable input files: " + "; ".join(summary.bad_files))
+        known = None if None in row_counts else sum(row_counts)
+        self.progress.planned(len(good), known)
         return [(s, t) for s, t, _ in good]
 
     def _fingerprint(self, source: InputFile) -> dict[str, str]:
@@ -159,8 +164,11 @@ class ScoringJob:
         if target.exists():
             done = read_file_metadata(target).get("fingerprint") == json.dumps(fingerprint)
             if self.options.resume and done:
-                summary.add_rows(_read_scores(target))
+                scores = _read_scores(target)
+                summary.add_rows(scores)
                 summary.files_skipped_done += 1
+                self.progress.rows(scores.num_rows)
+                self.progress.file_done()
                 summary.outputs.append(target.uri)
                 self.log(f"{target.uri}: already complete, skipped")
                 return
@@ -173,14 +181,14 @@ class ScoringJob:
                     "pass --resume to continue it or --overwrite to start again"
                 )
             writer.discard()
-        progress = writer.resume() if self.options.resume else writer.progress
-        if progress.rows_done:
-            self.log(f"{source}: resuming after {progress.rows_done:,} committed rows")
-            self.on_rows(progress.rows_done)
+        committed = writer.resume() if self.options.resume else writer.progress
+        if committed.rows_done:
+            self.log(f"{source}: resuming after {committed.rows_done:,} committed rows")
+            self.progress.rows(committed.rows_done)
         reader = ShardReader(source, self.read_options)
         schema: list[pa.Schema] = []
-        if not progress.complete:
-            self._stream(reader, writer, progress.rows_done, summary, schema)
+        if not committed.complete:
+            self._stream(reader, writer, committed.rows_done, summary, schema)
             writer.mark_complete()
         output_schema = schema[0] if schema else self._schema_from_parts(writer)
         metadata = {
@@ -193,6 +201,7 @@ class ScoringJob:
             "fingerprint": json.dumps(fingerprint),
         }
         writer.assemble(output_schema, metadata)
+        self.progress.file_done()
         summary.files_scored += 1
         summary.outputs.append(target.uri)
 
@@ -235,7 +244,7 @@ class ScoringJob:
                         schema.append(table.schema)
                     writer.write_part(table.cast(schema[0]) if table.schema != schema[0] else table)
                     stages["write"] += time.perf_counter() - started
-                    self.on_rows(window.table.num_rows)
+                    self.progress.rows(window.table.num_rows)
             except BaseException as err:
                 failures.append(err)
                 stop.set()

@@ -11,6 +11,19 @@ import pyarrow.compute as pc
 STAGES = ("read", "tokenize", "forward", "write")
 
 
+class ProgressListener:
+    """Told about a scoring job's progress; this base class ignores it (quiet runs, tests)."""
+
+    def planned(self, files: int, rows: int | None) -> None:
+        """Before scoring: the number of files and, when every input's row count is known, of rows."""
+
+    def rows(self, n: int) -> None:
+        """n more rows are committed (or were already committed by an earlier run)."""
+
+    def file_done(self) -> None:
+        """One more output file is complete."""
+
+
 @dataclass
 class RunSummary:
     files_scored: int = 0

@@ -13,7 +13,7 @@ import pyarrow as pa
 from batchscore.bundle import Bundle, load_bundle
 from batchscore.encoding import encode
 from batchscore.pipeline import RunOptions, ScoringJob
-from batchscore.report import RunSummary
+from batchscore.report import ProgressListener, RunSummary
 from batchscore.scoring import Scorer, Truncation, softmax
 
 
@@ -37,13 +37,13 @@ def run_scoring(
     bar = _progress_bar(show)
     previous = _raise_on_sigterm(signal)
     try:
-        on_rows = bar.update if bar else None
+        listener = bar or ProgressListener()
         if engine == "ray":
             from batchscore.engines.ray import RayScoringJob
 
-            job = RayScoringJob(bundle, model, options, ray_address, on_rows=on_rows, log=log)
+            job = RayScoringJob(bundle, model, options, ray_address, progress=listener, log=log)
         else:
-            job = ScoringJob(bundle, options, on_rows=on_rows, log=log)
+            job = ScoringJob(bundle, options, progress=listener, log=log)
         summary = job.run(inputs, output, filesystem)
     finally:
         if bar is not None:
@@ -68,12 +68,34 @@ def _raise_on_sigterm(signal):
         return None
 
 
-def _progress_bar(enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
+class _ProgressBar(ProgressListener):
+    """rows done / total (when known: Parquet inputs), files done, rows/s and ETA on stderr."""
 
-    return tqdm(unit="rows", unit_scale=True, desc="scoring", file=sys.stderr, mininterval=0.5)
+    def __init__(self):
+        from tqdm import tqdm
+
+        self.bar = tqdm(unit="rows", unit_scale=True, desc="scoring", file=sys.stderr, mininterval=0.5)
+        self.files = 0
+        self.total_files = 0
+
+    def planned(self, files: int, rows: int | None) -> None:
+        self.total_files = files
+        self.bar.total = rows
+        self.bar.set_postfix_str(f"files 0/{files}")
+
+    def rows(self, n: int) -> None:
+        self.bar.update(n)
+
+    def file_done(self) -> None:
+        self.files += 1
+        self.bar.set_postfix_str(f"files {self.files}/{self.total_files}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress_bar(enabled: bool) -> _ProgressBar | None:
+    return _ProgressBar() if enabled else None
 
 
 def predict_texts(texts: list[str], bundle: Bundle) -> list[dict]:

@@ -152,7 +152,7 @@ def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransforma
         return (losses * weights).sum() / total, correct
 
     @jax.jit
-    def step(params, ema, opt_state, ids, lengths, labels, weights, key):
+    def step(params, ema, opt_state, ids, lengths, labels, weights, key, step_number):
         (loss, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, ids, lengths, labels, weights, key
         )
@@ -161,9 +161,9 @@ def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransforma
             updates["embedding"]["embedding"] = updates["embedding"]["embedding"] * config.embed_lr_scale
         params = optax.apply_updates(params, updates)
         if config.ema_decay > 0:
-            ema = jax.tree_util.tree_map(
-                lambda e, p: config.ema_decay * e + (1 - config.ema_decay) * p, ema, params
-            )
+            # warm-started decay, so the average is not dominated by the random initial weights
+            decay = jnp.minimum(config.ema_decay, (1.0 + step_number) / (10.0 + step_number))
+            ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
         else:
             ema = params
         return params, ema, opt_state, loss, correct
@@ -254,7 +254,7 @@ def train(
             weights = (np.arange(batch.padded_rows) < batch.rows.size).astype(np.float32)
             key = jax.random.fold_in(base_key, state.step)
             params, ema, opt_state, loss, correct = step_fn(
-                params, ema, opt_state, ids, lengths, labels, weights, key
+                params, ema, opt_state, ids, lengths, labels, weights, key, state.step
             )
             state.step += 1
             loss_sum += float(loss) * batch.rows.size

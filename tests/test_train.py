@@ -129,7 +129,8 @@ def test_resume_continues_exactly(tmp_path):
     data = _data(toy_reviews(300, 1), "toy")
     train_part, valid_part = split_validation(data, 0.2, seed=0)
     quiet = dict(progress=False, log=lambda m: None)
-    straight = train(train_part, valid_part, vectors, _small_config(), tmp_path / "a", **quiet)
+    config = _small_config(ema_decay=0.9, token_dropout=0.1, embed_lr_scale=0.5)  # every option in play
+    straight = train(train_part, valid_part, vectors, config, tmp_path / "a", **quiet)
 
     def stop_after_first_epoch(message: str) -> None:
         if message.startswith("epoch 1:"):  # logged right after the epoch's checkpoint is saved
@@ -140,12 +141,12 @@ def test_resume_continues_exactly(tmp_path):
             train_part,
             valid_part,
             vectors,
-            _small_config(),
+            config,
             tmp_path / "b",
             progress=False,
             log=stop_after_first_epoch,
         )
-    resumed = train(train_part, valid_part, vectors, _small_config(), tmp_path / "b", resume=True, **quiet)
+    resumed = train(train_part, valid_part, vectors, config, tmp_path / "b", resume=True, **quiet)
     assert [h["valid_loss"] for h in resumed.history] == [h["valid_loss"] for h in straight.history]
     for name in ("embedding", "head"):
         for key, value in straight.bundle.params[name].items():

@@ -163,7 +163,7 @@ class RayScoringJob(ScoringJob):
             if not schema:
                 schema.append(table.schema)
             writer.write_part(table.cast(schema[0]))
-            self.on_rows(batch.num_rows)
+            self.progress.rows(batch.num_rows)
             first_row += batch.num_rows
             waited = time.perf_counter()
             stages["write"] += waited - started

@@ -33,6 +33,7 @@ class ShardReader:
     def __init__(self, source: InputFile, options: ReadOptions):
         self.source = source
         self.options = options
+        self.num_rows: int | None = None  # known after schema() for Parquet
 
     def _fail(self, problem: str, err: Exception | None = None) -> InputError:
         detail = f": {err}" if err is not None else ""
@@ -71,7 +72,7 @@ class ShardReader:
         if self.source.format == "parquet":
             parquet = self._open_parquet()
             schema = parquet.schema_arrow
-            rows = parquet.metadata.num_rows
+            rows = self.num_rows = parquet.metadata.num_rows
         else:
             reader = self._open_csv()
             schema = reader.schema

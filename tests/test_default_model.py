@@ -1,0 +1,59 @@
+"""The bundled default model: loads from the package, gets the obvious cases right, keeps its accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from batchscore.bundle import default_bundle_path, load_bundle
+from batchscore.cli import main
+from batchscore.datasets import read_labeled
+from batchscore.runner import predict_texts
+from batchscore.train import evaluate_bundle
+
+ROOT = Path(__file__).resolve().parent.parent
+IMDB_TEST = ROOT.parent / "shared" / "data" / "imdb" / "test.parquet"
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle()
+
+
+def test_default_bundle_ships_in_the_package(bundle):
+    assert default_bundle_path().is_dir()
+    assert bundle.model.num_layers == 2 and bundle.model.hidden == 100 and bundle.model.embed_dim == 50
+    size = sum(p.stat().st_size for p in default_bundle_path().iterdir())
+    assert size < 15 * 2**20
+    for key in ("command", "seed", "train_data", "embeddings", "valid_metrics", "test_metrics"):
+        assert key in bundle.card
+
+
+def test_the_two_sentences_the_textbook_model_gets_wrong(bundle):
+    great, bad = predict_texts(["this movie is so great", "this movie is so bad"], bundle)
+    assert great["label"] == "positive"
+    assert bad["label"] == "negative"
+
+
+def test_readme_command_on_the_sample_data(tmp_path):
+    source = tmp_path / "reviews.parquet"
+    source.write_bytes((ROOT / "sample_data" / "reviews.parquet").read_bytes())
+    result = CliRunner().invoke(main, ["run", str(source), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    scored = pq.read_table(tmp_path / "reviews.scored.parquet")
+    agree = np.array(scored.column("label").to_pylist()) == np.array(scored.column("expected").to_pylist())
+    assert agree.mean() > 0.9  # the synthetic reviews are unambiguous
+
+
+@pytest.mark.imdb
+@pytest.mark.skipif(not IMDB_TEST.exists(), reason="needs ../shared/data/imdb")
+def test_accuracy_on_imdb_test_rows(bundle):
+    data = read_labeled(IMDB_TEST)
+    rows = np.random.default_rng(0).permutation(len(data))[:3000]
+    report = evaluate_bundle(bundle, data.take(np.sort(rows)))
+    assert report["accuracy"] > 0.88
+    assert report["ece"] < 0.05
