@@ -13,6 +13,9 @@ import pytest
 
 from batchscore.bundle import Bundle, save_bundle
 from batchscore.model import ModelConfig, init_params
+from batchscore.pipeline import RunOptions
+from batchscore.report import RunSummary
+from batchscore.runner import run_scoring
 from batchscore.text import TokenizerConfig
 from batchscore.vocab import Vocab
 
@@ -82,4 +85,16 @@ def reviews_table() -> pa.Table:
             "text": [random_review(rng, n) for n in lengths],
             "stars": pa.array([rng.randint(1, 5) for _ in lengths], pa.int8()),
         }
+    )
+
+
+def score_files(paths, output, bundle, **options) -> RunSummary:
+    """`batchscore run` through the library, quietly."""
+    return run_scoring(
+        [str(p) for p in paths],
+        str(output) if output else None,
+        bundle,
+        RunOptions(**options),
+        progress=False,
+        log=lambda m: None,
     )

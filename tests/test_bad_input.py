@@ -12,19 +12,7 @@ from click.testing import CliRunner
 
 from batchscore.cli import main
 from batchscore.errors import ErrorRateExceeded
-from batchscore.pipeline import RunOptions
-from batchscore.runner import run_scoring
-
-
-def score(paths, output, bundle, **options):
-    return run_scoring(
-        [str(p) for p in paths],
-        str(output) if output else None,
-        bundle,
-        RunOptions(**options),
-        progress=False,
-        log=lambda m: None,
-    )
+from tests.conftest import score_files
 
 
 def run_cli(*args):
@@ -34,7 +22,7 @@ def run_cli(*args):
 def test_each_bad_row_gets_an_output_row_with_a_reason(tmp_path, tiny_bundle):
     texts = ["good film", None, "", "   \t ", "\x00\x01", "zzzz qqqq", "great " * 200_000, "bad movie"]
     pq.write_table(pa.table({"text": pa.array(texts, pa.string())}), tmp_path / "r.parquet")
-    summary = score([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle, max_error_rate=1.0)
+    summary = score_files([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle, max_error_rate=1.0)
     out = pq.read_table(tmp_path / "o.parquet").to_pylist()
     assert len(out) == len(texts)
     errors = [r["error"] for r in out]
@@ -49,7 +37,7 @@ def test_each_bad_row_gets_an_output_row_with_a_reason(tmp_path, tiny_bundle):
 
 def test_invalid_utf8_in_csv_is_a_row_error(tmp_path, tiny_bundle):
     (tmp_path / "r.csv").write_bytes(b"id,text\n1,good film\n2,bad \xff\xfe film\n3,awful\n")
-    score([tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle, max_error_rate=1.0, id_column="id")
+    score_files([tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle, max_error_rate=1.0, id_column="id")
     out = pq.read_table(tmp_path / "o.parquet")
     assert out.column("id").to_pylist() == [1, 2, 3]
     assert out.column("error").to_pylist() == [None, "invalid UTF-8", None]
@@ -58,7 +46,7 @@ def test_invalid_utf8_in_csv_is_a_row_error(tmp_path, tiny_bundle):
 def test_non_string_text_column(tmp_path, tiny_bundle):
     pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "r.parquet")
     with pytest.raises(ErrorRateExceeded):
-        score([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle)
+        score_files([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle)
     assert (
         pq.read_table(tmp_path / "o.parquet").column("error").to_pylist()
         == ["text is int64, not a string"] * 2
@@ -143,9 +131,12 @@ def test_skip_bad_files_scores_the_good_ones(tmp_path, tiny_bundle):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.parquet", "c.parquet"]
 
 
-def test_missing_input_and_unwritable_output(tmp_path, tiny_bundle, reviews_table):
+def test_missing_input(tmp_path, tiny_bundle):
     result = run_cli(tmp_path / "nope.parquet", "--model", tiny_bundle)
     assert result.exit_code == 3 and "no such file or directory" in result.output
+
+
+def test_unwritable_output_directory(tmp_path, tiny_bundle, reviews_table):
     pq.write_table(reviews_table, tmp_path / "r.parquet")
     locked = tmp_path / "locked"
     locked.mkdir()

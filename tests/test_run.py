@@ -14,8 +14,7 @@ from click.testing import CliRunner
 
 from batchscore.cli import main
 from batchscore.errors import OutputError
-from batchscore.pipeline import RunOptions
-from batchscore.runner import run_scoring
+from tests.conftest import score_files
 
 OUTPUT = ["label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error"]
 
@@ -23,17 +22,6 @@ OUTPUT = ["label", "prob_positive", "prob_negative", "n_tokens", "truncated", "e
 def invoke(*args):
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     return result
-
-
-def score(paths, output, bundle, **options):
-    return run_scoring(
-        [str(p) for p in paths],
-        str(output) if output else None,
-        bundle,
-        RunOptions(**options),
-        progress=False,
-        log=lambda m: None,
-    )
 
 
 def test_single_parquet_writes_scored_file_beside_input(tmp_path, tiny_bundle, reviews_table):
@@ -57,8 +45,8 @@ def test_single_parquet_writes_scored_file_beside_input(tmp_path, tiny_bundle, r
 def test_order_and_ids_survive_small_windows_and_buckets(tmp_path, tiny_bundle, reviews_table):
     source = tmp_path / "r.parquet"
     pq.write_table(reviews_table, source)
-    score([source], tmp_path / "a.parquet", tiny_bundle, id_column="review_id")
-    score([source], tmp_path / "b.parquet", tiny_bundle, id_column="review_id", window_rows=37)
+    score_files([source], tmp_path / "a.parquet", tiny_bundle, id_column="review_id")
+    score_files([source], tmp_path / "b.parquet", tiny_bundle, id_column="review_id", window_rows=37)
     a, b = pq.read_table(tmp_path / "a.parquet"), pq.read_table(tmp_path / "b.parquet")
     assert "row" not in a.column_names
     assert a.column("review_id").to_pylist() == reviews_table.column("review_id").to_pylist()
@@ -69,7 +57,7 @@ def test_token_counts_and_truncation_flag(tmp_path, tiny_bundle):
     texts = ["good film", "bad " * 30 + "awful", "great " * 100]
     source = tmp_path / "t.parquet"
     pq.write_table(pa.table({"text": texts}), source)
-    score([source], tmp_path / "o.parquet", tiny_bundle)
+    score_files([source], tmp_path / "o.parquet", tiny_bundle)
     out = pq.read_table(tmp_path / "o.parquet")
     assert out.column("n_tokens").to_pylist() == [2, 31, 100]
     assert out.column("truncated").to_pylist() == [False, False, True]  # the tiny model keeps 48
@@ -82,7 +70,7 @@ def test_csv_and_gzipped_csv_give_the_same_scores_as_parquet(tmp_path, tiny_bund
         handle.write((tmp_path / "c.csv").read_bytes())
     results = {}
     for name in ("p.parquet", "c.csv", "g.csv.gz"):
-        score([tmp_path / name], tmp_path / f"out-{name}.parquet", tiny_bundle)
+        score_files([tmp_path / name], tmp_path / f"out-{name}.parquet", tiny_bundle)
         results[name] = pq.read_table(tmp_path / f"out-{name}.parquet")
     for name in ("c.csv", "g.csv.gz"):
         assert results[name].column("prob_positive").equals(results["p.parquet"].column("prob_positive"))
@@ -107,13 +95,13 @@ def test_directory_of_mixed_shards_maps_one_to_one(tmp_path, tiny_bundle, review
 def test_glob_input(tmp_path, tiny_bundle, reviews_table):
     for i in range(3):
         pq.write_table(reviews_table.slice(i * 10, 10), tmp_path / f"shard-{i}.parquet")
-    score([tmp_path / "shard-*.parquet"], tmp_path / "out", tiny_bundle)
+    score_files([tmp_path / "shard-*.parquet"], tmp_path / "out", tiny_bundle)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"shard-{i}.parquet" for i in range(3)]
 
 
 def test_file_uri_input_and_output(tmp_path, tiny_bundle, reviews_table):
     pq.write_table(reviews_table, tmp_path / "r.parquet")
-    score([f"file://{tmp_path}/r.parquet"], f"file://{tmp_path}/u.parquet", tiny_bundle)
+    score_files([f"file://{tmp_path}/r.parquet"], f"file://{tmp_path}/u.parquet", tiny_bundle)
     assert pq.read_table(tmp_path / "u.parquet").num_rows == 300
 
 
@@ -121,12 +109,12 @@ def test_several_inputs_need_an_output_directory(tmp_path, tiny_bundle, reviews_
     for name in ("a", "b"):
         pq.write_table(reviews_table, tmp_path / f"{name}.parquet")
     with pytest.raises(OutputError, match="pass -o DIR"):
-        score([tmp_path / "a.parquet", tmp_path / "b.parquet"], None, tiny_bundle)
+        score_files([tmp_path / "a.parquet", tmp_path / "b.parquet"], None, tiny_bundle)
 
 
 def test_existing_output_is_never_overwritten_silently(tmp_path, tiny_bundle, reviews_table):
     pq.write_table(reviews_table, tmp_path / "r.parquet")
-    score([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle)
+    score_files([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle)
     before = (tmp_path / "o.parquet").read_bytes()
     result = invoke("run", tmp_path / "r.parquet", "-o", tmp_path / "o.parquet", "--model", tiny_bundle)
     assert result.exit_code == 5
@@ -148,14 +136,14 @@ def test_failed_write_leaves_no_file_under_the_final_name(tmp_path, tiny_bundle,
 
     monkeypatch.setattr(pq.ParquetWriter, "write_table", disk_full)
     with pytest.raises(OutputError, match="No space left on device"):
-        score([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle)
+        score_files([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle)
     assert not (tmp_path / "o.parquet").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
 def test_metadata_names_model_and_version(tmp_path, tiny_bundle, reviews_table):
     pq.write_table(reviews_table, tmp_path / "r.parquet")
-    score([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle)
+    score_files([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle)
     meta = pq.read_schema(tmp_path / "o.parquet").metadata
     assert meta[b"batchscore.model_name"] == b"tiny-test"
     assert len(meta[b"batchscore.weights_sha256"]) == 64
@@ -165,7 +153,7 @@ def test_metadata_names_model_and_version(tmp_path, tiny_bundle, reviews_table):
 def test_keep_text_and_clashing_input_columns(tmp_path, tiny_bundle):
     source = tmp_path / "r.parquet"
     pq.write_table(pa.table({"text": ["good film", "bad film"], "label": [1, 0]}), source)
-    score([source], tmp_path / "o.parquet", tiny_bundle, keep_text=True)
+    score_files([source], tmp_path / "o.parquet", tiny_bundle, keep_text=True)
     out = pq.read_table(tmp_path / "o.parquet")
     assert out.column("text").to_pylist() == ["good film", "bad film"]
     assert out.column("input_label").to_pylist() == [1, 0]

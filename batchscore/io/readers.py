@@ -145,14 +145,9 @@ class ShardReader:
         groups = list(range(first_group, metadata.num_row_groups))
         if not groups:
             return
-        to_drop = skip_rows - skipped
+        batches = parquet.iter_batches(batch_size=self.options.window_rows, row_groups=groups)
         try:
-            for batch in parquet.iter_batches(batch_size=self.options.window_rows, row_groups=groups):
-                if to_drop:
-                    cut = min(to_drop, batch.num_rows)
-                    batch, to_drop = batch.slice(cut), to_drop - cut
-                if batch.num_rows:
-                    yield batch
+            yield from _drop_first(batches, skip_rows - skipped)
         except _ARROW_ERRORS as err:
             raise self._fail("not a readable Parquet file (corrupt or truncated?)", err) from err
 
@@ -160,13 +155,17 @@ class ShardReader:
         # The text column is read as bytes so one row of invalid UTF-8 becomes a row
         # error later instead of failing the whole file here.
         reader = self._open_csv({self.options.text_column: pa.binary()})
-        to_drop = skip_rows
         try:
-            for batch in reader:
-                if to_drop:
-                    cut = min(to_drop, batch.num_rows)
-                    batch, to_drop = batch.slice(cut), to_drop - cut
-                if batch.num_rows:
-                    yield batch
+            yield from _drop_first(reader, skip_rows)
         except _ARROW_ERRORS as err:
             raise self._fail("CSV parse error", err) from err
+
+
+def _drop_first(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """The batches without their first `rows` rows (those were committed before a resume)."""
+    for batch in batches:
+        if rows:
+            cut = min(rows, batch.num_rows)
+            batch, rows = batch.slice(cut), rows - cut
+        if batch.num_rows:
+            yield batch
