@@ -65,6 +65,37 @@ def _lstm_bias_init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -
     return jnp.zeros(shape, dtype).at[..., hidden : 2 * hidden].set(1.0)
 
 
+def input_gates(x: jax.Array, lengths: jax.Array, w_input: jax.Array, bias: jax.Array) -> jax.Array:
+    """x @ W_in + b for every step of both directions at once: (T, 2, B, 4H), time-major for the scan."""
+    both = jnp.stack([x, reverse_within_length(x, lengths)])  # (2, B, T, D)
+    return jnp.einsum("zbtd,zdg->tzbg", both, w_input) + bias[None, :, None, :]
+
+
+def recur(gates_in: jax.Array, w_hidden: jax.Array, lengths: jax.Array) -> jax.Array:
+    """The recurrence for both directions in one scan; returns (B, T, 2H) in input order."""
+    hidden = w_hidden.shape[1]
+
+    def step(carry, gates_t):
+        h, c = carry
+        gates = gates_t + jnp.einsum("zbh,zhg->zbg", h, w_hidden)
+        i, f, g, o = jnp.split(gates, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (h, c), h
+
+    zeros = jnp.zeros((2, gates_in.shape[2], hidden), gates_in.dtype)
+    _, hs = jax.lax.scan(step, (zeros, zeros), gates_in)  # (T, 2, B, H)
+    forward = jnp.transpose(hs[:, 0], (1, 0, 2))
+    backward = reverse_within_length(jnp.transpose(hs[:, 1], (1, 0, 2)), lengths)
+    return jnp.concatenate([forward, backward], axis=-1)
+
+
+def first_and_last(x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """The outputs at the first and the last real position, concatenated (B, 4H)."""
+    last = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]
+    return jnp.concatenate([x[:, 0], last], axis=-1)
+
+
 class BiLSTMLayer(nn.Module):
     hidden: int
 
@@ -75,23 +106,7 @@ class BiLSTMLayer(nn.Module):
         w_input = self.param("w_input", nn.initializers.glorot_uniform(batch_axis=(0,)), (2, d_in, h4))
         w_hidden = self.param("w_hidden", nn.initializers.orthogonal(column_axis=-1), (2, self.hidden, h4))
         bias = self.param("bias", _lstm_bias_init, (2, h4))
-
-        both = jnp.stack([x, reverse_within_length(x, lengths)])  # (2, B, T, D)
-        gates_in = jnp.einsum("zbtd,zdg->tzbg", both, w_input) + bias[None, :, None, :]
-
-        def step(carry, gates_t):
-            h, c = carry
-            gates = gates_t + jnp.einsum("zbh,zhg->zbg", h, w_hidden)
-            i, f, g, o = jnp.split(gates, 4, axis=-1)
-            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-            h = jax.nn.sigmoid(o) * jnp.tanh(c)
-            return (h, c), h
-
-        zeros = jnp.zeros((2, x.shape[0], self.hidden), x.dtype)
-        _, hs = jax.lax.scan(step, (zeros, zeros), gates_in)  # (T, 2, B, H)
-        forward = jnp.transpose(hs[:, 0], (1, 0, 2))
-        backward = reverse_within_length(jnp.transpose(hs[:, 1], (1, 0, 2)), lengths)
-        return jnp.concatenate([forward, backward], axis=-1)
+        return recur(input_gates(x, lengths, w_input, bias), w_hidden, lengths)
 
 
 class SentimentBiLSTM(nn.Module):
@@ -105,10 +120,7 @@ class SentimentBiLSTM(nn.Module):
         x = nn.Embed(cfg.vocab_size, cfg.embed_dim, name="embedding")(ids)
         for layer in range(cfg.num_layers):
             x = BiLSTMLayer(cfg.hidden, name=f"lstm_{layer}")(drop(x), lengths)
-        first = x[:, 0]
-        last = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]
-        features = drop(jnp.concatenate([first, last], axis=-1))
-        return nn.Dense(cfg.num_classes, name="head")(features)
+        return nn.Dense(cfg.num_classes, name="head")(drop(first_and_last(x, lengths)))
 
 
 def flatten_params(params: dict) -> dict[str, jax.Array]:
@@ -143,3 +155,29 @@ def init_params(config: ModelConfig, seed: int) -> dict:
 def forward_logits(config: ModelConfig, params: dict, ids: jax.Array, lengths: jax.Array) -> jax.Array:
     """Inference logits; compiled once per (config, batch shape)."""
     return SentimentBiLSTM(config).apply({"params": params}, ids, lengths)
+
+
+def first_layer_table(params: dict) -> jax.Array:
+    """Every vocabulary word's first-layer input gates, (V, 2, 4H): embedding @ W_in + b, once.
+
+    At inference the first layer's input projection is then a row lookup instead of
+    a matmul per token, which saves about a ninth of the model's arithmetic.
+    """
+    layer = params["lstm_0"]
+    return jnp.einsum("vd,zdg->vzg", params["embedding"]["embedding"], layer["w_input"]) + layer["bias"]
+
+
+@partial(jax.jit, static_argnums=0)
+def table_forward_logits(
+    config: ModelConfig, params: dict, table: jax.Array, ids: jax.Array, lengths: jax.Array
+) -> jax.Array:
+    """forward_logits with the first layer's projection read from first_layer_table()."""
+    lengths = jnp.maximum(lengths, 1)
+    reversed_ids = reverse_within_length(ids[:, :, None], lengths)[:, :, 0]
+    gates = jnp.stack([table[ids, 0], table[reversed_ids, 1]])  # (2, B, T, 4H)
+    x = recur(jnp.transpose(gates, (2, 0, 1, 3)), params["lstm_0"]["w_hidden"], lengths)
+    for layer in range(1, config.num_layers):
+        p = params[f"lstm_{layer}"]
+        x = recur(input_gates(x, lengths, p["w_input"], p["bias"]), p["w_hidden"], lengths)
+    head = params["head"]
+    return first_and_last(x, lengths) @ head["kernel"] + head["bias"]

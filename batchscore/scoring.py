@@ -9,7 +9,7 @@ import numpy as np
 
 from batchscore.batching import BucketSpec, pad_batch, plan_batches
 from batchscore.encoding import Encoded
-from batchscore.model import ModelConfig, forward_logits
+from batchscore.model import ModelConfig, first_layer_table, table_forward_logits
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Scorer:
         self.spec = spec or BucketSpec()
         self.device = device or jax.devices()[0]
         self.params = jax.device_put(params, self.device)
+        self.table = jax.jit(first_layer_table)(self.params)
 
     def logits(self, encoded: Encoded, rows: np.ndarray | None = None) -> np.ndarray:
         """Logits (len(rows), classes) for the given row positions (default: all), in that order.
@@ -58,7 +59,8 @@ class Scorer:
             )
             ids = jax.device_put(ids, self.device)
             kept = jax.device_put(kept, self.device)
-            pending.append((batch.rows, forward_logits(self.config, self.params, ids, kept)))
+            logits = table_forward_logits(self.config, self.params, self.table, ids, kept)
+            pending.append((batch.rows, logits))
         for positions, result in pending:
             out[positions] = np.asarray(result)[: positions.size]
         return out
