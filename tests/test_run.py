@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 
 import numpy as np
 import pyarrow as pa
@@ -11,10 +12,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batchscore.cli import main
 from batchscore.errors import OutputError
-from tests.conftest import score_files
+from tests.conftest import random_review, score_files
 
 OUTPUT = ["label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error"]
 
@@ -199,3 +202,22 @@ def test_predict_prints_label_and_probabilities(tiny_bundle):
     assert first["label"] in ("positive", "negative")
     assert abs(first["prob_positive"] + first["prob_negative"] - 1) < 1e-9
     assert second["error"] == "empty text"
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=90), min_size=1, max_size=150),
+    window=st.integers(min_value=1, max_value=64),
+)
+def test_rows_are_never_dropped_duplicated_or_reordered(tmp_path_factory, tiny_bundle, lengths, window):
+    tmp = tmp_path_factory.mktemp("prop")
+    rng = random.Random(len(lengths))
+    texts = [random_review(rng, n) if n else "" for n in lengths]
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), tmp / "in.parquet")
+    score_files(
+        [tmp / "in.parquet"], tmp / "out.parquet", tiny_bundle, window_rows=window, max_error_rate=1.0
+    )
+    out = pq.read_table(tmp / "out.parquet")
+    assert out.column("id").to_pylist() == list(range(len(texts)))
+    assert out.column("row").to_pylist() == list(range(len(texts)))
+    assert [e == "empty text" for e in out.column("error").to_pylist()] == [n == 0 for n in lengths]
