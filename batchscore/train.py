@@ -143,8 +143,9 @@ def _make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTran
 
 def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransformation, config: TrainConfig):
     def loss_fn(params, ids, lengths, labels, weights, key):
-        drop_key, token_key = jax.random.split(key)
+        drop_key = key
         if config.token_dropout > 0:
+            drop_key, token_key = jax.random.split(key)
             hide = jax.random.bernoulli(token_key, config.token_dropout, ids.shape) & (ids > UNK_ID)
             ids = jnp.where(hide, UNK_ID, ids)
         logits = model.apply({"params": params}, ids, lengths, train=True, rngs={"dropout": drop_key})
