@@ -83,6 +83,7 @@ def save_bundle(bundle: Bundle, directory: Path, weights_dtype: str = "float16")
 def _atomic(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
+    os.chmod(tmp, 0o644)  # a bundle is read by other users and services
     os.replace(tmp, path)
 
 

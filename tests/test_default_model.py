@@ -52,8 +52,6 @@ def test_readme_command_on_the_sample_data(tmp_path):
 @pytest.mark.imdb
 @pytest.mark.skipif(not IMDB_TEST.exists(), reason="needs ../shared/data/imdb")
 def test_accuracy_on_imdb_test_rows(bundle):
-    data = read_labeled(IMDB_TEST)
-    rows = np.random.default_rng(0).permutation(len(data))[:3000]
-    report = evaluate_bundle(bundle, data.take(np.sort(rows)))
+    report = evaluate_bundle(bundle, read_labeled(IMDB_TEST))  # all 25,000 rows: about a minute
     assert report["accuracy"] > 0.88
-    assert report["ece"] < 0.05
+    assert report["ece"] < 0.03
