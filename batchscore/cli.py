@@ -63,7 +63,7 @@ def _fail(err: Exception, debug: bool) -> None:
 @_model_option
 @click.option(
     "--batch-tokens",
-    default=65536,
+    default=131072,
     show_default=True,
     help="Padded tokens per forward batch (rows per batch = this / bucket width).",
 )

@@ -40,7 +40,7 @@ class JobSpec:
     keep_text: bool = False
     max_error_rate: float = 0.05
     skip_bad_files: bool = False
-    batch_tokens: int = 65536
+    batch_tokens: int = 131072
     window_rows: int = 16384
     device: str = "auto"
 
