@@ -1,0 +1,1 @@
+"""Input discovery, streaming readers and the crash-safe Parquet writer (no model knowledge)."""
