@@ -27,7 +27,7 @@ from batchscore.encoding import Encoded, encode
 from batchscore.errors import ErrorRateExceeded, InputError, Interrupted, OutputError
 from batchscore.io.paths import InputFile, Location, discover_inputs, plan_outputs
 from batchscore.io.readers import ReadOptions, ShardReader
-from batchscore.io.writers import PartWriter, read_file_metadata
+from batchscore.io.writers import PartWriter, read_columns, read_file_metadata
 from batchscore.report import ProgressListener, RunSummary
 from batchscore.runtime import enable_compilation_cache, pick_device
 from batchscore.scoring import Scorer, Truncation, softmax
@@ -36,6 +36,7 @@ from batchscore.validation import clean_texts, mark_empty
 from batchscore.vocab import Vocab
 
 OUTPUT_COLUMNS = ("row", "label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error")
+SUMMARY_COLUMNS = ["label", "prob_positive", "n_tokens", "truncated", "error"]  # what RunSummary counts
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ class ScoringJob:
         if target.exists():
             done = read_file_metadata(target).get("fingerprint") == json.dumps(fingerprint)
             if self.options.resume and done:
-                scores = _read_scores(target)
+                scores = read_columns(target, SUMMARY_COLUMNS)
                 summary.add_rows(scores)
                 summary.files_skipped_done += 1
                 self.progress.rows(scores.num_rows)
@@ -190,7 +191,7 @@ class ScoringJob:
         if not committed.complete:
             self._stream(reader, writer, committed.rows_done, summary, schema)
             writer.mark_complete()
-        output_schema = schema[0] if schema else self._schema_from_parts(writer)
+        output_schema = schema[0] if schema else writer.committed_schema()
         metadata = {
             "model_name": self.bundle.name,
             "weights_sha256": self.bundle.weights_sha256,
@@ -204,14 +205,6 @@ class ScoringJob:
         self.progress.file_done()
         summary.files_scored += 1
         summary.outputs.append(target.uri)
-
-    @staticmethod
-    def _schema_from_parts(writer: PartWriter) -> pa.Schema:
-        import pyarrow.parquet as pq
-
-        first = writer.work.child("part-000000.parquet")
-        with first.filesystem.open_input_file(first.path) as handle:
-            return pq.read_schema(handle)
 
     def _stream(
         self, reader: ShardReader, writer: PartWriter, skip_rows: int, summary: RunSummary, schema: list
@@ -333,13 +326,6 @@ class ScoringJob:
         table = pa.table(columns)
         summary.add_rows(table)
         return table
-
-
-def _read_scores(target: Location) -> pa.Table:
-    import pyarrow.parquet as pq
-
-    with target.filesystem.open_input_file(target.path) as handle:
-        return pq.read_table(handle, columns=["label", "prob_positive", "n_tokens", "truncated", "error"])
 
 
 def encode_window(

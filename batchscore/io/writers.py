@@ -43,6 +43,11 @@ def read_file_metadata(location: Location) -> dict[str, str]:
     return {k[len(prefix) :].decode(): v.decode() for k, v in raw.items() if k.startswith(prefix)}
 
 
+def read_columns(location: Location, columns: list[str]) -> pa.Table:
+    with location.filesystem.open_input_file(location.path) as handle:
+        return pq.read_table(handle, columns=columns)
+
+
 class PartWriter:
     """Commits one output file window by window; see the module docstring."""
 
@@ -95,6 +100,12 @@ class PartWriter:
         self.progress.parts += 1
         self.progress.rows_done += table.num_rows
         self._write_manifest()
+
+    def committed_schema(self) -> pa.Schema:
+        """The schema of the committed parts (when a resumed file has nothing left to score)."""
+        first = self.work.child("part-000000.parquet")
+        with first.filesystem.open_input_file(first.path) as handle:
+            return pq.read_schema(handle)
 
     def mark_complete(self) -> None:
         if self.progress.parts == 0:
