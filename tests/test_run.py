@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from batchscore.cli import main
 from batchscore.errors import OutputError
+from batchscore.pipeline import RunOptions
 from tests.conftest import random_review, score_files
 
 OUTPUT = ["label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error"]
@@ -221,3 +222,43 @@ def test_rows_are_never_dropped_duplicated_or_reordered(tmp_path_factory, tiny_b
     assert out.column("id").to_pylist() == list(range(len(texts)))
     assert out.column("row").to_pylist() == list(range(len(texts)))
     assert [e == "empty text" for e in out.column("error").to_pylist()] == [n == 0 for n in lengths]
+
+
+def test_same_scores_whatever_the_sharding(tmp_path, tiny_bundle, reviews_table):
+    pq.write_table(reviews_table, tmp_path / "whole.parquet")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i, start in enumerate((0, 17, 150)):
+        end = (17, 150, 300)[i]
+        pq.write_table(reviews_table.slice(start, end - start), shards / f"s{i}.parquet")
+    score_files(
+        [tmp_path / "whole.parquet"], tmp_path / "whole.out.parquet", tiny_bundle, id_column="review_id"
+    )
+    score_files([shards], tmp_path / "out", tiny_bundle, id_column="review_id", window_rows=50)
+    whole = pq.read_table(tmp_path / "whole.out.parquet")
+    parts = pa.concat_tables(pq.read_table(tmp_path / "out" / f"s{i}.parquet") for i in range(3))
+    assert parts.equals(whole)
+
+
+def test_any_pyarrow_filesystem(tiny_bundle, reviews_table):
+    from pyarrow import fs as pafs
+
+    from batchscore.runner import run_scoring
+
+    mock = pafs._MockFileSystem()
+    mock.create_dir("landing")
+    with mock.open_output_stream("landing/a.parquet") as handle:
+        pq.write_table(reviews_table, handle)
+    run_scoring(
+        ["landing/a.parquet"],
+        "scored/a.parquet",
+        tiny_bundle,
+        RunOptions(),
+        progress=False,
+        log=lambda m: None,
+        filesystem=mock,
+    )
+    with mock.open_input_file("scored/a.parquet") as handle:
+        out = pq.read_table(handle)
+    assert out.num_rows == 300 and out.column("review_id").equals(reviews_table.column("review_id"))
+    assert [i.path for i in mock.get_file_info(pafs.FileSelector("scored"))] == ["scored/a.parquet"]
