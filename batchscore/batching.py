@@ -7,7 +7,6 @@ counts are rounded up to powers of two, so the number of distinct array shapes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,8 +107,3 @@ def pad_batch(
         np.copyto(real, ids[np.where(valid, source, 0)], where=valid)
     lengths[: batch.rows.size] = kept
     return matrix, lengths
-
-
-def bucket_widths_used(batches: Sequence[Batch]) -> list[tuple[int, int]]:
-    """Distinct (rows, width) shapes in a plan, i.e. the compilations it needs."""
-    return sorted({(b.padded_rows, b.width) for b in batches})

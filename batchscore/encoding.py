@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchscore.text import TokenizerConfig, tokenize_array
-from batchscore.vocab import UNK_ID, Vocab
+from batchscore.vocab import Vocab
 
 
 @dataclass(frozen=True)
@@ -25,16 +25,6 @@ class Encoded:
 
     def __len__(self) -> int:
         return self.offsets.size - 1
-
-    def known_fraction(self) -> np.ndarray:
-        """Per row, the share of tokens found in the vocabulary (NaN for empty rows)."""
-        cumulative = np.concatenate([[0], np.cumsum(self.ids != UNK_ID)])
-        known = cumulative[self.offsets[1:]] - cumulative[self.offsets[:-1]]
-        n = self.n_tokens
-        out = np.full(n.size, np.nan)
-        has = n > 0
-        out[has] = known[has] / n[has]
-        return out
 
 
 def encode(texts: pa.Array, vocab: Vocab, config: TokenizerConfig) -> Encoded:
