@@ -187,11 +187,9 @@ class ScoringJob:
             self.log(f"{source}: resuming after {committed.rows_done:,} committed rows")
             self.progress.rows(committed.rows_done)
         reader = ShardReader(source, self.read_options)
-        schema: list[pa.Schema] = []
         if not committed.complete:
-            self._stream(reader, writer, committed.rows_done, summary, schema)
+            self._stream(reader, writer, committed.rows_done, summary)
             writer.mark_complete()
-        output_schema = schema[0] if schema else writer.committed_schema()
         metadata = {
             "model_name": self.bundle.name,
             "weights_sha256": self.bundle.weights_sha256,
@@ -201,14 +199,12 @@ class ScoringJob:
             "text_column": self.options.text_column,
             "fingerprint": json.dumps(fingerprint),
         }
-        writer.assemble(output_schema, metadata)
+        writer.assemble(metadata)
         self.progress.file_done()
         summary.files_scored += 1
         summary.outputs.append(target.uri)
 
-    def _stream(
-        self, reader: ShardReader, writer: PartWriter, skip_rows: int, summary: RunSummary, schema: list
-    ) -> None:
+    def _stream(self, reader: ShardReader, writer: PartWriter, skip_rows: int, summary: RunSummary) -> None:
         stop = threading.Event()
         encoded_q: queue.Queue = queue.Queue(maxsize=2)
         scored_q: queue.Queue = queue.Queue(maxsize=2)
@@ -233,9 +229,7 @@ class ScoringJob:
                         return
                     started = time.perf_counter()
                     table = self._output_table(window, summary)
-                    if not schema:
-                        schema.append(table.schema)
-                    writer.write_part(table.cast(schema[0]) if table.schema != schema[0] else table)
+                    writer.write_part(table)
                     stages["write"] += time.perf_counter() - started
                     self.progress.rows(window.table.num_rows)
             except BaseException as err:

@@ -114,9 +114,7 @@ class RayScoringJob(ScoringJob):
             ),
         )
 
-    def _stream(
-        self, reader: ShardReader, writer: PartWriter, skip_rows: int, summary: RunSummary, schema: list
-    ) -> None:
+    def _stream(self, reader: ShardReader, writer: PartWriter, skip_rows: int, summary: RunSummary) -> None:
         import ray
 
         window_rows = self.options.window_rows
@@ -160,9 +158,7 @@ class RayScoringJob(ScoringJob):
             started = time.perf_counter()
             window = self._window(index, first_row, batch)
             table = self._output_table(window, summary)
-            if not schema:
-                schema.append(table.schema)
-            writer.write_part(table.cast(schema[0]))
+            writer.write_part(table)
             self.progress.rows(batch.num_rows)
             first_row += batch.num_rows
             waited = time.perf_counter()

@@ -91,18 +91,28 @@ class PartWriter:
         except OSError as err:
             raise OutputError(f"{self.target.uri}: cannot {action}: {err}") from err
 
+    def schema(self) -> pa.Schema | None:
+        """The output schema: set by the first part, read back from committed parts on resume."""
+        if self._schema is None and self.progress.parts:
+            self._schema = self._committed_schema()
+        return self._schema
+
     def write_part(self, table: pa.Table) -> None:
-        """Write one window's rows and commit them in the manifest."""
+        """Write one window's rows (in the file's schema) and commit them in the manifest."""
         if self.progress.parts == 0:
             self._guard("create the work directory", self.work.filesystem.create_dir, self.work.path)
+        schema = self.schema()
+        if schema is None:
+            self._schema = table.schema
+        elif table.schema != schema:
+            table = table.cast(schema)
         name = f"part-{self.progress.parts:06d}.parquet"
-        self._guard("write a part", self._write_atomic, self.work.child(name), table, {})
+        self._guard("write a part", self._write_atomic, self.work.child(name), table)
         self.progress.parts += 1
         self.progress.rows_done += table.num_rows
         self._write_manifest()
 
-    def committed_schema(self) -> pa.Schema:
-        """The schema of the committed parts (when a resumed file has nothing left to score)."""
+    def _committed_schema(self) -> pa.Schema:
         first = self.work.child("part-000000.parquet")
         with first.filesystem.open_input_file(first.path) as handle:
             return pq.read_schema(handle)
@@ -127,9 +137,9 @@ class PartWriter:
             "commit the manifest", self.work.filesystem.move, tmp.path, self.work.child(MANIFEST).path
         )
 
-    def assemble(self, schema: pa.Schema, metadata: dict[str, str]) -> None:
+    def assemble(self, metadata: dict[str, str]) -> None:
         """Concatenate the committed parts (one row group each) into the final file, atomically."""
-        schema = schema.with_metadata(
+        schema = self.schema().with_metadata(
             {f"{METADATA_PREFIX}{k}".encode(): str(v).encode() for k, v in metadata.items()}
         )
         parts = [self.work.child(f"part-{i:06d}.parquet") for i in range(self.progress.parts)]
@@ -143,7 +153,7 @@ class PartWriter:
         self._guard("write the output", self._write_with, self.target, write)
         self.discard()
 
-    def _write_atomic(self, location: Location, table: pa.Table, _metadata: dict) -> None:
+    def _write_atomic(self, location: Location, table: pa.Table) -> None:
         self._write_with(location, lambda handle: pq.write_table(table, handle, compression="zstd"))
 
     @staticmethod
