@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -50,6 +51,7 @@ class Bundle:
     temperature: float = 1.0
     card: dict = field(default_factory=dict)  # training data, command, metrics: for humans
     weights_sha256: str = ""
+    bundle_sha256: str = ""  # all three files: any change to weights, config or vocabulary changes it
 
     def config_dict(self) -> dict:
         return {
@@ -120,6 +122,7 @@ def load_bundle(directory: Path | str | None = None) -> Bundle:
         tokenizer = TokenizerConfig.from_dict(config["tokenizer"])
     except (KeyError, TypeError, ValueError) as err:
         raise BundleError(f"model bundle {directory}: {CONFIG_FILE} is invalid: {err}") from err
+    settings = _check_settings(config, model, f"model bundle {directory}: {CONFIG_FILE}")
     try:
         vocab = Vocab.load(paths[VOCAB_FILE])
     except (ValueError, UnicodeDecodeError) as err:
@@ -130,19 +133,69 @@ def load_bundle(directory: Path | str | None = None) -> Bundle:
             f"but {CONFIG_FILE} says vocab_size={model.vocab_size}"
         )
     params = _read_weights(paths[WEIGHTS_FILE], model)
+    hashes = {name: file_sha256(path) for name, path in paths.items()}
     return Bundle(
         name=str(config.get("name", directory.name)),
         model=model,
         tokenizer=tokenizer,
         vocab=vocab,
         params=params,
-        labels=tuple(config.get("labels", ("negative", "positive"))),
-        max_tokens=int(config.get("max_tokens", 400)),
-        head_tokens=int(config.get("head_tokens", 100)),
-        temperature=float(config.get("temperature", 1.0)),
         card=dict(config.get("card", {})),
-        weights_sha256=file_sha256(paths[WEIGHTS_FILE]),
+        weights_sha256=hashes[WEIGHTS_FILE],
+        bundle_sha256=hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest(),
+        **settings,
     )
+
+
+def _check_settings(config: dict, model: ModelConfig, where: str) -> dict:
+    """The scoring settings of a config, each checked: a bad value must stop a run, not skew its scores."""
+
+    def fail(key: str, problem: str) -> BundleError:
+        return BundleError(f"{where}: {key!r} {problem} (found {config.get(key)!r})")
+
+    def integer(key: str, default: int, minimum: int) -> int:
+        value = config.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise fail(key, f"must be an integer >= {minimum}")
+        return value
+
+    for key in ("vocab_size", "embed_dim", "hidden", "num_layers", "num_classes"):
+        value = getattr(model, key)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < (2 if key == "num_classes" else 1)
+        ):
+            raise BundleError(f"{where}: model.{key} must be a positive integer (found {value!r})")
+    max_tokens = integer("max_tokens", 400, 1)
+    head_tokens = integer("head_tokens", 100, 0)
+    if head_tokens > max_tokens:
+        raise fail("head_tokens", f"must not exceed max_tokens ({max_tokens})")
+    temperature = config.get("temperature", 1.0)
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float)
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
+        raise fail("temperature", "must be a finite number > 0")
+    labels = config.get("labels", ["negative", "positive"])
+    if (
+        not isinstance(labels, list)
+        or not all(isinstance(label, str) and label for label in labels)
+        or len(set(labels)) != len(labels)
+    ):
+        raise fail("labels", "must be a list of distinct non-empty strings")
+    if len(labels) != model.num_classes:
+        raise fail("labels", f"must name {model.num_classes} classes (model.num_classes)")
+    if not isinstance(config.get("card", {}), dict):
+        raise fail("card", "must be a JSON object")
+    return {
+        "labels": tuple(labels),
+        "max_tokens": max_tokens,
+        "head_tokens": head_tokens,
+        "temperature": float(temperature),
+    }
 
 
 def _read_config(path: Path) -> dict:
@@ -175,6 +228,10 @@ def _read_weights(path: Path, model: ModelConfig) -> dict:
             f"missing {missing or 'nothing'}, unexpected {extra or 'nothing'}"
         )
     for name, shape in expected.items():
+        if arrays[name].dtype.kind != "f":
+            raise BundleError(
+                f"model bundle {path.parent}: weight {name} is {arrays[name].dtype}, not floating point"
+            )
         if arrays[name].shape != shape:
             raise BundleError(
                 f"model bundle {path.parent}: weight {name} has shape {arrays[name].shape}, "

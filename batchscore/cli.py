@@ -63,21 +63,37 @@ def _fail(err: Exception, debug: bool) -> None:
 @_model_option
 @click.option(
     "--batch-tokens",
+    type=click.IntRange(min=1),
     default=131072,
     show_default=True,
     help="Padded tokens per forward batch (rows per batch = this / bucket width).",
 )
-@click.option("--max-batch-rows", default=1024, show_default=True, help="Upper bound on rows per batch.")
+@click.option(
+    "--max-batch-rows",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Upper bound on rows per batch.",
+)
 @click.option(
     "--window-rows",
+    type=click.IntRange(min=1),
     default=16384,
     show_default=True,
     help="Rows read, bucketed and committed together (memory and resume granularity).",
 )
-@click.option("--max-tokens", type=int, default=None, help="Truncation length. Default: the model's.")
+@click.option(
+    "--max-tokens", type=click.IntRange(min=1), default=None, help="Truncation length. Default: the model's."
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option("--keep-text", is_flag=True, help="Copy the text column into the output.")
 @click.option("--csv-delimiter", default=",", show_default=True, help="Field delimiter of CSV inputs.")
+@click.option(
+    "--infer-csv-types",
+    "csv_infer_types",
+    is_flag=True,
+    help="Infer CSV column types (numbers, dates). Default: every CSV column is kept as written (string).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (and discard partial ones).")
 @click.option(
     "--resume",
@@ -89,6 +105,7 @@ def _fail(err: Exception, debug: bool) -> None:
 )
 @click.option(
     "--max-error-rate",
+    type=click.FloatRange(0.0, 1.0),
     default=0.05,
     show_default=True,
     help="Fail (exit 6) when more than this share of rows cannot be scored.",
@@ -138,31 +155,35 @@ def run(
     truncated, error. Exit codes: 0 ok, 2 usage, 3 bad input, 4 bad model, 5 output problem,
     6 too many bad rows, 7 finished but bad files were skipped, 130 interrupted (resumable).
     """
-    from batchscore.batching import BucketSpec
-    from batchscore.pipeline import RunOptions
-    from batchscore.runner import run_scoring
+    from batchscore.interrupts import stop_on_signals
 
-    try:
-        run_options = RunOptions(
-            buckets=BucketSpec(token_budget=batch_tokens, max_rows=max_batch_rows),
-            window_rows=window_rows,
-            max_tokens=max_tokens,
-            device=device,
-            **options,
-        )
-        summary = run_scoring(
-            list(inputs),
-            output,
-            model,
-            run_options,
-            progress,
-            summary_json,
-            log=lambda m: click.echo(m, err=True),
-            engine=engine,
-            ray_address=ray_address,
-        )
-    except Exception as err:
-        _fail(err, debug)
+    with stop_on_signals():  # before the heavy imports: an early Ctrl-C is a clean exit 130 too
+        try:
+            from batchscore.batching import BucketSpec
+            from batchscore.pipeline import RunOptions
+            from batchscore.runner import run_scoring
+
+            run_options = RunOptions(
+                buckets=BucketSpec(token_budget=batch_tokens, max_rows=max_batch_rows),
+                window_rows=window_rows,
+                max_tokens=max_tokens,
+                device=device,
+                command="batchscore " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                **options,
+            )
+            summary = run_scoring(
+                list(inputs),
+                output,
+                model,
+                run_options,
+                progress,
+                summary_json,
+                log=lambda m: click.echo(m, err=True),
+                engine=engine,
+                ray_address=ray_address,
+            )
+        except Exception as err:
+            _fail(err, debug)
     if summary.bad_files:
         sys.exit(7)
 
@@ -243,10 +264,13 @@ def job(spec, day, progress, debug) -> None:
         when = date.fromisoformat(day) if day else datetime.now(UTC).date() - timedelta(days=1)
     except ValueError:
         raise click.BadParameter(f"{day!r} is not YYYY-MM-DD", param_hint="--date") from None
-    try:
-        metrics = run_job(spec, when, progress=progress, log=lambda m: click.echo(m, err=True))
-    except Exception as err:
-        _fail(err, debug)
+    from batchscore.interrupts import stop_on_signals
+
+    with stop_on_signals():
+        try:
+            metrics = run_job(spec, when, progress=progress, log=lambda m: click.echo(m, err=True))
+        except Exception as err:
+            _fail(err, debug)
     if metrics["bad_files"]:
         sys.exit(7)
 

@@ -37,3 +37,9 @@ class Interrupted(BatchscoreError):
     """SIGINT/SIGTERM: stopped cleanly with resumable state."""
 
     exit_code = 130
+
+
+class UsageError(BatchscoreError):
+    """The command asks for something that cannot be done (a bad option value, an output that is an input)."""
+
+    exit_code = 2

@@ -71,16 +71,34 @@ def input_gates(x: jax.Array, lengths: jax.Array, w_input: jax.Array, bias: jax.
     return jnp.einsum("zbtd,zdg->tzbg", both, w_input) + bias[None, :, None, :]
 
 
+def gate_scale(hidden: int, dtype=jnp.float32) -> jax.Array:
+    """Per-gate-column factors (4H,): 0.5 for the sigmoid gates i, f, o and 1 for the candidate g.
+
+    sigmoid(x) = 0.5 * tanh(x / 2) + 0.5, so with the i/f/o columns of W_in, W_h and the bias
+    halved, all four gates are ONE tanh over the contiguous (..., 4H) pre-activation followed by
+    one multiply-add. XLA:CPU then vectorises the cell; with separate sigmoids it expands each to
+    1 / (1 + exp(-x)) over four slices and emits scalar code (issue 9: ~2x faster recurrence).
+    Scaling the weights (never the bundle) keeps the model, its file and its gradients unchanged.
+    """
+    half = jnp.full((hidden,), 0.5, dtype)
+    return jnp.concatenate([half, half, jnp.ones((hidden,), dtype), half])
+
+
 def recur(gates_in: jax.Array, w_hidden: jax.Array, lengths: jax.Array) -> jax.Array:
-    """The recurrence for both directions in one scan; returns (B, T, 2H) in input order."""
+    """The recurrence for both directions in one scan; returns (B, T, 2H) in input order.
+
+    `gates_in` and `w_hidden` must be pre-scaled by gate_scale() (see there).
+    """
     hidden = w_hidden.shape[1]
+    slope = gate_scale(hidden, gates_in.dtype)  # 0.5 where a sigmoid is wanted, 1 for g
+    offset = 1.0 - slope  # 0.5 for the sigmoid gates, 0 for g
 
     def step(carry, gates_t):
         h, c = carry
-        gates = gates_t + jnp.einsum("zbh,zhg->zbg", h, w_hidden)
-        i, f, g, o = jnp.split(gates, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        act = jnp.tanh(gates_t + jnp.einsum("zbh,zhg->zbg", h, w_hidden)) * slope + offset
+        i, f, g, o = jnp.split(act, 4, axis=-1)
+        c = f * c + i * g
+        h = o * jnp.tanh(c)
         return (h, c), h
 
     zeros = jnp.zeros((2, gates_in.shape[2], hidden), gates_in.dtype)
@@ -106,7 +124,9 @@ class BiLSTMLayer(nn.Module):
         w_input = self.param("w_input", nn.initializers.glorot_uniform(batch_axis=(0,)), (2, d_in, h4))
         w_hidden = self.param("w_hidden", nn.initializers.orthogonal(column_axis=-1), (2, self.hidden, h4))
         bias = self.param("bias", _lstm_bias_init, (2, h4))
-        return recur(input_gates(x, lengths, w_input, bias), w_hidden, lengths)
+        scale = gate_scale(self.hidden, x.dtype)
+        gates = input_gates(x, lengths, w_input * scale, bias * scale)
+        return recur(gates, w_hidden * scale, lengths)
 
 
 class SentimentBiLSTM(nn.Module):
@@ -164,7 +184,8 @@ def first_layer_table(params: dict) -> jax.Array:
     a matmul per token, which saves about a ninth of the model's arithmetic.
     """
     layer = params["lstm_0"]
-    return jnp.einsum("vd,zdg->vzg", params["embedding"]["embedding"], layer["w_input"]) + layer["bias"]
+    gates = jnp.einsum("vd,zdg->vzg", params["embedding"]["embedding"], layer["w_input"]) + layer["bias"]
+    return gates * gate_scale(layer["w_hidden"].shape[1], gates.dtype)  # pre-scaled once, see gate_scale
 
 
 @partial(jax.jit, static_argnums=0)
@@ -174,10 +195,12 @@ def table_forward_logits(
     """forward_logits with the first layer's projection read from first_layer_table()."""
     lengths = jnp.maximum(lengths, 1)
     reversed_ids = reverse_within_length(ids[:, :, None], lengths)[:, :, 0]
-    gates = jnp.stack([table[ids, 0], table[reversed_ids, 1]])  # (2, B, T, 4H)
-    x = recur(jnp.transpose(gates, (2, 0, 1, 3)), params["lstm_0"]["w_hidden"], lengths)
+    scale = gate_scale(config.hidden, table.dtype)
+    gates = jnp.stack([table[ids, 0], table[reversed_ids, 1]])  # (2, B, T, 4H), already scaled
+    x = recur(jnp.transpose(gates, (2, 0, 1, 3)), params["lstm_0"]["w_hidden"] * scale, lengths)
     for layer in range(1, config.num_layers):
         p = params[f"lstm_{layer}"]
-        x = recur(input_gates(x, lengths, p["w_input"], p["bias"]), p["w_hidden"], lengths)
+        gates = input_gates(x, lengths, p["w_input"] * scale, p["bias"] * scale)
+        x = recur(gates, p["w_hidden"] * scale, lengths)
     head = params["head"]
     return first_and_last(x, lengths) @ head["kernel"] + head["bias"]

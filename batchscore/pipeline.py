@@ -20,14 +20,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from batchscore import __version__
+from batchscore import __version__, interrupts
 from batchscore.batching import BucketSpec
 from batchscore.bundle import Bundle
 from batchscore.encoding import Encoded, encode
-from batchscore.errors import ErrorRateExceeded, InputError, Interrupted, OutputError
-from batchscore.io.paths import InputFile, Location, discover_inputs, plan_outputs
+from batchscore.errors import ErrorRateExceeded, InputError, Interrupted, OutputError, UsageError
+from batchscore.io.paths import (
+    InputFile,
+    Location,
+    check_outputs_are_not_inputs,
+    discover_inputs,
+    plan_outputs,
+)
 from batchscore.io.readers import ReadOptions, ShardReader
-from batchscore.io.writers import PartWriter, read_columns, read_file_metadata
+from batchscore.io.writers import OutputLock, PartWriter, read_columns, read_file_metadata
 from batchscore.report import ProgressListener, RunSummary
 from batchscore.runtime import enable_compilation_cache, pick_device
 from batchscore.scoring import Scorer, Truncation, softmax
@@ -53,6 +59,29 @@ class RunOptions:
     resume: bool = False
     skip_bad_files: bool = False
     max_error_rate: float = 0.05
+    csv_infer_types: bool = False
+    command: str = ""  # recorded in the output lock, so a second run can say who holds it
+
+    def __post_init__(self) -> None:
+        """Reject values that would otherwise fail late, loop, or silently change the scores."""
+        problems = []
+        if self.max_tokens is not None and (isinstance(self.max_tokens, bool) or self.max_tokens < 1):
+            problems.append(f"max_tokens must be at least 1 (got {self.max_tokens!r})")
+        if self.window_rows < 1:
+            problems.append(f"window_rows must be at least 1 (got {self.window_rows!r})")
+        if self.buckets.token_budget < 1 or self.buckets.max_rows < 1:
+            problems.append(
+                f"batch_tokens and max_batch_rows must be at least 1 "
+                f"(got {self.buckets.token_budget!r}, {self.buckets.max_rows!r})"
+            )
+        if not 0.0 <= self.max_error_rate <= 1.0:  # also rejects NaN
+            problems.append(f"max_error_rate must be between 0 and 1 (got {self.max_error_rate!r})")
+        if len(self.csv_delimiter) != 1:
+            problems.append(f"csv_delimiter must be one character (got {self.csv_delimiter!r})")
+        if self.overwrite and self.resume:
+            problems.append("overwrite and resume exclude each other")
+        if problems:
+            raise UsageError("; ".join(problems))
 
 
 @dataclass
@@ -89,7 +118,10 @@ class ScoringJob:
         self.scorer = Scorer(
             bundle.model, bundle.params, self.truncation, options.buckets, pick_device(options.device)
         )
-        self.read_options = ReadOptions(options.text_column, options.window_rows, options.csv_delimiter)
+        self.read_options = ReadOptions(
+            options.text_column, options.window_rows, options.csv_delimiter, options.csv_infer_types
+        )
+        self.input_types: dict[str, pa.DataType] = {}  # one type per input column across all shards
 
     # ---- planning -------------------------------------------------------------------------
     def run(
@@ -99,10 +131,19 @@ class ScoringJob:
         files = discover_inputs(inputs, filesystem)
         single = len(inputs) == 1 and _names_one_file(inputs[0], files)
         targets = plan_outputs(files, output, single, filesystem)
+        check_outputs_are_not_inputs(files, targets)
         summary = RunSummary(model={"name": self.bundle.name, "weights_sha256": self.bundle.weights_sha256})
         good = self._preflight(files, targets, summary)
         for source, target in good:
-            self._score_file(source, target, summary)
+            interrupts.check(f"{summary.files_scored + summary.files_skipped_done} file(s) complete")
+            try:
+                self._score_file(source, target, summary)
+            except InputError as err:  # a file that turned bad mid-way is a bad file like any other
+                if not self.options.skip_bad_files or len(files) == 1:
+                    raise
+                summary.bad_files.append(str(err))
+                self.log(f"skipping bad file: {err}")
+        interrupts.check("every file is complete")
         summary.seconds = time.perf_counter() - started
         if summary.error_rate > self.options.max_error_rate:
             raise ErrorRateExceeded(
@@ -121,6 +162,9 @@ class ScoringJob:
             try:
                 reader = ShardReader(source, self.read_options)
                 schema = reader.schema()
+                repeated = sorted({n for n in schema.names if schema.names.count(n) > 1})
+                if repeated:
+                    raise InputError(f"{source}: column name(s) {repeated} appear more than once")
                 if good and set(schema.names) != set(good[0][2].names):
                     first = good[0]
                     raise InputError(
@@ -141,36 +185,77 @@ class ScoringJob:
             row_counts.append(reader.num_rows)
         if not good:
             raise InputError("no readable input files: " + "; ".join(summary.bad_files))
+        self.input_types = self._unified_types([schema for _, _, schema in good])
         known = None if None in row_counts else sum(row_counts)
         self.progress.planned(len(good), known)
         return [(s, t) for s, t, _ in good]
 
-    def _fingerprint(self, source: InputFile) -> dict[str, str]:
+    def _unified_types(self, schemas: list[pa.Schema]) -> dict[str, pa.DataType]:
+        """One type per input column for the whole run, so every output of a run has the same schema
+        and a directory of outputs reads as one table: int32 and int64 become int64, and a column that
+        is text in some shard (CSV values are kept as written) is text in all of them."""
+        types: dict[str, list[pa.DataType]] = {}
+        for schema in schemas:
+            for field_ in schema:
+                if field_.name != self.options.text_column:
+                    types.setdefault(field_.name, []).append(field_.type)
+        unified = {}
+        for name, seen in types.items():
+            try:
+                unified[name] = (
+                    pa.unify_schemas([pa.schema([(name, t)]) for t in seen], promote_options="permissive")
+                    .field(name)
+                    .type
+                )
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+                if not any(pa.types.is_string(t) or pa.types.is_large_string(t) for t in seen):
+                    raise InputError(
+                        f"input shards disagree on the type of column {name!r}: {sorted(set(map(str, seen)))}"
+                    ) from err
+                unified[name] = pa.string()
+        return unified
+
+    def _fingerprint(self, source: InputFile, reader: ShardReader) -> dict[str, str]:
+        """Everything an output depends on: the input's bytes, every file of the model bundle (weights,
+        labels, temperature, vocabulary, tokenizer) and the options that change the output."""
         info = source.location.filesystem.get_file_info(source.location.path)
         return {
             "input": source.location.path,
             "input_size": str(info.size),
             "input_mtime_ns": str(info.mtime_ns),
-            "weights_sha256": self.bundle.weights_sha256,
+            "input_content": reader.content_id(),
+            "bundle_sha256": self.bundle.bundle_sha256,
             "text_column": self.options.text_column,
             "id_column": self.options.id_column or "",
             "keep_text": str(self.options.keep_text),
             "max_tokens": str(self.truncation.max_tokens),
+            "head_tokens": str(self.truncation.head_tokens),
+            "csv_delimiter": self.options.csv_delimiter,
+            "csv_infer_types": str(self.options.csv_infer_types),
+            "input_types": json.dumps({name: str(t) for name, t in self.input_types.items()}),
         }
 
     # ---- one file -------------------------------------------------------------------------
     def _score_file(self, source: InputFile, target: Location, summary: RunSummary) -> None:
-        fingerprint = self._fingerprint(source)
+        lock = OutputLock(target)
+        lock.acquire(self.options.command or f"scoring {source}")
+        try:
+            self._score_locked_file(source, target, summary)
+        finally:
+            lock.release()
+
+    def _score_locked_file(self, source: InputFile, target: Location, summary: RunSummary) -> None:
+        reader = ShardReader(source, self.read_options)
+        fingerprint = self._fingerprint(source, reader)
         writer = PartWriter(target, fingerprint)
+        writer.remove_leftovers()
         if target.exists():
             done = read_file_metadata(target).get("fingerprint") == json.dumps(fingerprint)
             if self.options.resume and done:
-                scores = read_columns(target, SUMMARY_COLUMNS)
-                summary.add_rows(scores)
+                writer.discard()  # parts of a run killed between its final rename and their removal
+                self._count_output(target, summary)
                 summary.files_skipped_done += 1
-                self.progress.rows(scores.num_rows)
                 self.progress.file_done()
-                summary.outputs.append(target.uri)
                 self.log(f"{target.uri}: already complete, skipped")
                 return
             if not (self.options.overwrite or self.options.resume):
@@ -186,10 +271,20 @@ class ScoringJob:
         if committed.rows_done:
             self.log(f"{source}: resuming after {committed.rows_done:,} committed rows")
             self.progress.rows(committed.rows_done)
-        reader = ShardReader(source, self.read_options)
         if not committed.complete:
-            self._stream(reader, writer, committed.rows_done, summary)
+            try:
+                self._stream(reader, writer, committed.rows_done, summary)
+                if writer.progress.parts == 0:  # a zero-row input: an empty part carries the schema
+                    window = next(self._prepare(iter([reader.empty_table()]), 0, summary.stage_seconds))
+                    window.logits = self.scorer.logits(window.encoded, np.array([], np.int64))
+                    writer.write_part(self._output_table(window, summary))
+            except InputError:
+                if self.options.skip_bad_files:
+                    writer.discard()  # the file is reported bad: leave no half output behind
+                raise
             writer.mark_complete()
+        for column, count in reader.replaced_utf8.items():
+            summary.replaced_utf8[column] += count
         metadata = {
             "model_name": self.bundle.name,
             "weights_sha256": self.bundle.weights_sha256,
@@ -200,8 +295,16 @@ class ScoringJob:
             "fingerprint": json.dumps(fingerprint),
         }
         writer.assemble(metadata)
+        self._count_output(target, summary)
         self.progress.file_done()
         summary.files_scored += 1
+
+    def _count_output(self, target: Location, summary: RunSummary) -> None:
+        """Summary counts come from the finished file, so rows committed before a crash count too."""
+        scores = read_columns(target, SUMMARY_COLUMNS)
+        summary.add_rows(scores)
+        if scores.num_rows == 0:
+            summary.empty_files += 1
         summary.outputs.append(target.uri)
 
     def _stream(self, reader: ShardReader, writer: PartWriter, skip_rows: int, summary: RunSummary) -> None:
@@ -242,29 +345,32 @@ class ScoringJob:
         ]
         for thread in threads:
             thread.start()
+        interrupted = False
         try:
             while True:
                 window = _get(encoded_q, stop)
-                if window is None or stop.is_set():
+                if window is None or stop.is_set() or interrupts.stop_requested():
                     break
                 started = time.perf_counter()
                 ok = np.flatnonzero(window.reasons == None)  # noqa: E711
                 window.logits = self.scorer.logits(window.encoded, ok)
                 stages["forward"] += time.perf_counter() - started
-                if not _put(scored_q, window, stop):
+                if interrupts.stop_requested() or not _put(scored_q, window, stop):
                     break
-        except KeyboardInterrupt as err:
+        except KeyboardInterrupt:  # only when run off the main thread's signal handling
+            interrupted = True
+        finally:
             stop.set()
             _finish_writer(scored_q, threads[1])
+            threads[0].join()  # no thread may still be inside Arrow or JAX when the process exits
+        if failures:
+            raise failures[0]
+        if interrupted or interrupts.stop_requested():
+            interrupts.check(f"{writer.progress.rows_done:,} rows of {reader.source} are committed")
             raise Interrupted(
                 f"interrupted; {writer.progress.rows_done:,} rows of {reader.source} are committed. "
                 "Run the same command with --resume to continue."
-            ) from err
-        finally:
-            _finish_writer(scored_q, threads[1])
-            stop.set()
-        if failures:
-            raise failures[0]
+            )
 
     def _prepare(self, windows: Iterator[pa.Table], first_row: int, stages: dict) -> Iterator[Window]:
         index = 0
@@ -300,15 +406,17 @@ class ScoringJob:
         columns: dict[str, pa.Array] = {}
         if not self.options.id_column:
             columns["row"] = pa.array(np.arange(window.first_row, window.first_row + n, dtype=np.int64))
-        for name in window.table.column_names:
+        renamed = output_names(window.table.column_names, self.options.text_column, self.options.keep_text)
+        for name, out_name in renamed.items():
             if name == self.options.text_column:
-                if self.options.keep_text:
-                    columns[name] = window.texts
+                columns[out_name] = window.texts
                 continue
-            out_name = f"input_{name}" if name in OUTPUT_COLUMNS else name
-            if out_name != name and name not in summary.renamed_columns:
-                summary.renamed_columns.append(name)
-            columns[out_name] = window.table.column(name)
+            column = window.table.column(name)
+            wanted = self.input_types.get(name, column.type)
+            columns[out_name] = column if column.type == wanted else column.cast(wanted)
+        for name, out_name in renamed.items():
+            if name != out_name:
+                summary.renamed_columns[name] = out_name
         mask = ~ok
         columns["label"] = pa.array(labels, pa.string())
         columns["prob_positive"] = pa.array(prob_pos.astype(np.float32), mask=mask)
@@ -317,9 +425,24 @@ class ScoringJob:
         columns["truncated"] = pa.array(truncated, pa.bool_(), mask=text_invalid)
         columns["error"] = pa.array(window.reasons, pa.string())
 
-        table = pa.table(columns)
-        summary.add_rows(table)
-        return table
+        return pa.table(columns)
+
+
+def output_names(input_columns: list[str], text_column: str, keep_text: bool) -> dict[str, str]:
+    """Input column -> its name in the output. Every kept input column survives under a unique name:
+    one named like an output column gets `input_` prefixes until the name is free (so `row` and
+    `input_row` both survive, as `input_input_row` and `input_row`)."""
+    kept = [c for c in input_columns if keep_text or c != text_column]
+    taken = set(OUTPUT_COLUMNS) | {c for c in kept if c not in OUTPUT_COLUMNS}
+    names = {}
+    for column in kept:
+        name = column
+        if column in OUTPUT_COLUMNS:
+            while name in taken:
+                name = f"input_{name}"
+            taken.add(name)
+        names[column] = name
+    return names
 
 
 def encode_window(

@@ -38,7 +38,9 @@ class RunSummary:
     prob_positive_sum: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     seconds: float = 0.0
-    renamed_columns: list[str] = field(default_factory=list)
+    renamed_columns: dict[str, str] = field(default_factory=dict)  # input name -> output name
+    replaced_utf8: Counter = field(default_factory=Counter)  # column -> values with invalid bytes replaced
+    empty_files: int = 0  # inputs with a header and no rows (scored to zero-row outputs)
     outputs: list[str] = field(default_factory=list)
     model: dict = field(default_factory=dict)  # name and weights sha256
 
@@ -82,6 +84,9 @@ class RunSummary:
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "outputs": self.outputs,
             "model": self.model,
+            "empty_files": self.empty_files,
+            "renamed_columns": self.renamed_columns,
+            "replaced_invalid_utf8": dict(self.replaced_utf8),
         }
 
     def format(self) -> str:
@@ -105,9 +110,15 @@ class RunSummary:
             "  stage time (s, overlapped) "
             + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_seconds.items()),
         ]
+        if self.empty_files:
+            lines.append(f"  {self.empty_files} input file(s) had no rows (zero-row outputs written)")
         lines += [
-            f"  renamed input column {c!r} to 'input_{c}' (it clashes with an output column)"
-            for c in self.renamed_columns
+            f"  renamed input column {c!r} to {new!r} (it clashes with an output column)"
+            for c, new in self.renamed_columns.items()
+        ]
+        lines += [
+            f"  column {c!r}: invalid UTF-8 bytes replaced by U+FFFD in {n:,} value(s)"
+            for c, n in sorted(self.replaced_utf8.items())
         ]
         lines += [f"  bad file: {b}" for b in self.bad_files]
         return "\n".join(lines)

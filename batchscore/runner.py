@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from batchscore.bundle import Bundle, load_bundle
 from batchscore.encoding import encode
+from batchscore.interrupts import stop_on_signals
 from batchscore.pipeline import RunOptions, ScoringJob
 from batchscore.report import ProgressListener, RunSummary
 from batchscore.scoring import Scorer, Truncation, softmax
@@ -30,12 +31,18 @@ def run_scoring(
     ray_address: str | None = None,
 ) -> RunSummary:
     """`batchscore run`: score, print the summary to stderr, optionally save it as JSON."""
-    import signal
+    with stop_on_signals():
+        return _run_scoring(
+            inputs, output, model, options, progress, summary_json, log, filesystem, engine, ray_address
+        )
 
+
+def _run_scoring(
+    inputs, output, model, options, progress, summary_json, log, filesystem, engine, ray_address
+) -> RunSummary:
     bundle = load_bundle(model)
     show = sys.stderr.isatty() if progress is None else progress
     bar = _progress_bar(show)
-    previous = _raise_on_sigterm(signal)
     try:
         listener = bar or ProgressListener()
         if engine == "ray":
@@ -48,24 +55,10 @@ def run_scoring(
     finally:
         if bar is not None:
             bar.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     log(summary.format())
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
-
-
-def _raise_on_sigterm(signal):
-    """SIGTERM stops like Ctrl-C: committed parts stay, the run can be resumed."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return None
 
 
 class _ProgressBar(ProgressListener):

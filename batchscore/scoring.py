@@ -9,6 +9,7 @@ import numpy as np
 
 from batchscore.batching import BucketSpec, pad_batch, plan_batches
 from batchscore.encoding import Encoded
+from batchscore.errors import BatchscoreError
 from batchscore.model import ModelConfig, first_layer_table, table_forward_logits
 
 
@@ -43,7 +44,7 @@ class Scorer:
         batch on the host overlaps with the device computing the previous one.
         """
         rows = np.arange(len(encoded)) if rows is None else np.asarray(rows)
-        out = np.empty((rows.size, self.config.num_classes), np.float32)
+        out = np.full((rows.size, self.config.num_classes), np.nan, np.float32)
         if rows.size == 0:
             return out
         lengths = encoded.n_tokens[rows]
@@ -63,6 +64,12 @@ class Scorer:
             pending.append((batch.rows, logits))
         for positions, result in pending:
             out[positions] = np.asarray(result)[: positions.size]
+        missing = int((~np.isfinite(out).all(axis=1)).sum())
+        if missing:  # never write a row without a real score
+            raise BatchscoreError(
+                f"internal error: {missing} of {rows.size} rows got no finite score; nothing was written "
+                "for this window (rerun with --debug and report it)"
+            )
         return out
 
 

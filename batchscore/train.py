@@ -96,17 +96,25 @@ class Checkpoint:
         }
         leaves = jax.tree_util.tree_leaves(opt_state)
         arrays.update({f"opt/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
-        tmp = self.directory / ".arrays.tmp"
+        # Arrays go to a file named by the step; state.json names that file and is replaced atomically,
+        # so it is the single commit point: a crash before it leaves the previous checkpoint whole.
+        name = f"arrays-{state.step:09d}.safetensors"
+        tmp = self.directory / f".{name}.tmp"
         save_file(arrays, str(tmp))
-        os.replace(tmp, self.directory / "arrays.safetensors")
-        payload = {"state": asdict(state), "meta": meta}
+        _fsync(tmp)
+        os.replace(tmp, self.directory / name)
+        payload = {"state": asdict(state), "meta": meta, "arrays": name}
         tmp = self.directory / ".state.tmp"
         tmp.write_text(json.dumps(payload, indent=1))
+        _fsync(tmp)
         os.replace(tmp, self.directory / "state.json")
+        for old in self.directory.glob("arrays*.safetensors"):  # superseded checkpoints
+            if old.name != name:
+                old.unlink()
 
     def load(self, opt_template) -> tuple[dict[str, dict], object, TrainState, dict]:
         payload = json.loads((self.directory / "state.json").read_text())
-        arrays = load_file(str(self.directory / "arrays.safetensors"))
+        arrays = load_file(str(self.directory / payload.get("arrays", "arrays.safetensors")))
         trees = {
             tree: unflatten_params(
                 {k[len(tree) + 1 :]: jnp.asarray(v) for k, v in arrays.items() if k.startswith(f"{tree}/")}
@@ -119,6 +127,11 @@ class Checkpoint:
         n = treedef.num_leaves
         opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[f"opt/{i}"]) for i in range(n)])
         return trees, opt_state, TrainState(**payload["state"]), payload["meta"]
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def build_vocab(texts: pa.Array, tokenizer: TokenizerConfig, min_count: int, max_size: int) -> Vocab:

@@ -21,13 +21,14 @@ def clean_texts(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarra
     Rows with a reason come back as null strings so nothing downstream trips on them.
     """
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(array.type):  # Spark/pandas categoricals: score the values
+        array = array.dictionary_decode()
     n = len(array)
     reasons = np.full(n, None, dtype=object)
     type_ = array.type
-    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
-        texts = array.cast(pa.string())
-    elif pa.types.is_binary(type_) or pa.types.is_large_binary(type_):
-        texts = _decode_utf8(array, reasons)
+    if _is_text(type_):
+        texts, invalid = decode_utf8(array, replace=False)
+        reasons[invalid] = INVALID_UTF8
     elif pa.types.is_null(type_):
         texts = pa.nulls(n, pa.string())
     else:
@@ -38,23 +39,51 @@ def clean_texts(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarra
     return texts, reasons
 
 
-def _decode_utf8(array: pa.Array, reasons: np.ndarray) -> pa.Array:
+def _is_text(type_: pa.DataType) -> bool:
+    return any(
+        check(type_)
+        for check in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+        )
+    )
+
+
+def decode_utf8(array: pa.Array, replace: bool) -> tuple[pa.Array, np.ndarray | int]:
+    """String or binary values as a valid UTF-8 string array.
+
+    replace=False: invalid values become null, and the boolean mask of those rows is returned.
+    replace=True: invalid bytes become U+FFFD, and the number of values changed is returned.
+    Arrow does not validate UTF-8 when reading Parquet or (here) CSV, so this is the only gate
+    between a stray Latin-1 byte and an output file that pandas and DuckDB refuse to open.
+    """
+    as_bytes = array
+    if pa.types.is_string(array.type):
+        as_bytes = array.view(pa.binary())
+    elif pa.types.is_large_string(array.type):
+        as_bytes = array.view(pa.large_binary())
     try:
-        return array.cast(pa.string())
+        strings = as_bytes.cast(pa.large_string() if pa.types.is_large_binary(as_bytes.type) else pa.string())
+        strings.validate(full=True)
+        clean = strings.cast(pa.string())
+        return clean, (0 if replace else np.zeros(len(array), bool))
     except pa.ArrowInvalid:
         pass
-    # Slow path, only for windows that hold a bad row: find which rows fail.
-    values = []
-    for i, raw in enumerate(array.to_pylist()):
+    # Slow path, only for windows that hold a bad value: find which rows fail.
+    values: list[str | None] = []
+    invalid = np.zeros(len(array), bool)
+    for i, raw in enumerate(as_bytes.to_pylist()):
         if raw is None:
             values.append(None)
             continue
         try:
             values.append(raw.decode("utf-8"))
         except UnicodeDecodeError:
-            values.append(None)
-            reasons[i] = INVALID_UTF8
-    return pa.array(values, pa.string())
+            invalid[i] = True
+            values.append(raw.decode("utf-8", "replace") if replace else None)
+    return pa.array(values, pa.string()), (int(invalid.sum()) if replace else invalid)
 
 
 def mark_empty(reasons: np.ndarray, n_tokens: np.ndarray) -> None:

@@ -137,7 +137,7 @@ def bench_end_to_end(source: Path, rows: int, work: Path, env: dict, model: list
     batchscore = [
         sys.executable,
         "-m",
-        "batchscore.cli",
+        "batchscore",
         "run",
         str(source),
         "--no-progress",
@@ -182,7 +182,7 @@ def bench_start(work: Path, imdb: pa.Table, env: dict, model: list[str]) -> dict
     cmd = [
         sys.executable,
         "-m",
-        "batchscore.cli",
+        "batchscore",
         "run",
         str(ten),
         "-o",
@@ -222,7 +222,7 @@ def bench_memory(work: Path, sizes: list[int], env: dict, model: list[str]) -> d
             [
                 sys.executable,
                 "-m",
-                "batchscore.cli",
+                "batchscore",
                 "run",
                 str(source),
                 "-o",

@@ -40,7 +40,7 @@ def command(source: Path, output: Path, bundle: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "batchscore.cli",
+        "batchscore",
         "run",
         str(source),
         "-o",
@@ -151,4 +151,131 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(big_input, tiny_bundle, tm
         command(big_input, output, tiny_bundle, "--resume"), capture_output=True, text=True
     )
     assert resumed.returncode == 0
+    assert pq.read_table(output).equals(reference)
+
+
+# A CLI run whose writer ends the process (os._exit: no cleanup at all) or signals itself at the
+# Nth completion of one commit step: deterministic, unlike timing a kill from outside.
+HOOKED_RUN = """
+import os, signal, sys
+import batchscore.io.writers as writers
+action, step, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
+seen = []
+def hook(name):
+    if name == step:
+        seen.append(name)
+        if len(seen) == nth:
+            if action == "exit":
+                os._exit(77)
+            os.kill(os.getpid(), getattr(signal, action))
+writers.commit_hook = hook
+from batchscore.__main__ import main
+sys.argv = ["batchscore", *sys.argv[4:]]
+main()
+"""
+
+STEPS = [
+    ("part written", 1),
+    ("part written", 7),
+    ("manifest updated", 1),
+    ("manifest updated", 40),
+    ("output written", 1),
+    ("output renamed", 1),
+    ("parts removed", 1),
+]
+
+
+def hooked(action: str, step: str, nth: int, cli: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", HOOKED_RUN, action, step, str(nth), *cli[3:]], capture_output=True, text=True
+    )
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize(("step", "nth"), STEPS)
+def test_process_death_at_each_commit_step_then_resume(
+    big_input, tiny_bundle, reference, tmp_path, step, nth
+):
+    output = tmp_path / "out.parquet"
+    died = hooked("exit", step, nth, command(big_input, output, tiny_bundle))
+    assert died.returncode == 77, died.stderr
+    resumed = subprocess.run(
+        command(big_input, output, tiny_bundle, "--resume"), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert pq.read_table(output).equals(reference)
+    assert leftovers(tmp_path) == []  # no .parts/, no .out.parquet.tmp-PID, no lock file
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    ("step", "nth"), [("part written", 1), ("manifest updated", 20), ("output written", 1)]
+)
+def test_signal_at_each_commit_step_exits_130_and_resumes(
+    big_input, tiny_bundle, reference, tmp_path, signame, step, nth
+):
+    output = tmp_path / "out.parquet"
+    stopped = hooked(signame, step, nth, command(big_input, output, tiny_bundle))
+    assert stopped.returncode == 130, stopped.stderr
+    assert "--resume" in stopped.stderr
+    for noise in ("Traceback", "Aborted", "FATAL", "terminate called"):
+        assert noise not in stopped.stderr
+    resumed = subprocess.run(
+        command(big_input, output, tiny_bundle, "--resume"), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert pq.read_table(output).equals(reference)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.4, 1.5, 3.0])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_at_any_moment_exits_130(big_input, tiny_bundle, tmp_path, delay, signum):
+    """From start-up (imports, model load, compilation) to mid-run: always a clean 130."""
+    output = tmp_path / "out.parquet"
+    process = subprocess.Popen(
+        command(big_input, output, tiny_bundle), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(delay)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    if process.returncode == 0:  # finished before the signal: nothing to check
+        return
+    assert process.returncode == 130, stderr
+    for noise in ("Traceback", "Aborted", "FATAL", "terminate called"):
+        assert noise not in stderr
+
+
+def test_stale_temporary_output_is_removed_on_resume(big_input, tiny_bundle, tmp_path):
+    small = tmp_path / "small.parquet"
+    pq.write_table(pq.read_table(big_input).slice(0, 300), small)
+    output = tmp_path / "o.parquet"
+    (tmp_path / ".o.parquet.tmp-999999").write_bytes(b"half a file")
+    done = subprocess.run(command(small, output, tiny_bundle, "--resume"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert leftovers(tmp_path) == []
+
+
+def test_concurrent_runs_on_one_output(big_input, tiny_bundle, reference, tmp_path):
+    output = tmp_path / "out.parquet"
+    first = subprocess.Popen(
+        command(big_input, output, tiny_bundle), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    while committed_rows(output) < 1_000 and first.poll() is None:
+        time.sleep(0.005)
+    second = subprocess.run(
+        command(big_input, output, tiny_bundle, "--max-tokens", "10", "--resume"),
+        capture_output=True,
+        text=True,
+    )
+    assert second.returncode == 5 and f"pid {first.pid}" in second.stderr
+    first.send_signal(signal.SIGKILL)  # its lock dies with it
+    first.wait()
+    resumed = subprocess.run(
+        command(big_input, output, tiny_bundle, "--resume"), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
     assert pq.read_table(output).equals(reference)

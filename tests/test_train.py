@@ -153,6 +153,36 @@ def test_resume_continues_exactly(tmp_path):
             np.testing.assert_array_equal(value, resumed.bundle.params[name][key])
 
 
+def test_crash_inside_a_checkpoint_commit_resumes_exactly(tmp_path, monkeypatch):
+    """Killed after the new arrays are on disk but before state.json: the previous epoch stays whole."""
+    vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
+    data = _data(toy_reviews(300, 1), "toy")
+    train_part, valid_part = split_validation(data, 0.2, seed=0)
+    quiet = dict(progress=False, log=lambda m: None)
+    config = _small_config(ema_decay=0.9)
+    straight = train(train_part, valid_part, vectors, config, tmp_path / "a", **quiet)
+
+    real_write_text = Path.write_text
+    saves = []
+
+    def dying_write_text(self, *args, **kwargs):
+        if self.name == ".state.tmp":
+            saves.append(self)
+            if len(saves) == 2:
+                raise KeyboardInterrupt  # the second epoch's arrays are written, its state is not
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", dying_write_text)
+    with pytest.raises(KeyboardInterrupt):
+        train(train_part, valid_part, vectors, config, tmp_path / "b", **quiet)
+    monkeypatch.setattr(Path, "write_text", real_write_text)
+    resumed = train(train_part, valid_part, vectors, config, tmp_path / "b", resume=True, **quiet)
+    assert [h["valid_loss"] for h in resumed.history] == [h["valid_loss"] for h in straight.history]
+    for key, value in straight.bundle.params["head"].items():
+        np.testing.assert_array_equal(value, resumed.bundle.params["head"][key])
+    assert len(list((tmp_path / "b").glob("arrays*.safetensors"))) == 1
+
+
 def test_same_seed_same_metrics(tmp_path):
     vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
     data = _data(toy_reviews(200, 2), "toy")

@@ -109,9 +109,7 @@ class RayScoringJob(ScoringJob):
             location.path,
             filesystem=location.filesystem,
             parse_options=pacsv.ParseOptions(delimiter=self.options.csv_delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types={self.options.text_column: pa.binary()}, check_utf8=False
-            ),
+            convert_options=pacsv.ConvertOptions(column_types=reader.csv_column_types(), check_utf8=False),
         )
 
     def _stream(self, reader: ShardReader, writer: PartWriter, skip_rows: int, summary: RunSummary) -> None:
@@ -156,7 +154,7 @@ class RayScoringJob(ScoringJob):
                 batch = batch.slice(skip_rows - first_row)
                 first_row = skip_rows
             started = time.perf_counter()
-            window = self._window(index, first_row, batch)
+            window = self._window(index, first_row, batch, reader)
             table = self._output_table(window, summary)
             writer.write_part(table)
             self.progress.rows(batch.num_rows)
@@ -164,8 +162,8 @@ class RayScoringJob(ScoringJob):
             waited = time.perf_counter()
             stages["write"] += waited - started
 
-    def _window(self, index: int, first_row: int, batch: pa.Table) -> Window:
-        original = batch.drop_columns([IDS, REASON, LOGITS])
+    def _window(self, index: int, first_row: int, batch: pa.Table, reader: ShardReader) -> Window:
+        original = reader.repair_strings(batch.drop_columns([IDS, REASON, LOGITS]))
         texts, _ = clean_texts(original.column(self.options.text_column))
         reasons = np.array(batch.column(REASON).to_pylist(), dtype=object)
         logits_all = batch.column(LOGITS).combine_chunks().flatten().to_numpy().reshape(-1, 2)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from batchscore.errors import InputError, OutputError
+from batchscore.errors import InputError, OutputError, UsageError
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
 SCORED_SUFFIX = ".scored.parquet"
@@ -130,21 +130,68 @@ def _glob(spec: str, filesystem: pafs.FileSystem | None) -> list[Location]:
 
 def _list_directory(location: Location) -> list[Location]:
     """Supported files below a directory; hidden and `_`-prefixed entries (markers, temp files) skipped."""
-    selector = pafs.FileSelector(location.path, recursive=True)
     try:
-        infos = location.filesystem.get_file_info(selector)
+        if isinstance(location.filesystem, pafs.LocalFileSystem):
+            paths = _walk_local(location.path)
+        else:
+            selector = pafs.FileSelector(location.path, recursive=True)
+            infos = location.filesystem.get_file_info(selector)
+            paths = [info.path for info in infos if info.type == pafs.FileType.File]
     except OSError as err:
         raise InputError(f"{location.uri}: cannot list directory: {err}") from err
     out = []
-    for info in infos:
-        relative = info.path[len(location.path.rstrip("/")) + 1 :]
-        if info.type != pafs.FileType.File or any(part[:1] in "._" for part in relative.split("/")):
+    for path in paths:
+        relative = path[len(location.path.rstrip("/")) + 1 :]
+        if any(part[:1] in "._" for part in relative.split("/")):
             continue
-        if split_extension(info.base_name)[1]:
-            out.append(Location(location.filesystem, info.path, f"{location.uri.rstrip('/')}/{relative}"))
+        if split_extension(relative.rsplit("/", 1)[-1])[1]:
+            out.append(Location(location.filesystem, path, f"{location.uri.rstrip('/')}/{relative}"))
     if not out:
         raise InputError(f"{location.uri}: directory holds no .parquet, .csv or .csv.gz files")
     return out
+
+
+def _walk_local(root: str) -> list[str]:
+    """Files below a local directory, following symlinks but entering each real directory once,
+    so a symlink loop (a -> ..) ends instead of growing without bound."""
+    seen: set[tuple[int, int]] = set()
+    files: list[str] = []
+
+    def fail(err: OSError) -> None:
+        raise err
+
+    for directory, subdirs, names in os.walk(root, followlinks=True, onerror=fail):
+        info = os.stat(directory)
+        key = (info.st_dev, info.st_ino)
+        if key in seen:
+            subdirs[:] = []
+            continue
+        seen.add(key)
+        subdirs.sort()
+        files.extend(
+            os.path.join(directory, name) for name in names if os.path.isfile(os.path.join(directory, name))
+        )
+    return files
+
+
+def check_outputs_are_not_inputs(inputs: list[InputFile], outputs: list[Location]) -> None:
+    """An output may never replace an input, whatever the flags: --resume or --overwrite would
+    otherwise destroy the very data being scored."""
+    input_keys = {_identity(f.location): f for f in inputs}
+    for target in outputs:
+        source = input_keys.get(_identity(target))
+        if source is not None:
+            raise UsageError(f"output {target.uri} is the input {source}; choose another -o")
+
+
+def _identity(location: Location) -> tuple:
+    if isinstance(location.filesystem, pafs.LocalFileSystem):
+        try:
+            info = os.stat(location.path)
+            return ("inode", info.st_dev, info.st_ino)
+        except OSError:
+            return ("path", os.path.realpath(location.path))
+    return ("path", type(location.filesystem).__name__, location.path.rstrip("/"))
 
 
 def _as_input(location: Location) -> InputFile:

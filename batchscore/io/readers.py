@@ -6,18 +6,26 @@ use is bounded by the window size, never by the file size.
 
 from __future__ import annotations
 
+import hashlib
+import struct
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from batchscore.errors import InputError
 from batchscore.io.paths import InputFile
+from batchscore.validation import decode_utf8
 
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowKeyError, OSError)
 _GUESS_DELIMITERS = (";", "\t", "|")
+_CSV_BLOCK = 1 << 22  # grown (x4 per retry, up to _CSV_MAX_BLOCK) when one row is longer than a block
+_CSV_MAX_BLOCK = 1 << 31
+_HASH_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,7 @@ class ReadOptions:
     text_column: str = "text"
     window_rows: int = 16384
     csv_delimiter: str = ","
+    csv_infer_types: bool = False  # False: every CSV column but the text is read as a string, as written
 
 
 class ShardReader:
@@ -34,6 +43,33 @@ class ShardReader:
         self.source = source
         self.options = options
         self.num_rows: int | None = None  # known after schema() for Parquet
+        self.replaced_utf8: Counter = Counter()  # column -> values whose invalid bytes became U+FFFD
+        self._csv_names: list[str] | None = None
+
+    def content_id(self) -> str:
+        """A cheap identity of the file's bytes, for the resume fingerprint (size and mtime can lie).
+
+        Local files and CSV anywhere: sha256 of the content (read at disk speed, far below the cost of
+        scoring it). Parquet on remote stores: sha256 of the footer, which records every column
+        chunk's offset, compressed size and statistics, so a rewrite changes it without a download.
+        """
+        location = self.source.location
+        filesystem = location.filesystem
+        try:
+            if self.source.format == "parquet" and not isinstance(filesystem, pafs.LocalFileSystem):
+                with filesystem.open_input_file(location.path) as handle:
+                    size = handle.size()
+                    handle.seek(max(0, size - 8))
+                    footer_length = struct.unpack("<I", handle.read(8)[:4])[0] if size >= 8 else 0
+                    handle.seek(max(0, size - 8 - footer_length))
+                    return "footer-sha256:" + hashlib.sha256(handle.read()).hexdigest()
+            digest = hashlib.sha256()
+            with filesystem.open_input_stream(location.path) as handle:
+                while chunk := handle.read(_HASH_CHUNK):
+                    digest.update(chunk)
+            return "sha256:" + digest.hexdigest()
+        except OSError as err:
+            raise self._fail("cannot read", err) from err
 
     def _fail(self, problem: str, err: Exception | None = None) -> InputError:
         detail = f": {err}" if err is not None else ""
@@ -48,7 +84,7 @@ class ShardReader:
         except _ARROW_ERRORS as err:
             raise self._fail("not a readable Parquet file (corrupt or truncated?)", err) from err
 
-    def _open_csv(self, column_types: dict | None = None) -> pacsv.CSVStreamingReader:
+    def _open_csv(self, column_types: dict | None, block_size: int) -> pacsv.CSVStreamingReader:
         location = self.source.location
         try:
             if location.filesystem.get_file_info(location.path).size == 0:
@@ -56,7 +92,7 @@ class ShardReader:
             stream = location.filesystem.open_input_stream(location.path, compression="detect")
             return pacsv.open_csv(
                 stream,
-                read_options=pacsv.ReadOptions(block_size=1 << 22),
+                read_options=pacsv.ReadOptions(block_size=block_size),
                 parse_options=pacsv.ParseOptions(
                     delimiter=self.options.csv_delimiter, newlines_in_values=True
                 ),
@@ -67,27 +103,29 @@ class ShardReader:
         except _ARROW_ERRORS as err:
             raise self._fail("cannot read as CSV", err) from err
 
+    def csv_column_types(self) -> dict[str, pa.DataType]:
+        """The text column as bytes (a bad row becomes a row error, not a failed file) and, unless type
+        inference is asked for, every other column as bytes too, decoded to strings as written:
+        ids like 007 or 12345678901234567890 stay exact, and every shard of a run gets one schema."""
+        if self._csv_names is None:
+            probe = self._open_csv({}, _CSV_BLOCK)
+            self._csv_names = probe.schema.names
+            probe.close()
+        if self.options.csv_infer_types:
+            return {self.options.text_column: pa.binary()}
+        return dict.fromkeys(self._csv_names, pa.binary())
+
     def schema(self) -> pa.Schema:
-        """Open the file and check it has the text column and at least one row."""
+        """Open the file and check it has the text column (zero data rows are fine)."""
         if self.source.format == "parquet":
             parquet = self._open_parquet()
             schema = parquet.schema_arrow
-            rows = self.num_rows = parquet.metadata.num_rows
-        else:
-            reader = self._open_csv()
-            schema = reader.schema
+            self.num_rows = parquet.metadata.num_rows
             self._check_text_column(schema)
-            rows = None
-            try:
-                rows = reader.read_next_batch().num_rows or None
-            except StopIteration:
-                rows = 0
-            except _ARROW_ERRORS as err:
-                raise self._fail("CSV parse error", err) from err
-        self._check_text_column(schema)
-        if rows == 0:
-            raise self._fail("the file has no rows")
-        return schema
+            return schema
+        self._check_text_column(self._open_csv({}, _CSV_BLOCK).schema)
+        first = next(self._csv_batches(0), None)  # parse errors in the first block fail the preflight
+        return first.schema if first is not None else self._empty_csv().schema
 
     def _check_text_column(self, schema: pa.Schema) -> None:
         name = self.options.text_column
@@ -112,7 +150,6 @@ class ShardReader:
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         window = self.options.window_rows
-        saw_rows = skip_rows > 0
         try:
             for batch in batches:
                 pending.append(batch)
@@ -123,14 +160,54 @@ class ShardReader:
                     rest = table.slice(window)
                     pending = rest.to_batches()
                     pending_rows = rest.num_rows
-                    saw_rows = True
         except _ARROW_ERRORS as err:
             raise self._fail("read failed", err) from err
         if pending_rows:
             yield pa.Table.from_batches(pending)
-            saw_rows = True
-        if not saw_rows:
-            raise self._fail("the file has no rows")
+
+    def empty_table(self) -> pa.Table:
+        """No rows, with the columns and types a window of this file has (for zero-row inputs)."""
+        if self.source.format == "parquet":
+            return self.repair_strings(self._open_parquet().schema_arrow.empty_table())
+        return self._empty_csv()
+
+    def _empty_csv(self) -> pa.Table:
+        names = self._csv_names or self._open_csv({}, _CSV_BLOCK).schema.names
+        text = self.options.text_column
+        types = self.csv_column_types()
+        return pa.table(
+            {
+                name: pa.array([], pa.binary() if name == text else _decoded(types.get(name, pa.string())))
+                for name in names
+            }
+        )
+
+    def repair_strings(self, batch: pa.RecordBatch | pa.Table):
+        """Non-text columns as valid UTF-8: CSV bytes decoded, and any invalid byte in any string column
+        replaced by U+FFFD (counted in `replaced_utf8`), so every output is readable by pandas/DuckDB."""
+        columns = list(batch.columns)
+        changed = False
+        for i, field in enumerate(batch.schema):
+            if field.name == self.options.text_column:
+                continue
+            type_ = field.type
+            binary_csv = self.source.format == "csv" and pa.types.is_binary(type_)
+            if not (binary_csv or pa.types.is_string(type_) or pa.types.is_large_string(type_)):
+                continue
+            column = columns[i]
+            array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+            strings, replaced = decode_utf8(array, replace=True)
+            if replaced:
+                self.replaced_utf8[field.name] += replaced
+            if binary_csv or replaced:
+                columns[i] = strings
+                changed = True
+        if not changed:
+            return batch
+        names = batch.schema.names
+        if isinstance(batch, pa.Table):
+            return pa.table(dict(zip(names, columns, strict=True)))
+        return pa.RecordBatch.from_arrays(columns, names=names)
 
     def _parquet_batches(self, skip_rows: int) -> Iterator[pa.RecordBatch]:
         parquet = self._open_parquet()
@@ -147,18 +224,34 @@ class ShardReader:
             return
         batches = parquet.iter_batches(batch_size=self.options.window_rows, row_groups=groups)
         try:
-            yield from _drop_first(batches, skip_rows - skipped)
+            for batch in _drop_first(batches, skip_rows - skipped):
+                yield self.repair_strings(batch)
         except _ARROW_ERRORS as err:
             raise self._fail("not a readable Parquet file (corrupt or truncated?)", err) from err
 
     def _csv_batches(self, skip_rows: int) -> Iterator[pa.RecordBatch]:
-        # The text column is read as bytes so one row of invalid UTF-8 becomes a row
-        # error later instead of failing the whole file here.
-        reader = self._open_csv({self.options.text_column: pa.binary()})
-        try:
-            yield from _drop_first(reader, skip_rows)
-        except _ARROW_ERRORS as err:
-            raise self._fail("CSV parse error", err) from err
+        types = self.csv_column_types()
+        block, emitted = _CSV_BLOCK, 0
+        while True:
+            reader = self._open_csv(types, block)
+            try:
+                for batch in _drop_first(reader, skip_rows + emitted):
+                    emitted += batch.num_rows
+                    yield self.repair_strings(batch)
+                return
+            except pa.ArrowInvalid as err:
+                # A row longer than a block: read again with bigger blocks, after the rows already given.
+                if "straddl" not in str(err) or block >= _CSV_MAX_BLOCK:
+                    raise self._fail(f"CSV parse error after row {skip_rows + emitted:,}", err) from err
+                block *= 4
+            except _ARROW_ERRORS as err:
+                raise self._fail(f"CSV parse error after row {skip_rows + emitted:,}", err) from err
+            finally:
+                reader.close()
+
+
+def _decoded(type_: pa.DataType) -> pa.DataType:
+    return pa.string() if pa.types.is_binary(type_) else type_
 
 
 def _drop_first(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:

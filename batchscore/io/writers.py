@@ -10,8 +10,13 @@ temporary file that is renamed onto the final name: readers never see a half fil
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -23,6 +28,16 @@ from batchscore.io.paths import Location
 
 MANIFEST = "manifest.json"
 METADATA_PREFIX = "batchscore."
+
+# Called with the name of each commit step as it completes ("part written", "manifest updated",
+# "output written", "output renamed", "parts removed"). None in normal runs; the fault-injection
+# tests set it to a function that ends the process, to prove every step is a safe place to die.
+commit_hook: Callable[[str], None] | None = None
+
+
+def _step_done(step: str) -> None:
+    if commit_hook is not None:
+        commit_hook(step)
 
 
 @dataclass
@@ -76,14 +91,24 @@ class PartWriter:
         self.progress = Progress()
 
     def _read_manifest(self) -> dict | None:
+        """The committed state, or None when there is none. Only a missing file means "none":
+        any other failure (a flaky object store, a corrupt file) stops the run and keeps the parts."""
         path = self.work.child(MANIFEST)
-        if not path.exists():
-            return None
         try:
             with path.filesystem.open_input_stream(path.path) as handle:
-                return json.loads(handle.read().decode("utf-8"))
-        except (OSError, ValueError):
+                manifest = json.loads(handle.read().decode("utf-8"))
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError) as err:
+            raise OutputError(
+                f"{path.uri}: cannot read the manifest of committed parts ({err}); nothing was "
+                "discarded, rerun with --resume once it is readable (or --overwrite to start again)"
+            ) from err
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("rows_done"), int):
+            raise OutputError(
+                f"{path.uri}: the manifest of committed parts is malformed; nothing was discarded"
+            )
+        return manifest
 
     def _guard(self, action: str, func, *args):
         try:
@@ -108,9 +133,11 @@ class PartWriter:
             table = table.cast(schema)
         name = f"part-{self.progress.parts:06d}.parquet"
         self._guard("write a part", self._write_atomic, self.work.child(name), table)
+        _step_done("part written")
         self.progress.parts += 1
         self.progress.rows_done += table.num_rows
         self._write_manifest()
+        _step_done("manifest updated")
 
     def _committed_schema(self) -> pa.Schema:
         first = self.work.child("part-000000.parquet")
@@ -149,9 +176,25 @@ class PartWriter:
                 for part in parts:
                     with part.filesystem.open_input_file(part.path) as source:
                         writer.write_table(pq.read_table(source).cast(schema))
+            _step_done("output written")  # complete under its temporary name, not yet renamed
 
         self._guard("write the output", self._write_with, self.target, write)
+        _step_done("output renamed")
         self.discard()
+        _step_done("parts removed")
+
+    def remove_leftovers(self) -> None:
+        """Delete what a run killed mid-write left beside the target: temporary output files, and the
+        parts of a run that died after its final rename. Call only while holding the target's lock."""
+        parent = self.target.parent()
+        prefix = f".{self.target.name}.tmp-"
+        try:
+            infos = parent.filesystem.get_file_info(pafs.FileSelector(parent.path, allow_not_found=True))
+        except OSError as err:
+            raise OutputError(f"{parent.uri}: cannot list the output directory: {err}") from err
+        for info in infos:
+            if info.type == pafs.FileType.File and info.base_name.startswith(prefix):
+                self._guard("remove a leftover temporary file", parent.filesystem.delete_file, info.path)
 
     def _write_atomic(self, location: Location, table: pa.Table) -> None:
         self._write_with(location, lambda handle: pq.write_table(table, handle, compression="zstd"))
@@ -176,3 +219,58 @@ class PartWriter:
 def _write_bytes(location: Location, data: bytes) -> None:
     with location.filesystem.open_output_stream(location.path) as handle:
         handle.write(data)
+
+
+class OutputLock:
+    """Only one run may write a given output at a time.
+
+    On local disks this is an flock on `.NAME.lock` beside the output: the kernel drops it when its
+    holder dies, even by kill -9, so a stale lock never blocks `--resume`. The file names the holder
+    (host, pid, start time, command) for the message the second run prints. Object stores have no
+    such primitive; there the lock is not taken (documented in the README).
+    """
+
+    def __init__(self, target: Location):
+        self.target = target
+        self.location = target.sibling(f".{target.name}.lock")
+        self._fd: int | None = None
+
+    def acquire(self, command: str) -> None:
+        if not isinstance(self.location.filesystem, pafs.LocalFileSystem):
+            return
+        path = self.location.path
+        while True:
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise OutputError(f"{self.target.uri}: cannot create the lock file {path}: {err}") from err
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "unknown"
+                os.close(fd)
+                raise OutputError(
+                    f"{self.target.uri} is being written by another batchscore run ({holder}); "
+                    "wait for it to finish or stop it, then rerun (with --resume to keep its work)"
+                ) from None
+            # The holder before us may have removed the file after we opened it: lock the live one.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        holder = f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{holder}, command: {command}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):  # unlinked while still locked: nobody locks a vanishing file
+            os.unlink(self.location.path)
+        os.close(self._fd)
+        self._fd = None

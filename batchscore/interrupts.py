@@ -1,0 +1,74 @@
+"""SIGINT/SIGTERM as a stop request that the job honours at its next safe point.
+
+Raising from a signal handler lands the exception wherever the main thread happens
+to be, including inside JAX or Arrow C++ calls, where it can abort the process
+(exit -6/-11) or skip a commit. Inside `stop_on_signals()` the handler only records
+the request; the pipeline checks it between windows and files and stops with exit
+130, keeping every committed window. A second signal means "now", and outside such
+a block (imports, other commands) a signal also ends the process at once with 130:
+committed work and checkpoints are safe on disk at every instant.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from batchscore.errors import Interrupted
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_requested: list[int] = []
+_deferring = False
+
+
+def _handle(signum: int, frame) -> None:
+    if _requested or not _deferring:
+        os.write(2, b"batchscore: interrupted, exiting now; committed work is kept (rerun with --resume)\n")
+        os._exit(Interrupted.exit_code)
+    _requested.append(signum)
+
+
+def install_for_process() -> None:
+    """The program's first act: from here on no signal becomes a traceback or "Aborted!" (exit 1)."""
+    for sig in _SIGNALS:
+        signal.signal(sig, _handle)
+
+
+def stop_requested() -> bool:
+    return bool(_requested)
+
+
+def check(what: str = "committed work is kept") -> None:
+    """Raise Interrupted if a stop was requested; `what` tells the operator where things stand."""
+    if _requested:
+        name = signal.Signals(_requested[0]).name
+        raise Interrupted(f"interrupted ({name}); {what}. Run the same command with --resume to continue.")
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Route SIGINT/SIGTERM to a stop request while the block runs (no-op off the main thread or nested)."""
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _handle) for sig in _SIGNALS}
+    _deferring = True
+    _requested.clear()
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _deferring = False
+        _requested.clear()
+
+
+def ignore_during_teardown() -> None:
+    """The command is over and its exit code decided; Python's shutdown (which resets handlers to the
+    default, then waits for JAX and Arrow threads) must not turn a late signal into a kill."""
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

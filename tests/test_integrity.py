@@ -1,0 +1,398 @@
+"""No silent wrong output: reruns, model changes, odd inputs and concurrent runs (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from safetensors.numpy import load_file, save_file
+
+import batchscore.io.readers as readers
+import batchscore.io.writers as writers
+from batchscore.cli import main
+from batchscore.errors import InputError, OutputError, UsageError
+from batchscore.io.paths import discover_inputs, resolve
+from batchscore.io.writers import OutputLock, PartWriter
+from batchscore.pipeline import RunOptions
+from tests.conftest import score_files
+
+OUTPUT_COLUMNS = ["label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error"]
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, ["run", *map(str, args), "--no-progress"])
+
+
+def recalibrated(bundle, tmp_path, **changes):
+    """A copy of `bundle` with the same weights and other config values."""
+    copy = tmp_path / "recal"
+    shutil.copytree(bundle, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config.update(changes)
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after(step: str, count: int):
+    """A commit hook that raises (in-process) when `step` has completed `count` times."""
+    seen = []
+
+    def hook(name: str) -> None:
+        if name == step:
+            seen.append(name)
+            if len(seen) == count:
+                raise Crash(step)
+
+    return hook
+
+
+# 1 ---------------------------------------------------------------------------------------------
+def test_resume_with_recalibrated_model_rescores_everything(
+    tmp_path, tiny_bundle, reviews_table, monkeypatch
+):
+    source, out = tmp_path / "r.parquet", tmp_path / "o.parquet"
+    pq.write_table(reviews_table, source)
+    monkeypatch.setattr(writers, "commit_hook", crash_after("manifest updated", 2))
+    with pytest.raises(Crash):
+        score_files([source], out, tiny_bundle, window_rows=100)
+    monkeypatch.setattr(writers, "commit_hook", None)
+    recal = recalibrated(tiny_bundle, tmp_path, temperature=3.0, labels=["NEG", "POS"])
+    score_files([source], out, recal, window_rows=100, resume=True)
+    expected = tmp_path / "expected.parquet"
+    score_files([source], expected, recal, window_rows=100)
+    got = pq.read_table(out)
+    assert set(got.column("label").to_pylist()) <= {"NEG", "POS"}
+    assert got.drop_columns([]).equals(pq.read_table(expected))
+    # and a finished output is not skipped when only the config changed
+    score_files([source], out, tiny_bundle, resume=True)
+    assert set(pq.read_table(out).column("label").to_pylist()) <= {"negative", "positive"}
+
+
+# 2 ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_input_rewritten_with_same_size_and_mtime_is_rescored(tmp_path, tiny_bundle, fmt):
+    source, out = tmp_path / f"r.{fmt}", tmp_path / "o.parquet"
+
+    def write(texts):
+        table = pa.table({"text": texts})
+        if fmt == "csv":
+            pacsv.write_csv(table, source)
+        else:
+            pq.write_table(table, source, compression="none", write_statistics=False)
+
+    write(["great film", "good plot", "the acting"])
+    score_files([source], out, tiny_bundle)
+    before = os.stat(source)
+    write(["awful film", "bad! plot", "the acting"])  # same byte count, other words
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(source)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    score_files([source], out, tiny_bundle, resume=True)
+    fresh = tmp_path / "fresh.parquet"
+    score_files([source], fresh, tiny_bundle)
+    assert pq.read_table(out).equals(pq.read_table(fresh))
+
+
+# 3 ---------------------------------------------------------------------------------------------
+def test_second_writer_of_an_output_fails_fast_naming_the_first(tmp_path, tiny_bundle, reviews_table):
+    source, out = tmp_path / "r.parquet", tmp_path / "o.parquet"
+    pq.write_table(reviews_table, source)
+    holder = OutputLock(resolve(str(out)))
+    holder.acquire("batchscore run r.parquet -o o.parquet")
+    try:
+        result = run_cli(source, "-o", out, "--model", tiny_bundle, "--max-tokens", "10")
+        assert result.exit_code == 5, result.output
+        assert "another batchscore run" in result.output and f"pid {os.getpid()}" in result.output
+        assert not out.exists()
+    finally:
+        holder.release()
+    assert not (tmp_path / ".o.parquet.lock").exists()
+    assert run_cli(source, "-o", out, "--model", tiny_bundle).exit_code == 0
+
+
+def test_stale_lock_of_a_killed_run_does_not_block_resume(tmp_path, tiny_bundle, reviews_table):
+    source, out = tmp_path / "r.parquet", tmp_path / "o.parquet"
+    pq.write_table(reviews_table, source)
+    (tmp_path / ".o.parquet.lock").write_text("pid 999999 on elsewhere, command: killed -9\n")
+    assert run_cli(source, "-o", out, "--model", tiny_bundle, "--resume").exit_code == 0
+    assert pq.read_table(out).num_rows == reviews_table.num_rows
+
+
+# 4 ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags", [[], ["--resume"], ["--overwrite"]])
+def test_output_may_never_be_an_input(tmp_path, tiny_bundle, reviews_table, flags):
+    source = tmp_path / "same.parquet"
+    pq.write_table(reviews_table, source)
+    original = source.read_bytes()
+    result = run_cli(source, "-o", source, "--model", tiny_bundle, *flags)
+    assert result.exit_code == 2 and "is the input" in result.output
+    (tmp_path / "link.parquet").symlink_to(source)
+    assert run_cli(source, "-o", tmp_path / "link.parquet", "--model", tiny_bundle, *flags).exit_code == 2
+    assert run_cli(tmp_path, "-o", tmp_path, "--model", tiny_bundle, *flags).exit_code == 2
+    assert source.read_bytes() == original
+
+
+# 5 ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"temperature": 0}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"temperature": -1.5}, "temperature"),
+        ({"temperature": "1.0"}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": -3}, "max_tokens"),
+        ({"head_tokens": 60}, "head_tokens"),  # tiny bundle: max_tokens 48
+        ({"labels": ["a", "b", "c"]}, "labels"),
+        ({"labels": ["same", "same"]}, "labels"),
+    ],
+)
+def test_bad_bundle_values_are_exit_4_naming_the_field(tmp_path, tiny_bundle, reviews_table, change, field):
+    pq.write_table(reviews_table, tmp_path / "r.parquet")
+    bad = recalibrated(tiny_bundle, tmp_path, **change)
+    result = run_cli(tmp_path / "r.parquet", "--model", bad)
+    assert result.exit_code == 4, result.output
+    assert field in result.output
+
+
+def test_integer_weights_are_rejected(tmp_path, tiny_bundle, reviews_table):
+    pq.write_table(reviews_table, tmp_path / "r.parquet")
+    bad = recalibrated(tiny_bundle, tmp_path)
+    arrays = load_file(str(bad / "weights.safetensors"))
+    arrays["head/kernel"] = arrays["head/kernel"].astype(np.int32)
+    save_file(arrays, str(bad / "weights.safetensors"))
+    result = run_cli(tmp_path / "r.parquet", "--model", bad)
+    assert result.exit_code == 4 and "head/kernel" in result.output and "int32" in result.output
+
+
+# 6 ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "option", [["--max-tokens", "-1"], ["--max-tokens", "0"], ["--window-rows", "0"], ["--batch-tokens", "0"]]
+)
+def test_nonsense_sizes_are_usage_errors(tmp_path, tiny_bundle, reviews_table, option):
+    pq.write_table(reviews_table, tmp_path / "r.parquet")
+    result = run_cli(tmp_path / "r.parquet", "--model", tiny_bundle, *option)
+    assert result.exit_code == 2
+    assert not (tmp_path / "r.scored.parquet").exists()
+
+
+def test_library_callers_get_the_same_checks():
+    for bad in ({"max_tokens": 0}, {"max_tokens": -1}, {"window_rows": 0}, {"max_error_rate": float("nan")}):
+        with pytest.raises(UsageError):
+            RunOptions(**bad)
+
+
+def test_a_row_left_without_a_score_stops_the_window(tmp_path, tiny_bundle, reviews_table, monkeypatch):
+    import batchscore.scoring as scoring
+
+    real = scoring.plan_batches
+    monkeypatch.setattr(scoring, "plan_batches", lambda *a, **k: real(*a, **k)[1:])  # lose a batch
+    pq.write_table(reviews_table, tmp_path / "r.parquet")
+    with pytest.raises(Exception, match="got no finite score"):
+        score_files([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle)
+    assert not (tmp_path / "o.parquet").exists()
+
+
+# 7 ---------------------------------------------------------------------------------------------
+def test_every_input_column_survives_a_name_clash(tmp_path, tiny_bundle):
+    table = pa.table(
+        {
+            "text": ["good film", "bad film"],
+            "row": [10, 11],
+            "input_row": [20, 21],
+            "error": ["e1", "e2"],
+            "input_error": ["f1", "f2"],
+            "label": ["x", "y"],
+        }
+    )
+    pq.write_table(table, tmp_path / "r.parquet")
+    summary = score_files([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle)
+    out = pq.read_table(tmp_path / "o.parquet")
+    assert len(set(out.column_names)) == len(out.column_names)
+    values = {name: out.column(name).to_pylist() for name in out.column_names}
+    for column in ("row", "input_row", "error", "input_error", "label"):
+        assert table.column(column).to_pylist() in values.values(), column
+    assert out.column("row").to_pylist() == [0, 1] and out.column("error").to_pylist() == [None, None]
+    assert summary.renamed_columns == {
+        "row": "input_input_row",
+        "error": "input_input_error",
+        "label": "input_label",
+    }
+
+
+# 8 ---------------------------------------------------------------------------------------------
+def test_csv_values_are_kept_as_written(tmp_path, tiny_bundle):
+    (tmp_path / "r.csv").write_text("id,text,score\n007,good film,1e5\n12345678901234567890,bad film,\n")
+    score_files([tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle, id_column="id")
+    out = pq.read_table(tmp_path / "o.parquet")
+    assert out.column("id").to_pylist() == ["007", "12345678901234567890"]
+    assert out.column("score").to_pylist() == ["1e5", ""]
+
+
+def test_all_outputs_of_a_directory_share_one_schema(tmp_path, tiny_bundle):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "a.csv").write_text("id,text\n1,good film\n2,bad film\n")
+    (landing / "b.csv").write_text("id,text\nx-9,great plot\n")
+    pq.write_table(pa.table({"n": pa.array([1], pa.int32()), "text": ["fine"]}), landing / "c.parquet")
+    (landing / "sub").mkdir()
+    pq.write_table(
+        pa.table({"n": pa.array([2], pa.int64()), "text": ["awful"]}), landing / "sub" / "d.parquet"
+    )
+    score_files([landing / "a.csv", landing / "b.csv"], tmp_path / "csv_out", tiny_bundle)
+    score_files([landing / "c.parquet", landing / "sub"], tmp_path / "pq_out", tiny_bundle)
+    for directory in ("csv_out", "pq_out"):
+        schemas = {pq.read_schema(p).remove_metadata() for p in (tmp_path / directory).glob("*.parquet")}
+        assert len(schemas) == 1
+        rows = duckdb.sql(
+            f"select count(*) from read_parquet('{tmp_path / directory}/*.parquet')"
+        ).fetchall()[0]
+        assert rows[0] == (3 if directory == "csv_out" else 2)
+        pd.read_parquet(tmp_path / directory)
+
+
+# 9 ---------------------------------------------------------------------------------------------
+def test_invalid_utf8_in_other_csv_columns_is_replaced_and_reported(tmp_path, tiny_bundle):
+    (tmp_path / "r.csv").write_bytes(b"id,city,text\n1,K\xf6ln,good film\n2,Paris,bad film\n")
+    summary = score_files([tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle, id_column="id")
+    frame = pd.read_parquet(tmp_path / "o.parquet")
+    assert frame["city"].tolist() == ["K\ufffdln", "Paris"]
+    assert duckdb.sql(f"select count(*) from '{tmp_path / 'o.parquet'}'").fetchall()[0][0] == 2
+    assert summary.replaced_utf8 == {"city": 1} and "U+FFFD" in summary.format()
+
+
+def test_invalid_utf8_in_a_parquet_string_column_is_replaced(tmp_path, tiny_bundle):
+    bad = pa.array([b"ok", b"b\xffd"], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"text": ["good", "bad"], "note": bad}), tmp_path / "r.parquet")
+    score_files([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle)
+    assert pd.read_parquet(tmp_path / "o.parquet")["note"].tolist() == ["ok", "b\ufffdd"]
+
+
+# 10 --------------------------------------------------------------------------------------------
+def test_megabyte_csv_fields_are_read(tmp_path, tiny_bundle):
+    huge = "good " * (2 << 20)  # 10 MB in one field, more than two read blocks
+    (tmp_path / "r.csv").write_text(f'id,text\n1,bad film\n2,"{huge}"\n3,great\n')
+    score_files([tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle, id_column="id")
+    out = pq.read_table(tmp_path / "o.parquet")
+    assert out.column("id").to_pylist() == ["1", "2", "3"]
+    assert out.column("truncated").to_pylist() == [False, True, False]
+
+
+def test_a_file_that_turns_bad_midway_is_skipped_like_any_bad_file(tmp_path, tiny_bundle, monkeypatch):
+    monkeypatch.setattr(readers, "_CSV_BLOCK", 1 << 12)  # so "mid-way" is 4 kB in, past the preflight
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    good_rows = "".join(f"{i},good film number {i}\n" for i in range(2000))
+    (landing / "bad.csv").write_text("id,text\n" + good_rows + "2001,ragged,row,here\n")
+    (landing / "good.csv").write_text("id,text\n1,fine\n")
+    summary = score_files([landing], tmp_path / "out", tiny_bundle, skip_bad_files=True, window_rows=256)
+    assert len(summary.bad_files) == 1 and "bad.csv" in summary.bad_files[0]
+    assert "after row" in summary.bad_files[0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.parquet"]
+    with pytest.raises(InputError, match=r"bad\.csv"):
+        score_files([landing / "bad.csv"], tmp_path / "o.parquet", tiny_bundle, window_rows=256)
+
+
+def test_type_inference_breaking_midway_is_a_bad_file(tmp_path, tiny_bundle, monkeypatch):
+    monkeypatch.setattr(readers, "_CSV_BLOCK", 1 << 12)
+    rows = "".join(f"{i},good film\n" for i in range(2000))
+    (tmp_path / "r.csv").write_text("n,text\n" + rows + "not-a-number,bad film\n")
+    with pytest.raises(InputError, match=r"r\.csv"):
+        score_files([tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle, csv_infer_types=True)
+    summary = score_files([tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle)  # default: strings
+    assert summary.rows == 2001
+
+
+# 11 --------------------------------------------------------------------------------------------
+def test_dictionary_encoded_text_is_scored(tmp_path, tiny_bundle, reviews_table):
+    texts = reviews_table.column("text")
+    plain = pa.table({"text": texts})
+    pq.write_table(pa.table({"text": texts.dictionary_encode()}), tmp_path / "dict.parquet")
+    pq.write_table(plain, tmp_path / "plain.parquet")
+    score_files([tmp_path / "dict.parquet"], tmp_path / "a.parquet", tiny_bundle)
+    score_files([tmp_path / "plain.parquet"], tmp_path / "b.parquet", tiny_bundle)
+    a, b = pq.read_table(tmp_path / "a.parquet"), pq.read_table(tmp_path / "b.parquet")
+    assert a.column("error").null_count == a.num_rows
+    assert a.select(OUTPUT_COLUMNS).equals(b.select(OUTPUT_COLUMNS))
+
+
+# 12 --------------------------------------------------------------------------------------------
+def test_symlink_loop_in_a_directory_ends(tmp_path, reviews_table):
+    landing = tmp_path / "landing"
+    (landing / "sub").mkdir(parents=True)
+    pq.write_table(reviews_table, landing / "sub" / "a.parquet")
+    (landing / "sub" / "loop").symlink_to(landing)
+    found = []
+    worker = threading.Thread(target=lambda: found.extend(discover_inputs([str(landing)])), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "input discovery did not end"
+    assert [f.location.name for f in found] == ["a.parquet"]
+
+
+# 13 --------------------------------------------------------------------------------------------
+def test_unreadable_manifest_stops_the_run_and_keeps_the_parts(
+    tmp_path, tiny_bundle, reviews_table, monkeypatch
+):
+    source, out = tmp_path / "r.parquet", tmp_path / "o.parquet"
+    pq.write_table(reviews_table, source)
+    monkeypatch.setattr(writers, "commit_hook", crash_after("manifest updated", 2))
+    with pytest.raises(Crash):
+        score_files([source], out, tiny_bundle, window_rows=100)
+    monkeypatch.setattr(writers, "commit_hook", None)
+    work = tmp_path / ".o.parquet.parts"
+    manifest = work / "manifest.json"
+    saved = manifest.read_bytes()
+    manifest.unlink()
+    manifest.mkdir()  # reading it now fails with an error that is not "file not found"
+    with pytest.raises(OutputError, match="manifest"):
+        score_files([source], out, tiny_bundle, window_rows=100, resume=True)
+    assert sorted(p.name for p in work.glob("part-*.parquet")) == [
+        "part-000000.parquet",
+        "part-000001.parquet",
+    ]
+    manifest.rmdir()
+    manifest.write_bytes(saved)
+    score_files([source], out, tiny_bundle, window_rows=100, resume=True)
+    assert pq.read_table(out).num_rows == reviews_table.num_rows
+
+
+def test_missing_manifest_means_nothing_committed(tmp_path):
+    writer = PartWriter(resolve(str(tmp_path / "o.parquet")), {"x": "1"})
+    assert writer.resume().rows_done == 0
+
+
+# 17 --------------------------------------------------------------------------------------------
+def test_zero_row_inputs_give_zero_row_outputs_with_the_full_schema(tmp_path, tiny_bundle, reviews_table):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    pq.write_table(reviews_table.slice(0, 10), landing / "full.parquet")
+    pq.write_table(reviews_table.schema.empty_table(), landing / "empty.parquet")
+    summary = score_files([landing], tmp_path / "out", tiny_bundle)
+    full, empty = (pq.read_table(tmp_path / "out" / n) for n in ("full.parquet", "empty.parquet"))
+    assert empty.num_rows == 0 and empty.schema.remove_metadata() == full.schema.remove_metadata()
+    assert summary.empty_files == 1 and summary.files_scored == 2 and summary.rows == 10
+
+    (tmp_path / "h.csv").write_text("id,text\n")
+    score_files([tmp_path / "h.csv"], tmp_path / "h.parquet", tiny_bundle)
+    header_only = pq.read_table(tmp_path / "h.parquet")
+    assert header_only.num_rows == 0 and {"id", "label", "prob_positive", "error"} <= set(
+        header_only.column_names
+    )
+
+    (tmp_path / "zero.csv").write_bytes(b"")
+    assert run_cli(tmp_path / "zero.csv", "--model", tiny_bundle).exit_code == 3
