@@ -85,6 +85,22 @@ class RunOptions:
 
 
 @dataclass
+class FileTask:
+    """One output being written: its input, lock, writer, and where its rows start."""
+
+    source: InputFile
+    target: Location
+    reader: ShardReader
+    writer: PartWriter
+    lock: OutputLock
+    fingerprint: dict[str, str]
+    skip_rows: int = 0  # committed by an earlier run
+    complete_before: bool = False  # the output is already complete: nothing to do
+    assemble_only: bool = False  # every row was committed; only the final file is missing
+    finished: bool = False
+
+
+@dataclass
 class Window:
     index: int
     first_row: int
@@ -93,6 +109,16 @@ class Window:
     reasons: np.ndarray
     encoded: Encoded
     logits: np.ndarray | None = None
+    task: FileTask | None = None  # whose rows these are (one stream carries many files)
+
+
+@dataclass
+class FileEvent:
+    """In the stream after a file's rows: "end" (assemble it), "skip" (already complete), "bad"."""
+
+    kind: str
+    task: FileTask
+    detail: str = ""
 
 
 class ScoringJob:
@@ -134,15 +160,8 @@ class ScoringJob:
         check_outputs_are_not_inputs(files, targets)
         summary = RunSummary(model={"name": self.bundle.name, "weights_sha256": self.bundle.weights_sha256})
         good = self._preflight(files, targets, summary)
-        for source, target in good:
-            interrupts.check(f"{summary.files_scored + summary.files_skipped_done} file(s) complete")
-            try:
-                self._score_file(source, target, summary)
-            except InputError as err:  # a file that turned bad mid-way is a bad file like any other
-                if not self.options.skip_bad_files or len(files) == 1:
-                    raise
-                summary.bad_files.append(str(err))
-                self.log(f"skipping bad file: {err}")
+        interrupts.check("nothing was scored yet")
+        self._score_all(good, summary)
         interrupts.check("every file is complete")
         summary.seconds = time.perf_counter() - started
         if summary.error_rate > self.options.max_error_rate:
@@ -235,79 +254,12 @@ class ScoringJob:
             "input_types": json.dumps({name: str(t) for name, t in self.input_types.items()}),
         }
 
-    # ---- one file -------------------------------------------------------------------------
-    def _score_file(self, source: InputFile, target: Location, summary: RunSummary) -> None:
-        lock = OutputLock(target)
-        lock.acquire(self.options.command or f"scoring {source}")
-        try:
-            self._score_locked_file(source, target, summary)
-        finally:
-            lock.release()
-
-    def _score_locked_file(self, source: InputFile, target: Location, summary: RunSummary) -> None:
-        reader = ShardReader(source, self.read_options)
-        fingerprint = self._fingerprint(source, reader)
-        writer = PartWriter(target, fingerprint)
-        writer.remove_leftovers()
-        if target.exists():
-            done = read_file_metadata(target).get("fingerprint") == json.dumps(fingerprint)
-            if self.options.resume and done:
-                writer.discard()  # parts of a run killed between its final rename and their removal
-                self._count_output(target, summary)
-                summary.files_skipped_done += 1
-                self.progress.file_done()
-                self.log(f"{target.uri}: already complete, skipped")
-                return
-            if not (self.options.overwrite or self.options.resume):
-                raise OutputError(f"{target.uri} already exists; pass --overwrite to replace it or --resume")
-        if writer.has_partial() and not self.options.resume:
-            if not self.options.overwrite:
-                raise OutputError(
-                    f"{target.uri}: partial output of an interrupted run is present; "
-                    "pass --resume to continue it or --overwrite to start again"
-                )
-            writer.discard()
-        committed = writer.resume() if self.options.resume else writer.progress
-        if committed.rows_done:
-            self.log(f"{source}: resuming after {committed.rows_done:,} committed rows")
-            self.progress.rows(committed.rows_done)
-        if not committed.complete:
-            try:
-                self._stream(reader, writer, committed.rows_done, summary)
-                if writer.progress.parts == 0:  # a zero-row input: an empty part carries the schema
-                    window = next(self._prepare(iter([reader.empty_table()]), 0, summary.stage_seconds))
-                    window.logits = self.scorer.logits(window.encoded, np.array([], np.int64))
-                    writer.write_part(self._output_table(window, summary))
-            except InputError:
-                if self.options.skip_bad_files:
-                    writer.discard()  # the file is reported bad: leave no half output behind
-                raise
-            writer.mark_complete()
-        for column, count in reader.replaced_utf8.items():
-            summary.replaced_utf8[column] += count
-        metadata = {
-            "model_name": self.bundle.name,
-            "weights_sha256": self.bundle.weights_sha256,
-            "version": __version__,
-            "scored_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "input": source.location.uri,
-            "text_column": self.options.text_column,
-            "fingerprint": json.dumps(fingerprint),
-        }
-        writer.assemble(metadata)
-        self._count_output(target, summary)
-        self.progress.file_done()
-        summary.files_scored += 1
-
-    def _count_output(self, target: Location, summary: RunSummary) -> None:
-        """Summary counts come from the finished file, so rows committed before a crash count too."""
-        scores = read_columns(target, SUMMARY_COLUMNS)
-        summary.add_rows(scores)
-        if scores.num_rows == 0:
-            summary.empty_files += 1
-        summary.outputs.append(target.uri)
-
-    def _stream(self, reader: ShardReader, writer: PartWriter, skip_rows: int, summary: RunSummary) -> None:
+    # ---- files: open, stream, finish ----------------------------------------------------------
+    def _score_all(self, files: list[tuple[InputFile, Location]], summary: RunSummary) -> None:
+        """Score every file through ONE stream of windows: a window may hold rows of several files, so
+        many small shards are bucketed and batched together instead of each padding its own batches.
+        Each file's rows still go to its own output, in order, with its own commit and resume state."""
+        opened: list[FileTask] = []
         stop = threading.Event()
         encoded_q: queue.Queue = queue.Queue(maxsize=2)
         scored_q: queue.Queue = queue.Queue(maxsize=2)
@@ -316,8 +268,8 @@ class ScoringJob:
 
         def produce() -> None:
             try:
-                for window in self._prepare(reader.windows(skip_rows), skip_rows, stages):
-                    if not _put(encoded_q, window, stop):
+                for group in self._groups(files, opened, stages):
+                    if not _put(encoded_q, group, stop):
                         return
             except BaseException as err:  # handed to the main thread
                 failures.append(err)
@@ -326,15 +278,11 @@ class ScoringJob:
 
         def consume() -> None:
             try:
-                while True:
-                    window = scored_q.get()
-                    if window is None:
-                        return
+                while (group := scored_q.get()) is not None:
                     started = time.perf_counter()
-                    table = self._output_table(window, summary)
-                    writer.write_part(table)
+                    for item in group:
+                        self._commit(item, summary)
                     stages["write"] += time.perf_counter() - started
-                    self.progress.rows(window.table.num_rows)
             except BaseException as err:
                 failures.append(err)
                 stop.set()
@@ -348,14 +296,13 @@ class ScoringJob:
         interrupted = False
         try:
             while True:
-                window = _get(encoded_q, stop)
-                if window is None or stop.is_set() or interrupts.stop_requested():
+                group = _get(encoded_q, stop)
+                if group is None or stop.is_set() or interrupts.stop_requested():
                     break
                 started = time.perf_counter()
-                ok = np.flatnonzero(window.reasons == None)  # noqa: E711
-                window.logits = self.scorer.logits(window.encoded, ok)
+                self._forward([item for item in group if isinstance(item, Window)])
                 stages["forward"] += time.perf_counter() - started
-                if interrupts.stop_requested() or not _put(scored_q, window, stop):
+                if interrupts.stop_requested() or not _put(scored_q, group, stop):
                     break
         except KeyboardInterrupt:  # only when run off the main thread's signal handling
             interrupted = True
@@ -363,14 +310,164 @@ class ScoringJob:
             stop.set()
             _finish_writer(scored_q, threads[1])
             threads[0].join()  # no thread may still be inside Arrow or JAX when the process exits
+            for task in opened:
+                task.lock.release()
         if failures:
             raise failures[0]
         if interrupted or interrupts.stop_requested():
-            interrupts.check(f"{writer.progress.rows_done:,} rows of {reader.source} are committed")
-            raise Interrupted(
-                f"interrupted; {writer.progress.rows_done:,} rows of {reader.source} are committed. "
-                "Run the same command with --resume to continue."
-            )
+            partial = [t for t in opened if not t.finished and t.writer.progress.rows_done]
+            where = ", ".join(f"{t.writer.progress.rows_done:,} rows of {t.source}" for t in partial)
+            interrupts.check(f"committed work is kept ({where or 'no partial output'})")
+            raise Interrupted("interrupted; committed work is kept. Run the same command with --resume.")
+
+    def _groups(
+        self, files: list[tuple[InputFile, Location]], opened: list[FileTask], stages: dict
+    ) -> Iterator[list[Window | FileEvent]]:
+        """Windows of every file in order, packed into groups of about `window_rows` rows, with an
+        event after each file's last window (or in place of a file already complete or gone bad)."""
+        group: list[Window | FileEvent] = []
+        rows = 0
+        multi = len(files) > 1
+        for source, target in files:
+            task = self._open(source, target)
+            opened.append(task)
+            if task.complete_before or task.assemble_only:
+                group.append(FileEvent("skip" if task.complete_before else "end", task))
+                continue
+            try:
+                windows = task.reader.windows(task.skip_rows)
+                for window in self._prepare(windows, task.skip_rows, stages):
+                    window.task = task
+                    group.append(window)
+                    rows += window.table.num_rows
+                    if rows >= self.options.window_rows:
+                        yield group
+                        group, rows = [], 0
+            except InputError as err:  # a file that turned bad mid-way is a bad file like any other
+                if not (self.options.skip_bad_files and multi):
+                    raise
+                group.append(FileEvent("bad", task, str(err)))
+                continue
+            group.append(FileEvent("end", task))
+        if group:
+            yield group
+
+    def _forward(self, windows: list[Window]) -> None:
+        """Logits for every scorable row of the windows, bucketed and batched across all of them."""
+        if not windows:
+            return
+        ids = [w.encoded.ids for w in windows]
+        offsets, ok_rows, base_token, base_row = [np.zeros(1, np.int64)], [], 0, 0
+        for window in windows:
+            offsets.append(window.encoded.offsets[1:] + base_token)
+            ok_rows.append(np.flatnonzero(window.reasons == None) + base_row)  # noqa: E711
+            base_token += window.encoded.ids.size
+            base_row += len(window.encoded)
+        combined = Encoded(np.concatenate(ids), np.concatenate(offsets))
+        ok = np.concatenate(ok_rows)
+        logits = self.scorer.logits(combined, ok)
+        first = 0
+        for window, rows in zip(windows, ok_rows, strict=True):
+            window.logits = logits[first : first + rows.size]
+            first += rows.size
+
+    def _open(self, source: InputFile, target: Location) -> FileTask:
+        """Lock the output, then decide: already complete (skip), continue, or start afresh."""
+        lock = OutputLock(target)
+        lock.acquire(self.options.command or f"scoring {source}")
+        try:
+            reader = ShardReader(source, self.read_options)
+            fingerprint = self._fingerprint(source, reader)
+            writer = PartWriter(target, fingerprint)
+            writer.remove_leftovers()
+            task = FileTask(source, target, reader, writer, lock, fingerprint)
+            if target.exists():
+                done = read_file_metadata(target).get("fingerprint") == json.dumps(fingerprint)
+                if self.options.resume and done:
+                    writer.discard()  # parts of a run killed between its final rename and their removal
+                    task.complete_before = True
+                    return task
+                if not (self.options.overwrite or self.options.resume):
+                    raise OutputError(
+                        f"{target.uri} already exists; pass --overwrite to replace it or --resume"
+                    )
+            if writer.has_partial() and not self.options.resume:
+                if not self.options.overwrite:
+                    raise OutputError(
+                        f"{target.uri}: partial output of an interrupted run is present; "
+                        "pass --resume to continue it or --overwrite to start again"
+                    )
+                writer.discard()
+            committed = writer.resume() if self.options.resume else writer.progress
+            if committed.rows_done:
+                self.log(f"{source}: resuming after {committed.rows_done:,} committed rows")
+                self.progress.rows(committed.rows_done)
+            task.skip_rows = committed.rows_done
+            task.complete_before = False
+            task.assemble_only = committed.complete
+            return task
+        except BaseException:
+            lock.release()
+            raise
+
+    def _commit(self, item: Window | FileEvent, summary: RunSummary) -> None:
+        """The writer side: one window's rows, or one file's end (in stream order, on one thread)."""
+        if isinstance(item, Window):
+            item.task.writer.write_part(self._output_table(item, summary))
+            self.progress.rows(item.table.num_rows)
+            return
+        task = item.task
+        if item.kind == "skip":
+            self._count_output(task.target, summary)
+            summary.files_skipped_done += 1
+            self.log(f"{task.target.uri}: already complete, skipped")
+        elif item.kind == "bad":
+            task.writer.discard()  # the file is reported bad: leave no half output behind
+            summary.bad_files.append(item.detail)
+            self.log(f"skipping bad file: {item.detail}")
+        else:
+            self._finish(task, summary)
+        task.finished = True
+        task.lock.release()
+        if item.kind != "bad":
+            self.progress.file_done()
+
+    def _finish(self, task: FileTask, summary: RunSummary) -> None:
+        """All rows are committed: assemble the output file atomically and count it."""
+        writer = task.writer
+        if not task.assemble_only:
+            if writer.progress.parts == 0:  # a zero-row input: an empty part carries the schema
+                table = task.reader.empty_table()
+                texts, reasons, encoded = self._encode(table)
+                window = Window(0, 0, table, texts, reasons, encoded, task=task)
+                window.logits = np.zeros((0, self.bundle.model.num_classes), np.float32)
+                writer.write_part(self._output_table(window, summary))
+            writer.mark_complete()
+        for column, count in task.reader.replaced_utf8.items():
+            summary.replaced_utf8[column] += count
+        metadata = {
+            "model_name": self.bundle.name,
+            "weights_sha256": self.bundle.weights_sha256,
+            "version": __version__,
+            "scored_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "input": task.source.location.uri,
+            "text_column": self.options.text_column,
+            "fingerprint": json.dumps(task.fingerprint),
+        }
+        writer.assemble(metadata)
+        self._count_output(task.target, summary)
+        summary.files_scored += 1
+
+    def _count_output(self, target: Location, summary: RunSummary) -> None:
+        """Summary counts come from the finished file, so rows committed before a crash count too."""
+        scores = read_columns(target, SUMMARY_COLUMNS)
+        summary.add_rows(scores)
+        if scores.num_rows == 0:
+            summary.empty_files += 1
+        summary.outputs.append(target.uri)
+
+    def _encode(self, table: pa.Table) -> tuple[pa.Array, np.ndarray, Encoded]:
+        return encode_window(table, self.options.text_column, self.bundle.vocab, self.bundle.tokenizer)
 
     def _prepare(self, windows: Iterator[pa.Table], first_row: int, stages: dict) -> Iterator[Window]:
         index = 0
@@ -381,9 +478,7 @@ class ScoringJob:
             if table is None:
                 return
             started = time.perf_counter()
-            texts, reasons, encoded = encode_window(
-                table, self.options.text_column, self.bundle.vocab, self.bundle.tokenizer
-            )
+            texts, reasons, encoded = self._encode(table)
             stages["tokenize"] += time.perf_counter() - started
             yield Window(index, first_row, table, texts, reasons, encoded)
             first_row += table.num_rows

@@ -1,8 +1,9 @@
 """The LSTM cell: sigmoid gates (the textbook form, the reference) vs one tanh over pre-scaled gates.
 
     python -m benchmarks.cell
-Runs the shipped model's whole forward pass both ways on the same dense batches, in one process,
-and prints tokens/s, the ratio, and the largest probability difference (issue 9).
+Runs the shipped model's whole forward pass both ways on the same batches, in one process, and
+prints tokens/s, the ratio and the largest probability difference; then the same for a training
+step (loss and gradients of every parameter, batch 64), which is what an epoch of training is made of.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from batchscore.bundle import load_bundle
 from batchscore.model import (
+    SentimentBiLSTM,
     first_and_last,
     first_layer_table,
     input_gates,
@@ -54,6 +57,22 @@ def reference_logits(num_layers, params, raw_table, ids, lengths):
     return first_and_last(x, lengths) @ params["head"]["kernel"] + params["head"]["bias"]
 
 
+@partial(jax.jit, static_argnums=0)
+def reference_train_loss(num_layers, params, ids, lengths, labels):
+    """Training-time forward (embedding lookup, no table) with the sigmoid cell, and its loss."""
+    x = params["embedding"]["embedding"][ids]
+    for layer in range(num_layers):
+        p = params[f"lstm_{layer}"]
+        x = sigmoid_recur(input_gates(x, lengths, p["w_input"], p["bias"]), p["w_hidden"], lengths)
+    logits = first_and_last(x, lengths) @ params["head"]["kernel"] + params["head"]["bias"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def train_loss(config, params, ids, lengths, labels):
+    logits = SentimentBiLSTM(config).apply({"params": params}, ids, lengths)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
 def rate(run, tokens: int, repeats: int = 3) -> float:
     run().block_until_ready()  # compile
     started = time.perf_counter()
@@ -90,6 +109,24 @@ def main() -> None:
         )
         p_new = jax.nn.softmax(table_forward_logits(config, params, table, ids, lengths) / bundle.temperature)
         diff = float(jnp.max(jnp.abs(p_old - p_new)))
+        print(f"{rows:>4d} x {width:<3d} {old:>12,.0f}/s {new:>12,.0f}/s {new / old:>5.2f}x {diff:>9.1e}")
+
+    print("\ntraining step (loss + gradients of all parameters; last column: max |grad difference|)")
+    old_step = jax.jit(jax.value_and_grad(reference_train_loss, argnums=1), static_argnums=0)
+    new_step = jax.jit(jax.value_and_grad(train_loss, argnums=1), static_argnums=0)
+    for rows, width in ((64, 128), (64, 256)):
+        ids = rng.integers(2, config.vocab_size, (rows, width)).astype(np.int32)
+        lengths = rng.integers(width // 2, width + 1, rows).astype(np.int32)
+        labels = rng.integers(0, 2, rows).astype(np.int32)
+        args = (params, ids, lengths, labels)
+        old = rate(lambda args=args: old_step(config.num_layers, *args)[0], rows * width)
+        new = rate(lambda args=args: new_step(config, *args)[0], rows * width)
+        grads_old = old_step(config.num_layers, *args)[1]
+        grads_new = new_step(config, *args)[1]
+        diff = max(
+            float(jnp.max(jnp.abs(a - b)))
+            for a, b in zip(jax.tree.leaves(grads_old), jax.tree.leaves(grads_new), strict=True)
+        )
         print(f"{rows:>4d} x {width:<3d} {old:>12,.0f}/s {new:>12,.0f}/s {new / old:>5.2f}x {diff:>9.1e}")
 
 

@@ -396,3 +396,43 @@ def test_zero_row_inputs_give_zero_row_outputs_with_the_full_schema(tmp_path, ti
 
     (tmp_path / "zero.csv").write_bytes(b"")
     assert run_cli(tmp_path / "zero.csv", "--model", tiny_bundle).exit_code == 3
+
+
+# issue 9: one stream for many files ------------------------------------------------------------
+def small_shards(tmp_path, reviews_table, count: int = 12):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for i in range(count):
+        pq.write_table(reviews_table.slice(i * 25, 25), landing / f"part-{i:02d}.parquet")
+    return landing
+
+
+def test_rows_of_many_files_share_batches_yet_each_output_is_its_own(tmp_path, tiny_bundle, reviews_table):
+    landing = small_shards(tmp_path, reviews_table)
+    score_files([landing], tmp_path / "together", tiny_bundle, window_rows=1000)
+    for shard in sorted(landing.iterdir()):
+        score_files([shard], tmp_path / "alone" / shard.name, tiny_bundle)
+        together = pq.read_table(tmp_path / "together" / shard.name)
+        assert together.equals(pq.read_table(tmp_path / "alone" / shard.name))  # bit for bit, in order
+
+
+@pytest.mark.parametrize(
+    ("step", "nth"), [("manifest updated", 5), ("output renamed", 3), ("parts removed", 7)]
+)
+def test_crash_in_a_multi_file_stream_resumes_each_file(
+    tmp_path, tiny_bundle, reviews_table, monkeypatch, step, nth
+):
+    landing = small_shards(tmp_path, reviews_table)
+    score_files([landing], tmp_path / "reference", tiny_bundle, window_rows=60)
+    monkeypatch.setattr(writers, "commit_hook", crash_after(step, nth))
+    with pytest.raises(Crash):
+        score_files([landing], tmp_path / "out", tiny_bundle, window_rows=60)
+    monkeypatch.setattr(writers, "commit_hook", None)
+    assert not list((tmp_path / "out").glob(".*.lock"))  # every lock released on the way out
+    summary = score_files([landing], tmp_path / "out", tiny_bundle, window_rows=60, resume=True)
+    assert summary.rows == reviews_table.num_rows and summary.files_skipped_done >= 1
+    for shard in sorted(landing.iterdir()):
+        assert pq.read_table(tmp_path / "out" / shard.name).equals(
+            pq.read_table(tmp_path / "reference" / shard.name)
+        )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in landing.iterdir())

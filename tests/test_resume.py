@@ -167,6 +167,8 @@ def hook(name):
         if len(seen) == nth:
             if action == "exit":
                 os._exit(77)
+            if action == "hang":
+                signal.pause()  # holds its output lock until killed
             os.kill(os.getpid(), getattr(signal, action))
 writers.commit_hook = hook
 from batchscore.__main__ import main
@@ -261,11 +263,15 @@ def test_stale_temporary_output_is_removed_on_resume(big_input, tiny_bundle, tmp
 
 def test_concurrent_runs_on_one_output(big_input, tiny_bundle, reference, tmp_path):
     output = tmp_path / "out.parquet"
+    hang = [sys.executable, "-c", HOOKED_RUN, "hang", "manifest updated", "3"]
     first = subprocess.Popen(
-        command(big_input, output, tiny_bundle), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*hang, *command(big_input, output, tiny_bundle)[3:]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    while committed_rows(output) < 1_000 and first.poll() is None:
+    while committed_rows(output) < 3 * WINDOW and first.poll() is None:
         time.sleep(0.005)
+    assert first.poll() is None
     second = subprocess.run(
         command(big_input, output, tiny_bundle, "--max-tokens", "10", "--resume"),
         capture_output=True,

@@ -19,12 +19,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchscore import interrupts
 from batchscore.batching import BucketSpec
 from batchscore.bundle import Bundle, default_bundle_path, load_bundle
 from batchscore.encoding import Encoded
+from batchscore.errors import InputError
+from batchscore.io.paths import InputFile, Location
 from batchscore.io.readers import ShardReader
 from batchscore.io.writers import PartWriter
-from batchscore.pipeline import RunOptions, ScoringJob, Window, encode_window
+from batchscore.pipeline import FileEvent, RunOptions, ScoringJob, Window, encode_window
 from batchscore.report import RunSummary
 from batchscore.scoring import Scorer, Truncation
 from batchscore.text import TokenizerConfig
@@ -96,6 +99,27 @@ class RayScoringJob(ScoringJob):
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
         self.actors = max(1, self.gpus or int(resources.get("CPU", 1)) // 2)
+
+    def _score_all(self, files: list[tuple[InputFile, Location]], summary: RunSummary) -> None:
+        """File by file: each file is one Ray dataset (issue 14 makes this one stream)."""
+        for source, target in files:
+            interrupts.check(f"{summary.files_scored + summary.files_skipped_done} file(s) complete")
+            task = self._open(source, target)
+            try:
+                if task.complete_before:
+                    self._commit(FileEvent("skip", task), summary)
+                    continue
+                try:
+                    if not task.assemble_only:
+                        self._stream(task.reader, task.writer, task.skip_rows, summary)
+                except InputError as err:
+                    if not (self.options.skip_bad_files and len(files) > 1):
+                        raise
+                    self._commit(FileEvent("bad", task, str(err)), summary)
+                    continue
+                self._commit(FileEvent("end", task), summary)
+            finally:
+                task.lock.release()
 
     def _dataset(self, reader: ShardReader):
         import pyarrow.csv as pacsv
