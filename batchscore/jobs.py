@@ -43,6 +43,7 @@ class JobSpec:
     batch_tokens: int = 131072
     window_rows: int = 16384
     device: str = "auto"
+    precision: str = "float32"
 
     @classmethod
     def load(cls, path: Path) -> JobSpec:
@@ -77,6 +78,7 @@ class JobSpec:
             buckets=BucketSpec(token_budget=self.batch_tokens),
             window_rows=self.window_rows,
             device=self.device,
+            precision=self.precision,
             resume=True,  # reruns of a date skip finished shards and continue partial ones
         )
 

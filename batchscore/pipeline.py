@@ -34,8 +34,9 @@ from batchscore.io.paths import (
 )
 from batchscore.io.readers import ReadOptions, ShardReader
 from batchscore.io.writers import OutputLock, PartWriter, read_columns, read_file_metadata
+from batchscore.model import PRECISIONS
 from batchscore.report import ProgressListener, RunSummary
-from batchscore.runtime import enable_compilation_cache, pick_device
+from batchscore.runtime import choose_precision, enable_compilation_cache, pick_device
 from batchscore.scoring import Scorer, Truncation, softmax
 from batchscore.text import TokenizerConfig
 from batchscore.validation import clean_texts, mark_empty
@@ -60,6 +61,7 @@ class RunOptions:
     skip_bad_files: bool = False
     max_error_rate: float = 0.05
     csv_infer_types: bool = False
+    precision: str = "float32"  # or "bfloat16": opt-in, see README "Precision"
     command: str = ""  # recorded in the output lock, so a second run can say who holds it
 
     def __post_init__(self) -> None:
@@ -78,6 +80,8 @@ class RunOptions:
             problems.append(f"max_error_rate must be between 0 and 1 (got {self.max_error_rate!r})")
         if len(self.csv_delimiter) != 1:
             problems.append(f"csv_delimiter must be one character (got {self.csv_delimiter!r})")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS} (got {self.precision!r})")
         if self.overwrite and self.resume:
             problems.append("overwrite and resume exclude each other")
         if problems:
@@ -141,8 +145,10 @@ class ScoringJob:
         )
         self.truncation = Truncation(max_tokens, head)
         enable_compilation_cache()
+        device = pick_device(options.device)
+        self.precision, self.compute = choose_precision(options.precision, device)
         self.scorer = Scorer(
-            bundle.model, bundle.params, self.truncation, options.buckets, pick_device(options.device)
+            bundle.model, bundle.params, self.truncation, options.buckets, device, self.precision
         )
         self.read_options = ReadOptions(
             options.text_column, options.window_rows, options.csv_delimiter, options.csv_infer_types
@@ -158,7 +164,10 @@ class ScoringJob:
         single = len(inputs) == 1 and _names_one_file(inputs[0], files)
         targets = plan_outputs(files, output, single, filesystem)
         check_outputs_are_not_inputs(files, targets)
-        summary = RunSummary(model={"name": self.bundle.name, "weights_sha256": self.bundle.weights_sha256})
+        summary = RunSummary(
+            model={"name": self.bundle.name, "weights_sha256": self.bundle.weights_sha256},
+            compute=self.compute,
+        )
         good = self._preflight(files, targets, summary)
         interrupts.check("nothing was scored yet")
         self._score_all(good, summary)
@@ -251,6 +260,7 @@ class ScoringJob:
             "head_tokens": str(self.truncation.head_tokens),
             "csv_delimiter": self.options.csv_delimiter,
             "csv_infer_types": str(self.options.csv_infer_types),
+            "precision": self.precision,
             "input_types": json.dumps({name: str(t) for name, t in self.input_types.items()}),
         }
 

@@ -43,6 +43,7 @@ class RunSummary:
     empty_files: int = 0  # inputs with a header and no rows (scored to zero-row outputs)
     outputs: list[str] = field(default_factory=list)
     model: dict = field(default_factory=dict)  # name and weights sha256
+    compute: str = ""  # device, CPU features and matmul precision: which path ran
 
     def add_rows(self, table: pa.Table) -> None:
         """Count a scored table (fresh, or an output already complete from an earlier run)."""
@@ -84,6 +85,7 @@ class RunSummary:
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "outputs": self.outputs,
             "model": self.model,
+            "compute": self.compute,
             "empty_files": self.empty_files,
             "renamed_columns": self.renamed_columns,
             "replaced_invalid_utf8": dict(self.replaced_utf8),
@@ -110,6 +112,8 @@ class RunSummary:
             "  stage time (s, overlapped) "
             + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_seconds.items()),
         ]
+        if self.compute:
+            lines.append(f"  compute {self.compute}")
         if self.empty_files:
             lines.append(f"  {self.empty_files} input file(s) had no rows (zero-row outputs written)")
         lines += [

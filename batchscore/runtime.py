@@ -54,3 +54,33 @@ def pick_device(name: str) -> jax.Device:
     if name == "auto":
         return jax.devices()[0]
     raise BatchscoreError(f"--device must be auto, cpu or gpu, not {name!r}")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (x86 "flags", Arm "Features"); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def choose_precision(requested: str, device: jax.Device) -> tuple[str, str]:
+    """The matmul precision to run with, and one line for the run summary saying which path ran.
+
+    bfloat16 pays only where the hardware multiplies bfloat16 natively (AVX512_BF16 or AMX on x86,
+    BF16 on Arm, any recent GPU); elsewhere it would be emulated and slower, so float32 runs instead.
+    """
+    if device.platform != "cpu":
+        return requested, f"{device.platform} ({device.device_kind}), {requested} matmuls"
+    flags = cpu_flags()
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    native_bf16 = bool({"avx512_bf16", "amx_bf16", "bf16"} & flags)
+    features = f"{isa}{', BF16' if native_bf16 else ''}"
+    if requested == "bfloat16" and not native_bf16:
+        return "float32", f"cpu ({features}), float32 matmuls (bfloat16 asked: no native BF16 on this CPU)"
+    return requested, f"cpu ({features}), {requested} matmuls"

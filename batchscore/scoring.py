@@ -29,8 +29,10 @@ class Scorer:
         truncation: Truncation,
         spec: BucketSpec | None = None,
         device: jax.Device | None = None,
+        precision: str = "float32",
     ):
         self.config = config
+        self.precision = precision
         self.truncation = truncation
         self.spec = spec or BucketSpec()
         self.device = device or jax.devices()[0]
@@ -60,7 +62,7 @@ class Scorer:
             )
             ids = jax.device_put(ids, self.device)
             kept = jax.device_put(kept, self.device)
-            logits = table_forward_logits(self.config, self.params, self.table, ids, kept)
+            logits = table_forward_logits(self.config, self.params, self.table, ids, kept, self.precision)
             pending.append((batch.rows, logits))
         for positions, result in pending:
             out[positions] = np.asarray(result)[: positions.size]

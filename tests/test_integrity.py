@@ -60,16 +60,21 @@ def crash_after(step: str, count: int):
     return hook
 
 
+def crashed_run(monkeypatch, inputs, output, bundle, step: str, nth: int, **options) -> None:
+    """Score until the commit hook raises at the nth `step`, then restore normal commits."""
+    monkeypatch.setattr(writers, "commit_hook", crash_after(step, nth))
+    with pytest.raises(Crash):
+        score_files(inputs, output, bundle, **options)
+    monkeypatch.setattr(writers, "commit_hook", None)
+
+
 # 1 ---------------------------------------------------------------------------------------------
 def test_resume_with_recalibrated_model_rescores_everything(
     tmp_path, tiny_bundle, reviews_table, monkeypatch
 ):
     source, out = tmp_path / "r.parquet", tmp_path / "o.parquet"
     pq.write_table(reviews_table, source)
-    monkeypatch.setattr(writers, "commit_hook", crash_after("manifest updated", 2))
-    with pytest.raises(Crash):
-        score_files([source], out, tiny_bundle, window_rows=100)
-    monkeypatch.setattr(writers, "commit_hook", None)
+    crashed_run(monkeypatch, [source], out, tiny_bundle, "manifest updated", 2, window_rows=100)
     recal = recalibrated(tiny_bundle, tmp_path, temperature=3.0, labels=["NEG", "POS"])
     score_files([source], out, recal, window_rows=100, resume=True)
     expected = tmp_path / "expected.parquet"
@@ -350,10 +355,7 @@ def test_unreadable_manifest_stops_the_run_and_keeps_the_parts(
 ):
     source, out = tmp_path / "r.parquet", tmp_path / "o.parquet"
     pq.write_table(reviews_table, source)
-    monkeypatch.setattr(writers, "commit_hook", crash_after("manifest updated", 2))
-    with pytest.raises(Crash):
-        score_files([source], out, tiny_bundle, window_rows=100)
-    monkeypatch.setattr(writers, "commit_hook", None)
+    crashed_run(monkeypatch, [source], out, tiny_bundle, "manifest updated", 2, window_rows=100)
     work = tmp_path / ".o.parquet.parts"
     manifest = work / "manifest.json"
     saved = manifest.read_bytes()
@@ -424,10 +426,7 @@ def test_crash_in_a_multi_file_stream_resumes_each_file(
 ):
     landing = small_shards(tmp_path, reviews_table)
     score_files([landing], tmp_path / "reference", tiny_bundle, window_rows=60)
-    monkeypatch.setattr(writers, "commit_hook", crash_after(step, nth))
-    with pytest.raises(Crash):
-        score_files([landing], tmp_path / "out", tiny_bundle, window_rows=60)
-    monkeypatch.setattr(writers, "commit_hook", None)
+    crashed_run(monkeypatch, [landing], tmp_path / "out", tiny_bundle, step, nth, window_rows=60)
     assert not list((tmp_path / "out").glob(".*.lock"))  # every lock released on the way out
     summary = score_files([landing], tmp_path / "out", tiny_bundle, window_rows=60, resume=True)
     assert summary.rows == reviews_table.num_rows and summary.files_skipped_done >= 1

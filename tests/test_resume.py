@@ -241,6 +241,7 @@ def test_signal_at_any_moment_exits_130(big_input, tiny_bundle, tmp_path, delay,
     process = subprocess.Popen(
         command(big_input, output, tiny_bundle), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    wait_for_sigterm_handler(process.pid)  # batchscore's first act; the interpreter's own start is before it
     time.sleep(delay)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
@@ -249,6 +250,18 @@ def test_signal_at_any_moment_exits_130(big_input, tiny_bundle, tmp_path, delay,
     assert process.returncode == 130, stderr
     for noise in ("Traceback", "Aborted", "FATAL", "terminate called"):
         assert noise not in stderr
+
+
+def wait_for_sigterm_handler(pid: int, timeout: float = 30) -> None:
+    """Until the process catches SIGTERM (bit 15 of SigCgt in /proc/PID/status)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.002)
+    raise AssertionError("batchscore never installed its signal handlers")
 
 
 def test_stale_temporary_output_is_removed_on_resume(big_input, tiny_bundle, tmp_path):

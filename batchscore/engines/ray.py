@@ -53,13 +53,17 @@ def _encode_task(batch: pa.Table, text_column: str, vocab_tokens: list[str], tok
 class _ScoreActor:
     """Actor: loads the bundle once, then buckets and scores blocks."""
 
-    def __init__(self, bundle_dir: str, truncation: Truncation, buckets: BucketSpec, device: str):
-        from batchscore.runtime import enable_compilation_cache, pick_device
+    def __init__(
+        self, bundle_dir: str, truncation: Truncation, buckets: BucketSpec, device: str, precision: str
+    ):
+        from batchscore.runtime import choose_precision, enable_compilation_cache, pick_device
 
         enable_compilation_cache()
 
         bundle = load_bundle(bundle_dir)
-        self.scorer = Scorer(bundle.model, bundle.params, truncation, buckets, pick_device(device))
+        chosen = pick_device(device)
+        precision = choose_precision(precision, chosen)[0]
+        self.scorer = Scorer(bundle.model, bundle.params, truncation, buckets, chosen, precision)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         encoded = _encoded(batch)
@@ -161,6 +165,7 @@ class RayScoringJob(ScoringJob):
                     "truncation": self.truncation,
                     "buckets": self.options.buckets,
                     "device": "gpu" if self.gpus else "cpu",
+                    "precision": self.options.precision,
                 },
                 compute=ray.data.ActorPoolStrategy(size=self.actors),
                 num_gpus=1 if self.gpus else 0,

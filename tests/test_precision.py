@@ -1,0 +1,51 @@
+"""The precision policy: float32 by default, bfloat16 only on request and only where the CPU has it."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import batchscore.runtime as runtime
+from batchscore.errors import UsageError
+from batchscore.pipeline import RunOptions
+from tests.conftest import score_files
+
+
+def test_unknown_precision_is_a_usage_error():
+    with pytest.raises(UsageError, match="precision"):
+        RunOptions(precision="int8")
+
+
+def test_bfloat16_falls_back_to_float32_without_native_support(monkeypatch):
+    cpu = jax.devices("cpu")[0]
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "fma"})
+    assert runtime.choose_precision("bfloat16", cpu) == (
+        "float32",
+        "cpu (AVX2), float32 matmuls (bfloat16 asked: no native BF16 on this CPU)",
+    )
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert runtime.choose_precision("bfloat16", cpu)[0] == "bfloat16"
+    assert runtime.choose_precision("float32", cpu) == ("float32", "cpu (AVX-512, BF16), float32 matmuls")
+
+
+def test_bfloat16_scores_are_close_deterministic_and_said(tmp_path, tiny_bundle, reviews_table):
+    pq.write_table(reviews_table, tmp_path / "r.parquet")
+    exact = score_files([tmp_path / "r.parquet"], tmp_path / "f32.parquet", tiny_bundle)
+    fast = score_files([tmp_path / "r.parquet"], tmp_path / "bf16.parquet", tiny_bundle, precision="bfloat16")
+    score_files(
+        [tmp_path / "r.parquet"],
+        tmp_path / "bf16-w.parquet",
+        tiny_bundle,
+        precision="bfloat16",
+        window_rows=37,
+    )
+    assert exact.compute.endswith("float32 matmuls")
+    assert "bfloat16" in fast.compute or "no native BF16" in fast.compute  # which path ran is said
+    p32, p16, p16w = (
+        pq.read_table(tmp_path / name).column("prob_positive").to_numpy()
+        for name in ("f32.parquet", "bf16.parquet", "bf16-w.parquet")
+    )
+    np.testing.assert_allclose(p16, p32, atol=2e-2)
+    np.testing.assert_array_equal(p16, p16w)  # still independent of windows and batch-mates
