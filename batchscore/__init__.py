@@ -1,7 +1,24 @@
 """batchscore: batch sentiment scoring of review text with a BiLSTM."""
 
+from typing import TYPE_CHECKING
+
 from batchscore.xla_flags import apply_default_flags
+
+if TYPE_CHECKING:
+    from batchscore.api import Model, load_model
 
 __version__ = "0.1.0"
 
 apply_default_flags()  # must run before JAX initialises its CPU backend
+
+__all__ = ["Model", "load_model"]
+
+
+def __getattr__(name: str):
+    """`batchscore.load_model` / `batchscore.Model`, imported on first use: the CLI must start (and
+    take over signals) before JAX is imported, so the package root stays light."""
+    if name in __all__:
+        from batchscore import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'batchscore' has no attribute {name!r}")

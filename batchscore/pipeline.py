@@ -8,12 +8,13 @@ them are short, so memory stays bounded by a few windows whatever the input size
 
 from __future__ import annotations
 
+import copy
 import json
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -494,7 +495,26 @@ class ScoringJob:
             first_row += table.num_rows
             index += 1
 
-    def _output_table(self, window: Window, summary: RunSummary) -> pa.Table:
+    def score_table(self, table: pa.Table, text_column: str | None = None) -> pa.Table:
+        """Score an in-memory table exactly as a window of an input file is scored: the input columns
+        (renamed on a clash) and the output columns, no `row` (the table's own order is the row).
+        This is the Python API's path; thread-safe (nothing here mutates the job)."""
+        job = self
+        if text_column is not None and text_column != self.options.text_column:
+            job = copy.copy(self)
+            job.options = replace(self.options, text_column=text_column)
+        if job.options.text_column not in table.column_names:
+            raise InputError(f"no text column {job.options.text_column!r}; columns are {table.column_names}")
+        parts = []
+        for start in range(0, max(table.num_rows, 1), self.options.window_rows):  # memory: one window
+            part = table.slice(start, self.options.window_rows)
+            texts, reasons, encoded = job._encode(part)
+            window = Window(0, start, part, texts, reasons, encoded)
+            job._forward([window])
+            parts.append(job._output_table(window, RunSummary(), with_row=False))
+        return pa.concat_tables(parts)
+
+    def _output_table(self, window: Window, summary: RunSummary, with_row: bool = True) -> pa.Table:
         n = window.table.num_rows
         ok = window.reasons == None  # noqa: E711
         probs = softmax(window.logits, self.bundle.temperature)
@@ -509,7 +529,7 @@ class ScoringJob:
         text_invalid = window.texts.is_null().to_numpy(zero_copy_only=False)
 
         columns: dict[str, pa.Array] = {}
-        if not self.options.id_column:
+        if with_row and not self.options.id_column:
             columns["row"] = pa.array(np.arange(window.first_row, window.first_row + n, dtype=np.int64))
         renamed = output_names(window.table.column_names, self.options.text_column, self.options.keep_text)
         for name, out_name in renamed.items():

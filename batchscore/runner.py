@@ -7,15 +7,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
+import pandas as pd
 
 from batchscore.bundle import Bundle, load_bundle
-from batchscore.encoding import encode
 from batchscore.interrupts import stop_on_signals
 from batchscore.pipeline import RunOptions, ScoringJob
 from batchscore.report import ProgressListener, RunSummary
-from batchscore.scoring import Scorer, Truncation, softmax
 
 
 def run_scoring(
@@ -91,23 +88,22 @@ def _progress_bar(enabled: bool) -> _ProgressBar | None:
     return _ProgressBar() if enabled else None
 
 
-def predict_texts(texts: list[str], bundle: Bundle) -> list[dict]:
-    """Scores for a few strings, with the same tokenizer, truncation and temperature as `run`."""
-    encoded = encode(pa.array(texts, pa.string()), bundle.vocab, bundle.tokenizer)
-    scorer = Scorer(bundle.model, bundle.params, Truncation(bundle.max_tokens, bundle.head_tokens))
-    ok = np.flatnonzero(encoded.n_tokens > 0)
-    probs = softmax(scorer.logits(encoded, ok), bundle.temperature)
-    results = [
-        {"text": t, "label": None, "prob_positive": None, "prob_negative": None, "error": "empty text"}
-        for t in texts
-    ]
-    for position, row in enumerate(ok):
-        positive = float(probs[position, 1])
-        results[row].update(
-            label=bundle.labels[1] if positive >= 0.5 else bundle.labels[0],
-            prob_positive=positive,
-            prob_negative=1.0 - positive,
-            error=None,
+def predict_texts(texts: list[str | None], bundle: Bundle) -> list[dict]:
+    """Scores for a few strings, through the Python API (the same path as `run`)."""
+    from batchscore.api import Model
+
+    frame = Model(bundle, ScoringJob(bundle, RunOptions())).predict(texts)
+    results = []
+    for text, row in zip(texts, frame.itertuples(index=False), strict=True):
+        scored = row.error is pd.NA
+        results.append(
+            {
+                "text": text,
+                "label": row.label if scored else None,
+                "prob_positive": float(row.prob_positive) if scored else None,
+                "prob_negative": 1.0 - float(row.prob_positive) if scored else None,  # sums to 1
+                "error": None if scored else row.error,
+            }
         )
     return results
 
