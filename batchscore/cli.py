@@ -35,6 +35,27 @@ _model_option = click.option(
 )
 
 
+def _stamp() -> str:
+    """A UTC timestamp when stderr goes to a log file or a scheduler, nothing on a terminal."""
+    if sys.stderr.isatty():
+        return ""
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ ")
+
+
+def _logger(quiet: bool = False):
+    """Every line of every message as `[time ]batchscore: ...` on stderr; --quiet drops them all."""
+
+    def log(message: str) -> None:
+        if quiet:
+            return
+        for line in message.splitlines():
+            click.echo(f"{_stamp()}batchscore: {line.removeprefix('batchscore: ')}", err=True)
+
+    return log
+
+
 def _fail(err: Exception, debug: bool) -> None:
     """Print one readable line and exit with the error's documented code (traceback only with --debug)."""
     from batchscore.errors import BatchscoreError
@@ -42,8 +63,13 @@ def _fail(err: Exception, debug: bool) -> None:
     if debug:
         raise err
     code = err.exit_code if isinstance(err, BatchscoreError) else 1
-    click.echo(f"batchscore: error: {err}", err=True)
+    click.echo(f"{_stamp()}batchscore: error: {err}", err=True)
     sys.exit(code)
+
+
+_quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="No progress, log or summary lines on stderr (errors still are)."
+)
 
 
 @main.command()
@@ -122,7 +148,10 @@ def _fail(err: Exception, debug: bool) -> None:
     "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
 )
 @click.option(
-    "--summary-json", type=click.Path(path_type=Path), default=None, help="Also write the summary as JSON."
+    "--summary-json",
+    type=click.Path(path_type=Path),
+    default=None,
+    help='Also write the summary as JSON ("-": stdout), on success and on failure.',
 )
 @click.option(
     "--engine",
@@ -134,6 +163,7 @@ def _fail(err: Exception, debug: bool) -> None:
 @click.option(
     "--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)."
 )
+@_quiet_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def run(
     inputs,
@@ -148,6 +178,7 @@ def run(
     summary_json,
     engine,
     ray_address,
+    quiet,
     debug,
     **options,
 ) -> None:
@@ -184,9 +215,9 @@ def run(
                 output,
                 model,
                 run_options,
-                progress,
+                False if quiet else progress,
                 summary_json,
-                log=lambda m: click.echo(m, err=True),
+                log=_logger(quiet),
                 engine=engine,
                 ray_address=ray_address,
             )
@@ -201,9 +232,14 @@ def run(
 @_model_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
 def predict(texts, model, as_json) -> None:
-    """Print the label and probabilities for each TEXT (for humans checking a model)."""
+    """Print the label and probabilities for each TEXT (for humans checking a model).
+
+    TEXT "-" reads one text per line from standard input.
+    """
     from batchscore.runner import predict_texts
 
+    if list(texts) == ["-"]:
+        texts = [line.rstrip("\r\n") for line in sys.stdin]
     try:
         results = predict_texts(list(texts), _load_bundle(model))
     except Exception as err:
@@ -257,8 +293,9 @@ def info(model, as_json) -> None:
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
 )
+@_quiet_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
-def job(spec, day, progress, debug) -> None:
+def job(spec, day, progress, quiet, debug) -> None:
     """Run a nightly job definition (TOML) for one date, idempotently.
 
     Writes OUTPUT/date=YYYY-MM-DD/<stem>.parquet, then OUTPUT/date=YYYY-MM-DD/_SUCCESS and
@@ -276,7 +313,7 @@ def job(spec, day, progress, debug) -> None:
 
     with stop_on_signals():
         try:
-            metrics = run_job(spec, when, progress=progress, log=lambda m: click.echo(m, err=True))
+            metrics = run_job(spec, when, progress=False if quiet else progress, log=_logger(quiet))
         except Exception as err:
             _fail(err, debug)
     if metrics["bad_files"]:
@@ -354,7 +391,7 @@ def train(**options) -> None:
     from batchscore.train import run_training
 
     command = "batchscore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_training(command=command, log=lambda m: click.echo(m, err=True), **options)
+    run_training(command=command, log=_logger(), **options)
 
 
 if __name__ == "__main__":

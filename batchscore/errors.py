@@ -15,6 +15,16 @@ class InputError(BatchscoreError):
     exit_code = 3
 
 
+class NoInputFound(InputError):
+    """Nothing to score at the given place (missing path, empty directory, a glob matching nothing).
+
+    Its own exit code, because for a nightly job it usually means "the data has not landed yet:
+    wait and rerun", not "fix a file".
+    """
+
+    exit_code = 8
+
+
 class ModelError(BatchscoreError):
     """The model bundle cannot be used."""
 

@@ -26,7 +26,7 @@ _deferring = False
 
 def _handle(signum: int, frame) -> None:
     if _requested or not _deferring:
-        os.write(2, b"batchscore: interrupted, exiting now; committed work is kept (rerun with --resume)\n")
+        os.write(2, b"batchscore: interrupted, exiting now; committed work is kept (rerun to resume)\n")
         os._exit(Interrupted.exit_code)
     _requested.append(signum)
 
@@ -41,11 +41,14 @@ def stop_requested() -> bool:
     return bool(_requested)
 
 
-def check(what: str = "committed work is kept") -> None:
+RESUME_HINT = "Run the same command with --resume to continue."
+
+
+def check(what: str = "committed work is kept", hint: str = RESUME_HINT) -> None:
     """Raise Interrupted if a stop was requested; `what` tells the operator where things stand."""
     if _requested:
         name = signal.Signals(_requested[0]).name
-        raise Interrupted(f"interrupted ({name}); {what}. Run the same command with --resume to continue.")
+        raise Interrupted(f"interrupted ({name}); {what}. {hint}")
 
 
 @contextmanager

@@ -12,19 +12,43 @@ from __future__ import annotations
 
 import json
 import platform
+import string
 import tomllib
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
 from batchscore import __version__
 from batchscore.batching import BucketSpec
-from batchscore.errors import BatchscoreError
+from batchscore.errors import BatchscoreError, Interrupted, OutputError, UsageError
 from batchscore.io.paths import Location, resolve
 from batchscore.pipeline import RunOptions
 from batchscore.report import RunSummary
 
 SUCCESS = "_SUCCESS"
+_PLACEHOLDERS = ("date", "yyyy", "mm", "dd")
+_CHOICES = {
+    "engine": ("local", "ray"),
+    "device": ("auto", "cpu", "gpu"),
+    "precision": ("float32", "bfloat16"),
+    "stale_outputs": ("remove", "fail"),
+}
+_TYPES = {"str": str, "str | None": str, "bool": bool, "float": float, "int": int}
+
+
+class JobSpecError(UsageError):
+    """A job definition that cannot run as written (exit 2, the key named)."""
+
+
+def _check_type(path: Path, key: str, value, annotation: str) -> None:
+    expected = _TYPES[annotation]
+    ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise JobSpecError(f"{path}: [job] {key} = {value!r}; expected {annotation.replace(' | None', '')}")
 
 
 @dataclass(frozen=True)
@@ -45,23 +69,45 @@ class JobSpec:
     device: str = "auto"
     precision: str = "float32"
 
+    stale_outputs: str = "remove"  # outputs in the partition that no current input maps to: remove | fail
+
     @classmethod
     def load(cls, path: Path) -> JobSpec:
+        """Parse and check every key now (types, placeholders, names), before any work is done."""
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as err:
-            raise BatchscoreError(f"{path}: cannot read job definition: {err}") from err
+        except OSError as err:
+            raise JobSpecError(f"{path}: cannot read job definition: {err}") from err
+        except tomllib.TOMLDecodeError as err:
+            raise JobSpecError(f"{path}: not valid TOML: {err}") from err
         job = data.get("job")
         if not isinstance(job, dict):
-            raise BatchscoreError(f"{path}: expected a [job] table")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(job) - known)
+            raise JobSpecError(f"{path}: expected a [job] table")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(job) - set(known))
         if unknown:
-            raise BatchscoreError(f"{path}: unknown [job] keys {unknown}; known keys are {sorted(known)}")
+            raise JobSpecError(f"{path}: unknown [job] keys {unknown}; known keys are {sorted(known)}")
         missing = [k for k in ("name", "input", "output") if k not in job]
         if missing:
-            raise BatchscoreError(f"{path}: [job] needs {missing}")
-        return cls(**job)
+            raise JobSpecError(f"{path}: [job] needs {missing}")
+        for key, value in job.items():
+            _check_type(path, key, value, known[key].type)
+        for key, allowed in _CHOICES.items():
+            if key in job and job[key] not in allowed:
+                raise JobSpecError(f"{path}: [job] {key} = {job[key]!r}; expected one of {list(allowed)}")
+        placeholders = {name for _, name, _, _ in string.Formatter().parse(job["input"]) if name is not None}
+        if placeholders - set(_PLACEHOLDERS):
+            unknown_names = ", ".join("{" + p + "}" for p in sorted(placeholders - set(_PLACEHOLDERS)))
+            known_names = ", ".join("{" + p + "}" for p in _PLACEHOLDERS)
+            raise JobSpecError(
+                f"{path}: [job] input uses unknown placeholder(s) {unknown_names}; known: {known_names}"
+            )
+        spec = cls(**job)
+        try:
+            spec.run_options()
+        except UsageError as err:
+            raise JobSpecError(f"{path}: [job] {err}") from err
+        return spec
 
     def input_for(self, day: date) -> str:
         return self.input.format(
@@ -70,6 +116,7 @@ class JobSpec:
 
     def run_options(self) -> RunOptions:
         return RunOptions(
+            resume_hint="Rerun the job for this date to continue (a rerun resumes).",
             text_column=self.text_column,
             id_column=self.id_column,
             keep_text=self.keep_text,
@@ -104,20 +151,72 @@ def run_job(spec_path: Path, day: date, progress: bool | None = None, log=print)
     spec = JobSpec.load(spec_path)
     paths = job_paths(spec, day)
     fs = paths.partition.filesystem
+    log(f"job {spec.name} for {day.isoformat()}: {spec.input_for(day)} -> {paths.partition.uri}")
     if paths.success.exists():
         fs.delete_file(paths.success.path)  # a rerun is not a success until it finishes
-    fs.create_dir(paths.partition.path)
+    # No partition is created here: the run creates it only once its inputs passed the preflight.
     started = datetime.now(UTC)
-    summary: RunSummary = run_scoring(
-        [spec.input_for(day)],
-        paths.partition.uri,
-        spec.model,
-        spec.run_options(),
-        progress=progress,
-        log=log,
-        engine=spec.engine,
-        ray_address=spec.ray_address,
-    )
+    summary: RunSummary | None = None
+    try:
+        summary = run_scoring(
+            [spec.input_for(day)],
+            paths.partition.uri,
+            spec.model,
+            spec.run_options(),
+            progress=progress,
+            log=log,
+            engine=spec.engine,
+            ray_address=spec.ray_address,
+        )
+        stale = _stale_outputs(paths.partition, summary.outputs)
+        if stale and spec.stale_outputs == "fail":
+            raise OutputError(
+                f"{paths.partition.uri}: {len(stale)} output(s) no current input maps to "
+                f"({', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}); remove them, or set "
+                'stale_outputs = "remove" in the job'
+            )
+        for uri in stale:
+            fs.delete_file(paths.partition.child(uri).path)
+            log(f"removed stale output {paths.partition.child(uri).uri} (no current input maps to it)")
+        summary.stale_outputs_removed = stale
+    except BatchscoreError as err:  # a failed night is recorded too, with its exit code and counts
+        summary = getattr(err, "summary", None) or summary or RunSummary()
+        summary.status, summary.exit_code, summary.error = "failed", err.exit_code, str(err)
+        if isinstance(err, Interrupted):
+            summary.status = "interrupted"
+        _write_metrics(spec, day, started, paths, summary, fs)
+        raise
+    metrics = _write_metrics(spec, day, started, paths, summary, fs)
+    if summary.bad_files:
+        log(
+            f"job {spec.name} for {day.isoformat()}: {len(summary.bad_files)} bad file(s), "
+            "_SUCCESS not written"
+        )
+    else:
+        with fs.open_output_stream(paths.success.path):
+            pass
+        log(f"job {spec.name} for {day.isoformat()}: wrote {paths.success.uri}")
+    return metrics
+
+
+def _stale_outputs(partition: Location, outputs: list[str]) -> list[str]:
+    """Parquet files in the partition (relative names) that this run did not write or confirm."""
+    selector = pafs.FileSelector(partition.path, recursive=True, allow_not_found=True)
+    current = {uri.rstrip("/") for uri in outputs}
+    stale = []
+    for info in partition.filesystem.get_file_info(selector):
+        relative = info.path[len(partition.path.rstrip("/")) + 1 :]
+        hidden = any(part[:1] in "._" for part in relative.split("/"))
+        if info.type != pafs.FileType.File or hidden or not relative.endswith(".parquet"):
+            continue
+        if partition.child(relative).uri.rstrip("/") not in current:
+            stale.append(relative)
+    return sorted(stale)
+
+
+def _write_metrics(
+    spec: JobSpec, day: date, started: datetime, paths: JobPaths, summary: RunSummary, fs
+) -> dict:
     metrics = {
         "job": spec.name,
         "date": day.isoformat(),
@@ -130,9 +229,8 @@ def run_job(spec_path: Path, day: date, progress: bool | None = None, log=print)
         **summary.to_dict(),
     }
     fs.create_dir(paths.metrics.parent().path)
-    with fs.open_output_stream(paths.metrics.path) as handle:
+    tmp = paths.metrics.sibling(".metrics.json.tmp")
+    with fs.open_output_stream(tmp.path) as handle:
         handle.write((json.dumps(metrics, indent=2) + "\n").encode("utf-8"))
-    if not summary.bad_files:
-        with fs.open_output_stream(paths.success.path):
-            pass
+    fs.move(tmp.path, paths.metrics.path)  # atomic: a reader never sees half a file
     return metrics

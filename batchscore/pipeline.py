@@ -64,6 +64,7 @@ class RunOptions:
     csv_infer_types: bool = False
     precision: str = "float32"  # or "bfloat16": opt-in, see README "Precision"
     command: str = ""  # recorded in the output lock, so a second run can say who holds it
+    resume_hint: str = interrupts.RESUME_HINT  # what an interrupted run tells the operator to do
 
     def __post_init__(self) -> None:
         """Reject values that would otherwise fail late, loop, or silently change the scores."""
@@ -155,25 +156,29 @@ class ScoringJob:
             options.text_column, options.window_rows, options.csv_delimiter, options.csv_infer_types
         )
         self.input_types: dict[str, pa.DataType] = {}  # one type per input column across all shards
+        self.summary: RunSummary | None = None  # the current or last run's
 
     # ---- planning -------------------------------------------------------------------------
     def run(
         self, inputs: list[str], output: str | None, filesystem: pafs.FileSystem | None = None
     ) -> RunSummary:
         started = time.perf_counter()
-        files = discover_inputs(inputs, filesystem)
-        single = len(inputs) == 1 and _names_one_file(inputs[0], files)
-        targets = plan_outputs(files, output, single, filesystem)
-        check_outputs_are_not_inputs(files, targets)
-        summary = RunSummary(
+        # Created first and kept on the job: a failed run still reports what it did (runner.py).
+        summary = self.summary = RunSummary(
             model={"name": self.bundle.name, "weights_sha256": self.bundle.weights_sha256},
             compute=self.compute,
         )
-        good = self._preflight(files, targets, summary)
-        interrupts.check("nothing was scored yet")
-        self._score_all(good, summary)
-        interrupts.check("every file is complete")
-        summary.seconds = time.perf_counter() - started
+        try:
+            files = discover_inputs(inputs, filesystem)
+            single = len(inputs) == 1 and _names_one_file(inputs[0], files)
+            targets = plan_outputs(files, output, single, filesystem)
+            check_outputs_are_not_inputs(files, targets)
+            good = self._preflight(files, targets, summary)
+            interrupts.check("nothing was scored yet", self.options.resume_hint)
+            self._score_all(good, summary)
+            interrupts.check("every file is complete", self.options.resume_hint)
+        finally:
+            summary.seconds = time.perf_counter() - started
         if summary.error_rate > self.options.max_error_rate:
             raise ErrorRateExceeded(
                 f"{summary.error_rows:,} of {summary.rows:,} rows ({summary.error_rate:.2%}) could not be "
@@ -328,8 +333,10 @@ class ScoringJob:
         if interrupted or interrupts.stop_requested():
             partial = [t for t in opened if not t.finished and t.writer.progress.rows_done]
             where = ", ".join(f"{t.writer.progress.rows_done:,} rows of {t.source}" for t in partial)
-            interrupts.check(f"committed work is kept ({where or 'no partial output'})")
-            raise Interrupted("interrupted; committed work is kept. Run the same command with --resume.")
+            interrupts.check(
+                f"committed work is kept ({where or 'no partial output'})", self.options.resume_hint
+            )
+            raise Interrupted(f"interrupted; committed work is kept. {self.options.resume_hint}")
 
     def _groups(
         self, files: list[tuple[InputFile, Location]], opened: list[FileTask], stages: dict
@@ -426,6 +433,8 @@ class ScoringJob:
         if isinstance(item, Window):
             item.task.writer.write_part(self._output_table(item, summary))
             self.progress.rows(item.table.num_rows)
+            summary.rows_scored_now += item.table.num_rows
+            summary.tokens_now += int(item.encoded.n_tokens.sum())
             return
         task = item.task
         if item.kind == "skip":

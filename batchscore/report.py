@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -26,10 +27,15 @@ class ProgressListener:
 
 @dataclass
 class RunSummary:
+    status: str = "ok"  # ok | bad files skipped | failed | interrupted
+    exit_code: int = 0
+    error: str | None = None  # the failure's message
     files_scored: int = 0
     files_skipped_done: int = 0  # already complete (resume)
     bad_files: list[str] = field(default_factory=list)  # "path: reason" (with --skip-bad-files)
-    rows: int = 0
+    rows: int = 0  # every row of every output, committed by this run or an earlier one
+    rows_scored_now: int = 0  # scored by this run: what throughput is computed from
+    tokens_now: int = 0
     error_rows: int = 0
     tokens: int = 0
     truncated_rows: int = 0
@@ -41,6 +47,7 @@ class RunSummary:
     renamed_columns: dict[str, str] = field(default_factory=dict)  # input name -> output name
     replaced_utf8: Counter = field(default_factory=Counter)  # column -> values with invalid bytes replaced
     empty_files: int = 0  # inputs with a header and no rows (scored to zero-row outputs)
+    stale_outputs_removed: list[str] = field(default_factory=list)  # jobs: outputs whose input is gone
     outputs: list[str] = field(default_factory=list)
     model: dict = field(default_factory=dict)  # name and weights sha256
     compute: str = ""  # device, CPU features and matmul precision: which path ran
@@ -68,10 +75,14 @@ class RunSummary:
     def to_dict(self) -> dict:
         scored = self.rows - self.error_rows
         return {
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "error": self.error,
             "files_scored": self.files_scored,
             "files_already_done": self.files_skipped_done,
             "bad_files": self.bad_files,
             "rows": self.rows,
+            "rows_scored_this_run": self.rows_scored_now,
             "error_rows": self.error_rows,
             "error_rate": self.error_rate,
             "errors": dict(self.errors),
@@ -80,13 +91,14 @@ class RunSummary:
             "tokens": self.tokens,
             "truncated_rows": self.truncated_rows,
             "seconds": round(self.seconds, 3),
-            "rows_per_second": self.rows / self.seconds if self.seconds else None,
-            "tokens_per_second": self.tokens / self.seconds if self.seconds else None,
+            "rows_per_second": self.rows_scored_now / self.seconds if self.seconds else None,
+            "tokens_per_second": self.tokens_now / self.seconds if self.seconds else None,
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "outputs": self.outputs,
             "model": self.model,
             "compute": self.compute,
             "empty_files": self.empty_files,
+            "stale_outputs_removed": self.stale_outputs_removed,
             "renamed_columns": self.renamed_columns,
             "replaced_invalid_utf8": dict(self.replaced_utf8),
         }
@@ -98,11 +110,12 @@ class RunSummary:
             if self.seconds
             else ""
         )
-        lines = [
+        lines = [] if self.status == "ok" else [f"batchscore: run {self.status} (exit {self.exit_code})"]
+        lines += [
             f"batchscore: {self.files_scored} file(s) scored"
             + (f", {self.files_skipped_done} already complete" if self.files_skipped_done else "")
             + (f", {len(self.bad_files)} bad file(s) skipped" if self.bad_files else ""),
-            f"  rows {self.rows:,} in {self.seconds:.1f}s ({rate})"
+            f"  rows {self.rows:,} ({self.rows_scored_now:,} scored now, in {self.seconds:.1f}s: {rate})"
             if self.seconds
             else f"  rows {self.rows:,}",
             "  labels " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.labels.items())) or "none"),
@@ -114,6 +127,10 @@ class RunSummary:
         ]
         if self.compute:
             lines.append(f"  compute {self.compute}")
+        if len(self.outputs) == 1:
+            lines.append(f"  output {self.outputs[0]}")
+        elif self.outputs:
+            lines.append(f"  outputs {len(self.outputs)} files in {os.path.commonpath(self.outputs)}")
         if self.empty_files:
             lines.append(f"  {self.empty_files} input file(s) had no rows (zero-row outputs written)")
         lines += [

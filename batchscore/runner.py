@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from batchscore.bundle import Bundle, load_bundle
+from batchscore.errors import BatchscoreError, Interrupted
 from batchscore.interrupts import stop_on_signals
 from batchscore.pipeline import RunOptions, ScoringJob
 from batchscore.report import ProgressListener, RunSummary
@@ -37,25 +39,51 @@ def run_scoring(
 def _run_scoring(
     inputs, output, model, options, progress, summary_json, log, filesystem, engine, ray_address
 ) -> RunSummary:
-    bundle = load_bundle(model)
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = _progress_bar(show)
+    job = None
     try:
-        listener = bar or ProgressListener()
-        if engine == "ray":
-            from batchscore.engines.ray import RayScoringJob
+        bundle = load_bundle(model)
+        show = sys.stderr.isatty() if progress is None else progress
+        bar = _progress_bar(show)
+        try:
+            listener = bar or ProgressListener()
+            if engine == "ray":
+                from batchscore.engines.ray import RayScoringJob
 
-            job = RayScoringJob(bundle, model, options, ray_address, progress=listener, log=log)
-        else:
-            job = ScoringJob(bundle, options, progress=listener, log=log)
-        summary = job.run(inputs, output, filesystem)
-    finally:
-        if bar is not None:
-            bar.close()
-    log(summary.format())
-    if summary_json is not None:
-        summary_json.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+                job = RayScoringJob(bundle, model, options, ray_address, progress=listener, log=log)
+            else:
+                job = ScoringJob(bundle, options, progress=listener, log=log)
+            summary = job.run(inputs, output, filesystem)
+        finally:
+            if bar is not None:
+                bar.close()
+    except BatchscoreError as err:
+        # Every exit is observable: the summary of what was done goes out with the failure.
+        summary = (job.summary if job is not None else None) or RunSummary()
+        summary.status = "interrupted" if isinstance(err, Interrupted) else "failed"
+        summary.exit_code, summary.error = err.exit_code, str(err)
+        _report(summary, summary_json, log)
+        err.summary = summary
+        raise
+    if summary.bad_files:
+        summary.status, summary.exit_code = "bad files skipped", 7
+    _report(summary, summary_json, log)
     return summary
+
+
+def _report(summary: RunSummary, summary_json: Path | str | None, log: Callable[[str], None]) -> None:
+    """The summary on stderr, and as JSON in a file (written atomically) or on stdout for "-"."""
+    log(summary.format())
+    if summary_json is None:
+        return
+    text = json.dumps(summary.to_dict(), indent=2) + "\n"
+    if str(summary_json) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    path = Path(summary_json)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 class _ProgressBar(ProgressListener):

@@ -133,7 +133,7 @@ def test_skip_bad_files_scores_the_good_ones(tmp_path, tiny_bundle):
 
 def test_missing_input(tmp_path, tiny_bundle):
     result = run_cli(tmp_path / "nope.parquet", "--model", tiny_bundle)
-    assert result.exit_code == 3 and "no such file or directory" in result.output
+    assert result.exit_code == 8 and "no such file or directory" in result.output  # nothing to score
 
 
 def test_unwritable_output_directory(tmp_path, tiny_bundle, reviews_table):

@@ -107,7 +107,8 @@ class RayScoringJob(ScoringJob):
     def _score_all(self, files: list[tuple[InputFile, Location]], summary: RunSummary) -> None:
         """File by file: each file is one Ray dataset (issue 14 makes this one stream)."""
         for source, target in files:
-            interrupts.check(f"{summary.files_scored + summary.files_skipped_done} file(s) complete")
+            done = summary.files_scored + summary.files_skipped_done
+            interrupts.check(f"{done} file(s) complete", self.options.resume_hint)
             task = self._open(source, target)
             try:
                 if task.complete_before:
@@ -187,6 +188,8 @@ class RayScoringJob(ScoringJob):
             table = self._output_table(window, summary)
             writer.write_part(table)
             self.progress.rows(batch.num_rows)
+            summary.rows_scored_now += batch.num_rows
+            summary.tokens_now += int(window.encoded.n_tokens.sum())
             first_row += batch.num_rows
             waited = time.perf_counter()
             stages["write"] += waited - started

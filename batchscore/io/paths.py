@@ -10,10 +10,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from batchscore.errors import InputError, OutputError, UsageError
+from batchscore.errors import InputError, NoInputFound, OutputError, UsageError
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
 SCORED_SUFFIX = ".scored.parquet"
+_NOT_PARQUET = (".json", ".jsonl", ".tsv", ".txt", ".orc", ".avro", ".xlsx", ".gz")  # -o must not end so
 _URI_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError)
 
 
@@ -52,10 +53,16 @@ class Location:
 class InputFile:
     location: Location
     format: str  # "parquet" | "csv"
+    relative: str = ""  # the path below the directory it was found in (its name otherwise)
 
     @property
     def stem(self) -> str:
         return split_extension(self.location.name)[0]
+
+    @property
+    def relative_stem(self) -> str:
+        """What its output is named after under -o DIR: subfolders kept (Hive-style a=1/part-0)."""
+        return split_extension(self.relative or self.location.name)[0]
 
     def __str__(self) -> str:
         return self.location.uri
@@ -86,14 +93,14 @@ def discover_inputs(specs: list[str], filesystem: pafs.FileSystem | None = None)
     """Expand files, directories (recursively) and globs into a sorted, de-duplicated file list."""
     found: dict[str, InputFile] = {}
     for spec in specs:
-        for location in _expand(spec, filesystem):
-            found.setdefault(location.path, _as_input(location))
+        for location, relative in _expand(spec, filesystem):
+            found.setdefault(location.path, _as_input(location, relative))
     if not found:
-        raise InputError(f"no input files found in {', '.join(specs)}")
+        raise NoInputFound(f"no input files found in {', '.join(specs)}")
     return sorted(found.values(), key=lambda f: f.location.path)
 
 
-def _expand(spec: str, filesystem: pafs.FileSystem | None) -> list[Location]:
+def _expand(spec: str, filesystem: pafs.FileSystem | None) -> list[tuple[Location, str]]:
     if any(ch in spec for ch in "*?["):
         return _glob(spec, filesystem)
     location = resolve(spec, filesystem)
@@ -102,33 +109,37 @@ def _expand(spec: str, filesystem: pafs.FileSystem | None) -> list[Location]:
     except OSError as err:
         raise InputError(f"{spec}: cannot read: {err}") from err
     if info.type == pafs.FileType.NotFound:
-        raise InputError(f"{spec}: no such file or directory")
+        raise NoInputFound(f"{spec}: no such file or directory")
     if info.type == pafs.FileType.Directory:
         return _list_directory(location)
-    return [location]
+    return [(location, location.name)]
 
 
-def _glob(spec: str, filesystem: pafs.FileSystem | None) -> list[Location]:
+def _glob(spec: str, filesystem: pafs.FileSystem | None) -> list[tuple[Location, str]]:
     if "://" not in spec and filesystem is None:
         matches = sorted(glob.glob(spec, recursive=True))
         if not matches:
-            raise InputError(f"{spec}: the pattern matches no files")
-        out: list[Location] = []
+            raise NoInputFound(f"{spec}: the pattern matches no files")
+        out: list[tuple[Location, str]] = []
         for match in matches:
             location = resolve(match)
-            out.extend(_list_directory(location) if location.is_dir() else [location])
+            out.extend(_list_directory(location) if location.is_dir() else [(location, location.name)])
         return out
     base_uri, _, pattern = spec.rpartition("/")
     base = resolve(base_uri, filesystem)
     selector = pafs.FileSelector(base.path, recursive=False, allow_not_found=True)
     names = [info for info in base.filesystem.get_file_info(selector) if info.type == pafs.FileType.File]
-    out = [base.child(info.base_name) for info in names if fnmatch.fnmatch(info.base_name, pattern)]
+    out = [
+        (base.child(info.base_name), info.base_name)
+        for info in names
+        if fnmatch.fnmatch(info.base_name, pattern)
+    ]
     if not out:
-        raise InputError(f"{spec}: the pattern matches no files")
+        raise NoInputFound(f"{spec}: the pattern matches no files")
     return out
 
 
-def _list_directory(location: Location) -> list[Location]:
+def _list_directory(location: Location) -> list[tuple[Location, str]]:
     """Supported files below a directory; hidden and `_`-prefixed entries (markers, temp files) skipped."""
     try:
         if isinstance(location.filesystem, pafs.LocalFileSystem):
@@ -145,9 +156,10 @@ def _list_directory(location: Location) -> list[Location]:
         if any(part[:1] in "._" for part in relative.split("/")):
             continue
         if split_extension(relative.rsplit("/", 1)[-1])[1]:
-            out.append(Location(location.filesystem, path, f"{location.uri.rstrip('/')}/{relative}"))
+            uri = f"{location.uri.rstrip('/')}/{relative}"
+            out.append((Location(location.filesystem, path, uri), relative))
     if not out:
-        raise InputError(f"{location.uri}: directory holds no .parquet, .csv or .csv.gz files")
+        raise NoInputFound(f"{location.uri}: directory holds no .parquet, .csv or .csv.gz files")
     return out
 
 
@@ -194,13 +206,13 @@ def _identity(location: Location) -> tuple:
     return ("path", type(location.filesystem).__name__, location.path.rstrip("/"))
 
 
-def _as_input(location: Location) -> InputFile:
+def _as_input(location: Location, relative: str = "") -> InputFile:
     ext = split_extension(location.name)[1]
     if not ext:
         raise InputError(
             f"{location.uri}: unsupported file type (batchscore reads .parquet, .csv and .csv.gz)"
         )
-    return InputFile(location, FORMATS[ext])
+    return InputFile(location, FORMATS[ext], relative)
 
 
 def plan_outputs(
@@ -212,6 +224,11 @@ def plan_outputs(
     in .parquet: that file. Otherwise -o is a directory with one `<stem>.parquet`
     per input, so shards map one to one.
     """
+    if output is not None and (
+        split_extension(output.rstrip("/"))[1] in (".csv", ".csv.gz")
+        or output.lower().rstrip("/").endswith(_NOT_PARQUET)
+    ):
+        raise UsageError(f"-o {output}: batchscore writes Parquet; name a .parquet file or a directory")
     if single_input and len(inputs) == 1:
         source = inputs[0]
         if output is None:
@@ -223,7 +240,7 @@ def plan_outputs(
     if output.lower().endswith(".parquet"):
         raise OutputError(f"-o {output}: several inputs need an output directory, not a .parquet file")
     directory = resolve(output, filesystem)
-    outputs = [directory.child(f.stem + ".parquet") for f in inputs]
+    outputs = [directory.child(f.relative_stem + ".parquet") for f in inputs]
     seen: dict[str, InputFile] = {}
     for source, target in zip(inputs, outputs, strict=True):
         if target.path in seen:

@@ -123,22 +123,39 @@ class ShardReader:
             self.num_rows = parquet.metadata.num_rows
             self._check_text_column(schema)
             return schema
+        hint = self._delimiter_hint()
+        if hint:  # before parsing: a mis-delimited file may not even parse (ragged rows)
+            raise self._fail(
+                f"no text column {self.options.text_column!r} with --csv-delimiter "
+                f"{self.options.csv_delimiter!r}{hint}"
+            )
         self._check_text_column(self._open_csv({}, _CSV_BLOCK).schema)
         first = next(self._csv_batches(0), None)  # parse errors in the first block fail the preflight
         return first.schema if first is not None else self._empty_csv().schema
 
+    def _delimiter_hint(self) -> str:
+        """Sniff the header line: if the text column is not a field with the given delimiter but is
+        one with another common delimiter, say which to pass."""
+        location = self.source.location
+        try:
+            with location.filesystem.open_input_stream(location.path, compression="detect") as stream:
+                head = stream.read(1 << 16)
+        except OSError:
+            return ""
+        header = head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+        fields = [f.strip().strip('"') for f in header.split(self.options.csv_delimiter)]
+        if self.options.text_column in fields:
+            return ""
+        for delimiter in (*_GUESS_DELIMITERS, ","):
+            names = [f.strip().strip('"') for f in header.split(delimiter)]
+            if delimiter != self.options.csv_delimiter and self.options.text_column in names:
+                return f"; the header looks {delimiter!r}-delimited: pass --csv-delimiter {delimiter!r}"
+        return ""
+
     def _check_text_column(self, schema: pa.Schema) -> None:
         name = self.options.text_column
-        if name in schema.names:
-            return
-        hint = ""
-        if self.source.format == "csv" and len(schema.names) == 1:
-            header = schema.names[0]
-            for delimiter in _GUESS_DELIMITERS:
-                if delimiter in header:
-                    hint = f"; the header looks {delimiter!r}-delimited: pass --csv-delimiter {delimiter!r}"
-                    break
-        raise self._fail(f"no text column {name!r}; columns are {schema.names}{hint} (use --text-column)")
+        if name not in schema.names:
+            raise self._fail(f"no text column {name!r}; columns are {schema.names} (use --text-column)")
 
     def windows(self, skip_rows: int = 0) -> Iterator[pa.Table]:
         """Rows from `skip_rows` on, in windows of `window_rows` rows (the last may be shorter)."""
