@@ -37,7 +37,7 @@ from batchscore.io.readers import ReadOptions, ShardReader
 from batchscore.io.writers import OutputLock, PartWriter, read_columns, read_file_metadata
 from batchscore.model import PRECISIONS
 from batchscore.report import ProgressListener, RunSummary
-from batchscore.runtime import choose_precision, enable_compilation_cache, pick_device
+from batchscore.runtime import choose_precision, enable_compilation_cache, pick_devices
 from batchscore.scoring import Scorer, Truncation, softmax
 from batchscore.text import TokenizerConfig
 from batchscore.validation import clean_texts, mark_empty
@@ -147,10 +147,12 @@ class ScoringJob:
         )
         self.truncation = Truncation(max_tokens, head)
         enable_compilation_cache()
-        device = pick_device(options.device)
-        self.precision, self.compute = choose_precision(options.precision, device)
+        devices = pick_devices(options.device)
+        self.precision, self.compute = choose_precision(options.precision, devices[0])
+        if len(devices) > 1:
+            self.compute += f", {len(devices)} host devices"
         self.scorer = Scorer(
-            bundle.model, bundle.params, self.truncation, options.buckets, device, self.precision
+            bundle.model, bundle.params, self.truncation, options.buckets, devices, self.precision
         )
         self.read_options = ReadOptions(
             options.text_column, options.window_rows, options.csv_delimiter, options.csv_infer_types

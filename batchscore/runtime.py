@@ -41,19 +41,25 @@ def enable_compilation_cache() -> Path | None:
     return directory
 
 
-def pick_device(name: str) -> jax.Device:
+def pick_devices(name: str) -> list[jax.Device]:
+    """The devices batches go to: one GPU, or every host CPU device (see xla_flags: two by default)."""
     if name == "cpu":
-        return jax.devices("cpu")[0]
+        return jax.devices("cpu")
     if name == "gpu":
         try:
-            return jax.devices("gpu")[0]
+            return jax.devices("gpu")[:1]
         except RuntimeError as err:
             raise BatchscoreError(
                 "--device gpu: JAX sees no GPU (install batchscore[gpu] on a CUDA machine)"
             ) from err
     if name == "auto":
-        return jax.devices()[0]
+        first = jax.devices()[0]
+        return jax.devices("cpu") if first.platform == "cpu" else [first]
     raise BatchscoreError(f"--device must be auto, cpu or gpu, not {name!r}")
+
+
+def pick_device(name: str) -> jax.Device:
+    return pick_devices(name)[0]
 
 
 def cpu_flags() -> set[str]:

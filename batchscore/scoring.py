@@ -28,16 +28,20 @@ class Scorer:
         params: dict,
         truncation: Truncation,
         spec: BucketSpec | None = None,
-        device: jax.Device | None = None,
+        device: jax.Device | list[jax.Device] | None = None,
         precision: str = "float32",
     ):
         self.config = config
         self.precision = precision
         self.truncation = truncation
         self.spec = spec or BucketSpec()
-        self.device = device or jax.devices()[0]
-        self.params = jax.device_put(params, self.device)
-        self.table = jax.jit(first_layer_table)(self.params)
+        # Batches alternate between the devices, so two host devices compute two batches at once.
+        devices = device if isinstance(device, list) else [device or jax.devices()[0]]
+        self.replicas = []
+        for target in devices:
+            on_device = jax.device_put(params, target)
+            self.replicas.append((target, on_device, jax.jit(first_layer_table)(on_device)))
+        self.device, self.params, self.table = self.replicas[0]
 
     def logits(self, encoded: Encoded, rows: np.ndarray | None = None) -> np.ndarray:
         """Logits (len(rows), classes) for the given row positions (default: all), in that order.
@@ -52,7 +56,8 @@ class Scorer:
         lengths = encoded.n_tokens[rows]
         plan = plan_batches(lengths, self.truncation.max_tokens, self.spec)
         pending = []
-        for batch in plan:
+        for number, batch in enumerate(plan):
+            device, params, table = self.replicas[number % len(self.replicas)]
             ids, kept = pad_batch(
                 encoded.ids,
                 encoded.offsets,
@@ -60,9 +65,9 @@ class Scorer:
                 self.truncation.max_tokens,
                 self.truncation.head_tokens,
             )
-            ids = jax.device_put(ids, self.device)
-            kept = jax.device_put(kept, self.device)
-            logits = table_forward_logits(self.config, self.params, self.table, ids, kept, self.precision)
+            ids = jax.device_put(ids, device)
+            kept = jax.device_put(kept, device)
+            logits = table_forward_logits(self.config, params, table, ids, kept, self.precision)
             pending.append((batch.rows, logits))
         for positions, result in pending:
             out[positions] = np.asarray(result)[: positions.size]

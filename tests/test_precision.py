@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pyarrow.parquet as pq
@@ -49,3 +53,29 @@ def test_bfloat16_scores_are_close_deterministic_and_said(tmp_path, tiny_bundle,
     )
     np.testing.assert_allclose(p16, p32, atol=2e-2)
     np.testing.assert_array_equal(p16, p16w)  # still independent of windows and batch-mates
+
+
+@pytest.mark.slow
+def test_two_host_devices_give_identical_scores(tmp_path, tiny_bundle, reviews_table):
+    """BATCHSCORE_CPU_DEVICES=2 (opt-in) alternates batches between two host devices: same bits."""
+    pq.write_table(reviews_table, tmp_path / "r.parquet")
+    score_files([tmp_path / "r.parquet"], tmp_path / "one.parquet", tiny_bundle, window_rows=1000)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | {"BATCHSCORE_CPU_DEVICES": "2"}
+    args = [
+        sys.executable,
+        "-m",
+        "batchscore",
+        "run",
+        str(tmp_path / "r.parquet"),
+        "-o",
+        str(tmp_path / "two.parquet"),
+    ]
+    done = subprocess.run(
+        [*args, "--model", str(tiny_bundle), "--max-batch-rows", "64"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 host devices" in done.stderr
+    assert pq.read_table(tmp_path / "two.parquet").equals(pq.read_table(tmp_path / "one.parquet"))
