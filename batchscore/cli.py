@@ -67,6 +67,11 @@ def _fail(err: Exception, debug: bool) -> None:
     sys.exit(code)
 
 
+def _count_option(flag: str, default: int, help_text: str):
+    """A size that must be at least 1: Click rejects 0 and negatives before any work (exit 2)."""
+    return click.option(flag, type=click.IntRange(min=1), default=default, show_default=True, help=help_text)
+
+
 _quiet_option = click.option(
     "--quiet", "-q", is_flag=True, help="No progress, log or summary lines on stderr (errors still are)."
 )
@@ -87,26 +92,12 @@ _quiet_option = click.option(
     help="Column identifying rows (kept as is). Without it the output gets 'row', the input position.",
 )
 @_model_option
-@click.option(
-    "--batch-tokens",
-    type=click.IntRange(min=1),
-    default=131072,
-    show_default=True,
-    help="Padded tokens per forward batch (rows per batch = this / bucket width).",
+@_count_option(
+    "--batch-tokens", 131072, "Padded tokens per forward batch (rows per batch = this / bucket width)."
 )
-@click.option(
-    "--max-batch-rows",
-    type=click.IntRange(min=1),
-    default=1024,
-    show_default=True,
-    help="Upper bound on rows per batch.",
-)
-@click.option(
-    "--window-rows",
-    type=click.IntRange(min=1),
-    default=16384,
-    show_default=True,
-    help="Rows read, bucketed and committed together (memory and resume granularity).",
+@_count_option("--max-batch-rows", 1024, "Upper bound on rows per batch.")
+@_count_option(
+    "--window-rows", 16384, "Rows read, bucketed and committed together (memory and resume granularity)."
 )
 @click.option(
     "--max-tokens", type=click.IntRange(min=1), default=None, help="Truncation length. Default: the model's."

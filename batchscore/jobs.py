@@ -22,19 +22,14 @@ import pyarrow.fs as pafs
 
 from batchscore import __version__
 from batchscore.batching import BucketSpec
-from batchscore.errors import BatchscoreError, Interrupted, OutputError, UsageError
+from batchscore.errors import BatchscoreError, OutputError, UsageError
 from batchscore.io.paths import Location, resolve
 from batchscore.pipeline import RunOptions
 from batchscore.report import RunSummary
 
 SUCCESS = "_SUCCESS"
 _PLACEHOLDERS = ("date", "yyyy", "mm", "dd")
-_CHOICES = {
-    "engine": ("local", "ray"),
-    "device": ("auto", "cpu", "gpu"),
-    "precision": ("float32", "bfloat16"),
-    "stale_outputs": ("remove", "fail"),
-}
+_CHOICES = {"engine": ("local", "ray"), "stale_outputs": ("remove", "fail")}  # the rest: RunOptions
 _TYPES = {"str": str, "str | None": str, "bool": bool, "float": float, "int": int}
 
 
@@ -181,9 +176,7 @@ def run_job(spec_path: Path, day: date, progress: bool | None = None, log=print)
         summary.stale_outputs_removed = stale
     except BatchscoreError as err:  # a failed night is recorded too, with its exit code and counts
         summary = getattr(err, "summary", None) or summary or RunSummary()
-        summary.status, summary.exit_code, summary.error = "failed", err.exit_code, str(err)
-        if isinstance(err, Interrupted):
-            summary.status = "interrupted"
+        summary.record_failure(err)
         _write_metrics(spec, day, started, paths, summary, fs)
         raise
     metrics = _write_metrics(spec, day, started, paths, summary, fs)

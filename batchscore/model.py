@@ -90,7 +90,7 @@ def gate_scale(hidden: int, dtype=jnp.float32) -> jax.Array:
     halved, all four gates are ONE tanh over the contiguous (..., 4H) pre-activation followed by
     one multiply-add. XLA:CPU then vectorises the cell; with separate sigmoids it expands each to
     1 / (1 + exp(-x)) over four slices and emits scalar code (issue 9: ~2x faster recurrence).
-    Scaling the weights (never the bundle) keeps the model, its file and its gradients unchanged.
+    Scaling the weights (never the bundle, see prescale_gates) keeps the model and its file unchanged.
     """
     half = jnp.full((hidden,), 0.5, dtype)
     return jnp.concatenate([half, half, jnp.ones((hidden,), dtype), half])
@@ -199,15 +199,29 @@ def forward_logits(config: ModelConfig, params: dict, ids: jax.Array, lengths: j
     return SentimentBiLSTM(config).apply({"params": params}, ids, lengths)
 
 
+def prescale_gates(params: dict) -> dict:
+    """The parameters the tanh cell runs on: every LSTM layer's W_in, W_h and bias times gate_scale().
+
+    Done once when a model is loaded for scoring (scoring.Scorer); the bundle and training keep the
+    plain weights. Halving is exact in floating point, so the tanh cell sees the same numbers.
+    """
+    scaled = dict(params)
+    for name, layer in params.items():
+        if name.startswith("lstm_"):
+            scale = gate_scale(layer["w_hidden"].shape[1], layer["w_hidden"].dtype)
+            scaled[name] = {key: value * scale for key, value in layer.items()}
+    return scaled
+
+
 def first_layer_table(params: dict) -> jax.Array:
     """Every vocabulary word's first-layer input gates, (V, 2, 4H): embedding @ W_in + b, once.
 
     At inference the first layer's input projection is then a row lookup instead of
-    a matmul per token, which saves about a ninth of the model's arithmetic.
+    a matmul per token, which saves about a ninth of the model's arithmetic. `params` as
+    returned by prescale_gates(), so the table is pre-scaled too.
     """
     layer = params["lstm_0"]
-    gates = jnp.einsum("vd,zdg->vzg", params["embedding"]["embedding"], layer["w_input"]) + layer["bias"]
-    return gates * gate_scale(layer["w_hidden"].shape[1], gates.dtype)  # pre-scaled once, see gate_scale
+    return jnp.einsum("vd,zdg->vzg", params["embedding"]["embedding"], layer["w_input"]) + layer["bias"]
 
 
 PRECISIONS = ("float32", "bfloat16")
@@ -222,7 +236,8 @@ def table_forward_logits(
     lengths: jax.Array,
     precision: str = "float32",
 ) -> jax.Array:
-    """forward_logits with the first layer's projection read from first_layer_table().
+    """forward_logits with the first layer's projection read from first_layer_table(), on
+    prescale_gates() parameters (the tanh cell).
 
     precision "bfloat16": the recurrent matmul (h @ W_h, most of the work) takes bfloat16 inputs and
     accumulates in float32 (opt-in; see README "Precision" for its measured effect). "float32": exact.
@@ -230,12 +245,10 @@ def table_forward_logits(
     compute = jnp.bfloat16 if precision == "bfloat16" else None
     lengths = jnp.maximum(lengths, 1)
     reversed_ids = reverse_within_length(ids[:, :, None], lengths)[:, :, 0]
-    scale = gate_scale(config.hidden, table.dtype)
-    gates = jnp.stack([table[ids, 0], table[reversed_ids, 1]])  # (2, B, T, 4H), already scaled
-    x = recur(jnp.transpose(gates, (2, 0, 1, 3)), params["lstm_0"]["w_hidden"] * scale, lengths, compute)
+    gates = jnp.stack([table[ids, 0], table[reversed_ids, 1]])  # (2, B, T, 4H)
+    x = recur(jnp.transpose(gates, (2, 0, 1, 3)), params["lstm_0"]["w_hidden"], lengths, compute)
     for layer in range(1, config.num_layers):
         p = params[f"lstm_{layer}"]
-        gates = input_gates(x, lengths, p["w_input"] * scale, p["bias"] * scale)
-        x = recur(gates, p["w_hidden"] * scale, lengths, compute)
+        x = recur(input_gates(x, lengths, p["w_input"], p["bias"]), p["w_hidden"], lengths, compute)
     head = params["head"]
     return first_and_last(x, lengths) @ head["kernel"] + head["bias"]

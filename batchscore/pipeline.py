@@ -37,7 +37,7 @@ from batchscore.io.readers import ReadOptions, ShardReader
 from batchscore.io.writers import OutputLock, PartWriter, read_columns, read_file_metadata
 from batchscore.model import PRECISIONS
 from batchscore.report import ProgressListener, RunSummary
-from batchscore.runtime import choose_precision, enable_compilation_cache, pick_devices
+from batchscore.runtime import DEVICES, choose_precision, enable_compilation_cache, pick_devices
 from batchscore.scoring import Scorer, Truncation, softmax
 from batchscore.text import TokenizerConfig
 from batchscore.validation import clean_texts, mark_empty
@@ -82,6 +82,8 @@ class RunOptions:
             problems.append(f"max_error_rate must be between 0 and 1 (got {self.max_error_rate!r})")
         if len(self.csv_delimiter) != 1:
             problems.append(f"csv_delimiter must be one character (got {self.csv_delimiter!r})")
+        if self.device not in DEVICES:
+            problems.append(f"device must be one of {DEVICES} (got {self.device!r})")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {PRECISIONS} (got {self.precision!r})")
         if self.overwrite and self.resume:
@@ -423,7 +425,6 @@ class ScoringJob:
                 self.log(f"{source}: resuming after {committed.rows_done:,} committed rows")
                 self.progress.rows(committed.rows_done)
             task.skip_rows = committed.rows_done
-            task.complete_before = False
             task.assemble_only = committed.complete
             return task
         except BaseException:

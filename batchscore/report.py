@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchscore.errors import BatchscoreError, Interrupted
+
 STAGES = ("read", "tokenize", "forward", "write")
 
 
@@ -51,6 +53,11 @@ class RunSummary:
     outputs: list[str] = field(default_factory=list)
     model: dict = field(default_factory=dict)  # name and weights sha256
     compute: str = ""  # device, CPU features and matmul precision: which path ran
+
+    def record_failure(self, err: BatchscoreError) -> None:
+        """The run ended with `err`: interrupted (130) or failed, with its exit code and message."""
+        self.status = "interrupted" if isinstance(err, Interrupted) else "failed"
+        self.exit_code, self.error = err.exit_code, str(err)
 
     def add_rows(self, table: pa.Table) -> None:
         """Count a scored table (fresh, or an output already complete from an earlier run)."""

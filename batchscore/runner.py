@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from batchscore.bundle import Bundle, load_bundle
-from batchscore.errors import BatchscoreError, Interrupted
+from batchscore.errors import BatchscoreError
 from batchscore.interrupts import stop_on_signals
 from batchscore.pipeline import RunOptions, ScoringJob
 from batchscore.report import ProgressListener, RunSummary
@@ -59,8 +59,7 @@ def _run_scoring(
     except BatchscoreError as err:
         # Every exit is observable: the summary of what was done goes out with the failure.
         summary = (job.summary if job is not None else None) or RunSummary()
-        summary.status = "interrupted" if isinstance(err, Interrupted) else "failed"
-        summary.exit_code, summary.error = err.exit_code, str(err)
+        summary.record_failure(err)
         _report(summary, summary_json, log)
         err.summary = summary
         raise

@@ -41,8 +41,11 @@ def enable_compilation_cache() -> Path | None:
     return directory
 
 
+DEVICES = ("auto", "cpu", "gpu")
+
+
 def pick_devices(name: str) -> list[jax.Device]:
-    """The devices batches go to: one GPU, or every host CPU device (see xla_flags: two by default)."""
+    """The devices batches go to: one GPU, or every host CPU device (one unless xla_flags splits it)."""
     if name == "cpu":
         return jax.devices("cpu")
     if name == "gpu":

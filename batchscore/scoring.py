@@ -10,7 +10,7 @@ import numpy as np
 from batchscore.batching import BucketSpec, pad_batch, plan_batches
 from batchscore.encoding import Encoded
 from batchscore.errors import BatchscoreError
-from batchscore.model import ModelConfig, first_layer_table, table_forward_logits
+from batchscore.model import ModelConfig, first_layer_table, prescale_gates, table_forward_logits
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,11 @@ class Scorer:
         self.spec = spec or BucketSpec()
         # Batches alternate between the devices, so two host devices compute two batches at once.
         devices = device if isinstance(device, list) else [device or jax.devices()[0]]
+        scaled = prescale_gates(params)  # once per model, not per batch
         self.replicas = []
         for target in devices:
-            on_device = jax.device_put(params, target)
+            on_device = jax.device_put(scaled, target)
             self.replicas.append((target, on_device, jax.jit(first_layer_table)(on_device)))
-        self.device, self.params, self.table = self.replicas[0]
 
     def logits(self, encoded: Encoded, rows: np.ndarray | None = None) -> np.ndarray:
         """Logits (len(rows), classes) for the given row positions (default: all), in that order.

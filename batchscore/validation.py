@@ -40,14 +40,12 @@ def clean_texts(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarra
 
 
 def _is_text(type_: pa.DataType) -> bool:
-    return any(
-        check(type_)
-        for check in (
-            pa.types.is_string,
-            pa.types.is_large_string,
-            pa.types.is_binary,
-            pa.types.is_large_binary,
-        )
+    types = pa.types
+    return (
+        types.is_string(type_)
+        or types.is_large_string(type_)
+        or types.is_binary(type_)
+        or types.is_large_binary(type_)
     )
 
 
@@ -64,11 +62,9 @@ def decode_utf8(array: pa.Array, replace: bool) -> tuple[pa.Array, np.ndarray | 
         as_bytes = array.view(pa.binary())
     elif pa.types.is_large_string(array.type):
         as_bytes = array.view(pa.large_binary())
-    try:
+    try:  # the binary -> string cast is Arrow's UTF-8 check
         strings = as_bytes.cast(pa.large_string() if pa.types.is_large_binary(as_bytes.type) else pa.string())
-        strings.validate(full=True)
-        clean = strings.cast(pa.string())
-        return clean, (0 if replace else np.zeros(len(array), bool))
+        return strings.cast(pa.string()), (0 if replace else np.zeros(len(array), bool))
     except pa.ArrowInvalid:
         pass
     # Slow path, only for windows that hold a bad value: find which rows fail.

@@ -17,18 +17,20 @@ import numpy as np
 import optax
 
 from batchscore.bundle import load_bundle
-from batchscore.model import first_and_last, gate_scale, input_gates, recur
+from batchscore.model import first_and_last, input_gates, prescale_gates, recur
 
 
 @partial(jax.jit, static_argnums=(0, 1))
 def logits(num_layers: int, prescaled: bool, params: dict, ids, lengths):
     """The model from embeddings on, with either cell form (weights scaled for the tanh form)."""
-    scale = gate_scale(params["lstm_0"]["w_hidden"].shape[1]) if prescaled else 1.0
+    if prescaled:
+        params = prescale_gates(params)
     x = params["embedding"]["embedding"][ids]
     for layer in range(num_layers):
         p = params[f"lstm_{layer}"]
-        gates = input_gates(x, lengths, p["w_input"] * scale, p["bias"] * scale)
-        x = recur(gates, p["w_hidden"] * scale, lengths, prescaled=prescaled)
+        x = recur(
+            input_gates(x, lengths, p["w_input"], p["bias"]), p["w_hidden"], lengths, prescaled=prescaled
+        )
     return first_and_last(x, lengths) @ params["head"]["kernel"] + params["head"]["bias"]
 
 

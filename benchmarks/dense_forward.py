@@ -10,13 +10,21 @@ import time
 
 import numpy as np
 
-from batchscore.model import ModelConfig, first_layer_table, forward_logits, init_params, table_forward_logits
+from batchscore.model import (
+    ModelConfig,
+    first_layer_table,
+    forward_logits,
+    init_params,
+    prescale_gates,
+    table_forward_logits,
+)
 
 
 def main() -> None:
     config = ModelConfig(vocab_size=48_000)
     params = init_params(config, 0)
-    table = first_layer_table(params)
+    scaled = prescale_gates(params)  # what Scorer runs the table path on
+    table = first_layer_table(scaled)
     rng = np.random.default_rng(0)
     for rows, width in ((256, 256), (512, 128)):
         ids = rng.integers(2, config.vocab_size, (rows, width)).astype(np.int32)
@@ -26,7 +34,7 @@ def main() -> None:
                 config, params, ids, lengths
             ),
             "first-layer table": lambda ids=ids, lengths=lengths: table_forward_logits(
-                config, params, table, ids, lengths
+                config, scaled, table, ids, lengths
             ),
         }
         for name, run in runs.items():

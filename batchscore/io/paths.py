@@ -14,7 +14,17 @@ from batchscore.errors import InputError, NoInputFound, OutputError, UsageError
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
 SCORED_SUFFIX = ".scored.parquet"
-_NOT_PARQUET = (".json", ".jsonl", ".tsv", ".txt", ".orc", ".avro", ".xlsx", ".gz")  # -o must not end so
+_NOT_PARQUET = (
+    ".csv",
+    ".gz",
+    ".json",
+    ".jsonl",
+    ".tsv",
+    ".txt",
+    ".orc",
+    ".avro",
+    ".xlsx",
+)  # -o never ends so
 _URI_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError)
 
 
@@ -222,12 +232,9 @@ def plan_outputs(
 
     One file and no -o: `<stem>.scored.parquet` beside it. One file and an -o ending
     in .parquet: that file. Otherwise -o is a directory with one `<stem>.parquet`
-    per input, so shards map one to one.
+    per input, subfolders below a directory input kept, so shards map one to one.
     """
-    if output is not None and (
-        split_extension(output.rstrip("/"))[1] in (".csv", ".csv.gz")
-        or output.lower().rstrip("/").endswith(_NOT_PARQUET)
-    ):
+    if output is not None and output.lower().rstrip("/").endswith(_NOT_PARQUET):
         raise UsageError(f"-o {output}: batchscore writes Parquet; name a .parquet file or a directory")
     if single_input and len(inputs) == 1:
         source = inputs[0]

@@ -107,13 +107,17 @@ class ShardReader:
         """The text column as bytes (a bad row becomes a row error, not a failed file) and, unless type
         inference is asked for, every other column as bytes too, decoded to strings as written:
         ids like 007 or 12345678901234567890 stay exact, and every shard of a run gets one schema."""
+        if self.options.csv_infer_types:
+            return {self.options.text_column: pa.binary()}
+        return dict.fromkeys(self._csv_header(), pa.binary())
+
+    def _csv_header(self) -> list[str]:
+        """The CSV's column names, read once."""
         if self._csv_names is None:
             probe = self._open_csv({}, _CSV_BLOCK)
             self._csv_names = probe.schema.names
             probe.close()
-        if self.options.csv_infer_types:
-            return {self.options.text_column: pa.binary()}
-        return dict.fromkeys(self._csv_names, pa.binary())
+        return self._csv_names
 
     def schema(self) -> pa.Schema:
         """Open the file and check it has the text column (zero data rows are fine)."""
@@ -121,7 +125,7 @@ class ShardReader:
             parquet = self._open_parquet()
             schema = parquet.schema_arrow
             self.num_rows = parquet.metadata.num_rows
-            self._check_text_column(schema)
+            self._check_text_column(schema.names)
             return schema
         hint = self._delimiter_hint()
         if hint:  # before parsing: a mis-delimited file may not even parse (ragged rows)
@@ -129,7 +133,7 @@ class ShardReader:
                 f"no text column {self.options.text_column!r} with --csv-delimiter "
                 f"{self.options.csv_delimiter!r}{hint}"
             )
-        self._check_text_column(self._open_csv({}, _CSV_BLOCK).schema)
+        self._check_text_column(self._csv_header())
         first = next(self._csv_batches(0), None)  # parse errors in the first block fail the preflight
         return first.schema if first is not None else self._empty_csv().schema
 
@@ -152,10 +156,10 @@ class ShardReader:
                 return f"; the header looks {delimiter!r}-delimited: pass --csv-delimiter {delimiter!r}"
         return ""
 
-    def _check_text_column(self, schema: pa.Schema) -> None:
+    def _check_text_column(self, names: list[str]) -> None:
         name = self.options.text_column
-        if name not in schema.names:
-            raise self._fail(f"no text column {name!r}; columns are {schema.names} (use --text-column)")
+        if name not in names:
+            raise self._fail(f"no text column {name!r}; columns are {names} (use --text-column)")
 
     def windows(self, skip_rows: int = 0) -> Iterator[pa.Table]:
         """Rows from `skip_rows` on, in windows of `window_rows` rows (the last may be shorter)."""
@@ -189,14 +193,10 @@ class ShardReader:
         return self._empty_csv()
 
     def _empty_csv(self) -> pa.Table:
-        names = self._csv_names or self._open_csv({}, _CSV_BLOCK).schema.names
+        """A header-only CSV: text as bytes (as the reader gives it), every other column as strings."""
         text = self.options.text_column
-        types = self.csv_column_types()
         return pa.table(
-            {
-                name: pa.array([], pa.binary() if name == text else _decoded(types.get(name, pa.string())))
-                for name in names
-            }
+            {n: pa.array([], pa.binary() if n == text else pa.string()) for n in self._csv_header()}
         )
 
     def repair_strings(self, batch: pa.RecordBatch | pa.Table):
@@ -265,10 +265,6 @@ class ShardReader:
                 raise self._fail(f"CSV parse error after row {skip_rows + emitted:,}", err) from err
             finally:
                 reader.close()
-
-
-def _decoded(type_: pa.DataType) -> pa.DataType:
-    return pa.string() if pa.types.is_binary(type_) else type_
 
 
 def _drop_first(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
