@@ -25,7 +25,7 @@ from batchscore.text import TokenizerConfig
 from batchscore.vocab import Vocab
 
 FORMAT = "batchscore-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model.pooling (head sees pooled outputs too); 1: first and last outputs only
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.txt"
 WEIGHTS_FILE = "weights.safetensors"
@@ -54,11 +54,16 @@ class Bundle:
     bundle_sha256: str = ""  # all three files: any change to weights, config or vocabulary changes it
 
     def config_dict(self) -> dict:
+        """The config.json payload; a first-and-last head is written as version 1, which older
+        batchscore releases read too."""
+        model = self.model.to_dict()
+        if not self.model.pooling:
+            del model["pooling"]
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": 2 if self.model.pooling else 1,
             "name": self.name,
-            "model": self.model.to_dict(),
+            "model": model,
             "tokenizer": self.tokenizer.to_dict(),
             "labels": list(self.labels),
             "max_tokens": self.max_tokens,
@@ -77,9 +82,14 @@ def save_bundle(bundle: Bundle, directory: Path, weights_dtype: str = "float16")
     }
     _atomic(directory / WEIGHTS_FILE, lambda tmp: save_file(arrays, str(tmp), metadata={"format": FORMAT}))
     _atomic(directory / VOCAB_FILE, bundle.vocab.save)
+    save_config(bundle, directory)
+    return file_sha256(directory / WEIGHTS_FILE)
+
+
+def save_config(bundle: Bundle, directory: Path) -> None:
+    """Write config.json alone (atomically): settings and card change, weights and vocabulary stay."""
     text = json.dumps(bundle.config_dict(), indent=2, sort_keys=False) + "\n"
     _atomic(directory / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    return file_sha256(directory / WEIGHTS_FILE)
 
 
 def _atomic(path: Path, write) -> None:
@@ -122,6 +132,10 @@ def load_bundle(directory: Path | str | None = None) -> Bundle:
         tokenizer = TokenizerConfig.from_dict(config["tokenizer"])
     except (KeyError, TypeError, ValueError) as err:
         raise BundleError(f"model bundle {directory}: {CONFIG_FILE} is invalid: {err}") from err
+    if model.pooling and config["format_version"] < 2:
+        raise BundleError(
+            f"model bundle {directory}: {CONFIG_FILE} uses model.pooling, which needs format_version 2"
+        )
     settings = _check_settings(config, model, f"model bundle {directory}: {CONFIG_FILE}")
     try:
         vocab = Vocab.load(paths[VOCAB_FILE])
@@ -206,7 +220,7 @@ def _read_config(path: Path) -> dict:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise BundleError(f"model bundle {path.parent}: {CONFIG_FILE} is not a {FORMAT} config")
     version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
         raise BundleError(
             f"model bundle {path.parent}: format version {version!r} is newer than this "
             f"batchscore supports ({FORMAT_VERSION}); upgrade batchscore"

@@ -136,6 +136,13 @@ _quiet_option = click.option(
     help="Fail (exit 6) when more than this share of rows cannot be scored.",
 )
 @click.option(
+    "--fail-on-drift",
+    type=click.Choice(["never", "warn", "alert"]),
+    default="never",
+    show_default=True,
+    help="Exit 9 when the drift status reaches this level (outputs are still written; README: Drift).",
+)
+@click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
 )
 @click.option(
@@ -169,6 +176,7 @@ def run(
     summary_json,
     engine,
     ray_address,
+    fail_on_drift,
     quiet,
     debug,
     **options,
@@ -183,13 +191,15 @@ def run(
     Output rows keep the input order. Columns: the input's columns except the text (see
     --keep-text), 'row' (without --id-column), label, prob_positive, prob_negative, n_tokens,
     truncated, error. Exit codes: 0 ok, 2 usage, 3 bad input, 4 bad model, 5 output problem,
-    6 too many bad rows, 7 finished but bad files were skipped, 130 interrupted (resumable).
+    6 too many bad rows, 7 finished but bad files were skipped, 8 no input found,
+    9 drift (with --fail-on-drift), 130 interrupted (resumable).
     """
     from batchscore.interrupts import stop_on_signals
 
     with stop_on_signals():  # before the heavy imports: an early Ctrl-C is a clean exit 130 too
         try:
             from batchscore.batching import BucketSpec
+            from batchscore.drift import DriftPolicy
             from batchscore.pipeline import RunOptions
             from batchscore.runner import run_scoring
 
@@ -198,6 +208,7 @@ def run(
                 window_rows=window_rows,
                 max_tokens=max_tokens,
                 device=device,
+                drift=DriftPolicy(fail_on_drift=fail_on_drift),
                 command="batchscore " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                 **options,
             )
@@ -265,6 +276,66 @@ def evaluate(data, model, text_column, label_column, as_json) -> None:
 
 
 @main.command()
+@click.argument("root")
+@click.option(
+    "-o", "--output", default="report.html", show_default=True, help="Where to write the HTML page."
+)
+def report(root, output) -> None:
+    """An HTML page of a job's nights: ROOT is the job's output root (holding _metrics/date=*/).
+
+    Self-contained (opens offline); needs batchscore[report].
+    """
+    from batchscore.report_page import write_report
+
+    try:
+        nights = write_report(root, output)
+    except Exception as err:
+        _fail(err, False)
+    click.echo(f"wrote {output} ({nights} night(s))", err=True)
+
+
+@main.command("reference-profile")
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Bundle directory whose card gets the profile.",
+)
+@click.option(
+    "--train",
+    "train_path",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="The training data the model was trained with (its validation split is redone).",
+)
+@click.option(
+    "--valid",
+    "valid_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="Validation data, if training had --valid.",
+)
+@click.option("--valid-fraction", default=0.1, show_default=True)
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+def reference_profile(model, train_path, valid_path, valid_fraction, text_column, label_column) -> None:
+    """Add the drift reference profile to a bundle trained before profiles existed.
+
+    Training writes it itself; this recomputes it from the model's own validation rows (checked
+    against the card's sha256) and rewrites only config.json.
+    """
+    from batchscore.train import add_reference_profile
+
+    try:
+        profile = add_reference_profile(
+            model, train_path, valid_path, valid_fraction, text_column, label_column
+        )
+    except Exception as err:
+        _fail(err, False)
+    click.echo(json.dumps(profile, indent=2))
+
+
+@main.command()
 @_model_option
 @click.option("--json", "as_json", is_flag=True, help="The whole config.json card as JSON.")
 def info(model, as_json) -> None:
@@ -309,6 +380,17 @@ def job(spec, day, progress, quiet, debug) -> None:
             _fail(err, debug)
     if metrics["bad_files"]:
         sys.exit(7)
+
+
+def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from batchscore.model import ModelConfig
+
+    pooling = tuple(part.strip() for part in value.split(",") if part.strip())
+    try:
+        ModelConfig(vocab_size=1, pooling=pooling)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from err
+    return pooling
 
 
 @main.command()
@@ -361,6 +443,12 @@ def job(spec, day, progress, quiet, debug) -> None:
     "--embed-lr-scale", default=1.0, show_default=True, help="Learning-rate factor for the embeddings."
 )
 @click.option("--ema-decay", default=0.0, show_default=True, help="Ship an EMA of the weights (0: off).")
+@click.option(
+    "--pooling",
+    default="",
+    callback=_parse_pooling,
+    help="Head features beyond the first and last outputs: 'max', 'mean' or 'max,mean' (default: none).",
+)
 @click.option("--hidden", default=100, show_default=True, help="LSTM units per direction.")
 @click.option("--num-layers", default=2, show_default=True)
 @click.option("--max-tokens", default=400, show_default=True, help="Truncation length (head + tail kept).")

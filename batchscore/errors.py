@@ -43,6 +43,16 @@ class ErrorRateExceeded(BatchscoreError):
     exit_code = 6
 
 
+class DriftAlert(BatchscoreError):
+    """fail_on_drift: the input or the scores moved away from the model's reference profile.
+
+    The outputs are complete and correct for the model; the exit code says "do not publish them
+    unreviewed" (a job writes no _SUCCESS).
+    """
+
+    exit_code = 9
+
+
 class Interrupted(BatchscoreError):
     """SIGINT/SIGTERM: stopped cleanly with resumable state."""
 

@@ -46,7 +46,7 @@ def classification_report(
     prob_positive: np.ndarray,
     labels: np.ndarray,
     n_tokens: np.ndarray | None = None,
-    length_edges: tuple[int, ...] = (64, 128, 256, 512),
+    length_edges: tuple[int, ...] = (1, 21, 101, 501),
     label_names: tuple[str, str] = ("negative", "positive"),
 ) -> dict:
     labels = np.asarray(labels).astype(np.int8)
@@ -76,11 +76,13 @@ def classification_report(
 
 
 def _accuracy_by_length(correct: np.ndarray, n_tokens: np.ndarray, edges: tuple[int, ...]) -> list[dict]:
+    """Accuracy per band of token counts before truncation: one-sentence reviews (1-20) behave
+    differently from IMDb-length ones, and an average over all rows would hide it."""
     out = []
     lower = 0
     for upper in (*edges, None):
         mask = n_tokens >= lower if upper is None else (n_tokens >= lower) & (n_tokens < upper)
-        name = f">={lower}" if upper is None else f"{lower}-{upper - 1}"
+        name = f">{lower - 1}" if upper is None else f"{lower}-{upper - 1}"
         if mask.any():
             out.append({"tokens": name, "rows": int(mask.sum()), "accuracy": float(correct[mask].mean())})
         lower = upper if upper is not None else lower

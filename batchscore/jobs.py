@@ -14,7 +14,7 @@ import json
 import platform
 import string
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import pyarrow.fs as pafs
 
 from batchscore import __version__
 from batchscore.batching import BucketSpec
+from batchscore.drift import DriftPolicy
 from batchscore.errors import BatchscoreError, OutputError, UsageError
 from batchscore.io.paths import Location, resolve
 from batchscore.pipeline import RunOptions
@@ -37,13 +38,31 @@ class JobSpecError(UsageError):
     """A job definition that cannot run as written (exit 2, the key named)."""
 
 
-def _check_type(path: Path, key: str, value, annotation: str) -> None:
+def _check_type(path: Path, key: str, value, annotation: str, table: str = "job") -> None:
     expected = _TYPES[annotation]
     ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        raise JobSpecError(f"{path}: [job] {key} = {value!r}; expected {annotation.replace(' | None', '')}")
+        raise JobSpecError(
+            f"{path}: [{table}] {key} = {value!r}; expected {annotation.replace(' | None', '')}"
+        )
+
+
+def _drift_policy(path: Path, table) -> DriftPolicy:
+    """[job.drift]: overrides of the drift thresholds and fail_on_drift, each key checked."""
+    if not isinstance(table, dict):
+        raise JobSpecError(f"{path}: [job] drift must be a table ([job.drift])")
+    known = {f.name: f for f in fields(DriftPolicy)}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise JobSpecError(f"{path}: unknown [job.drift] keys {unknown}; known keys are {sorted(known)}")
+    for key, value in table.items():
+        _check_type(path, key, value, known[key].type, "job.drift")
+    policy = DriftPolicy(**table)
+    if policy.problems():
+        raise JobSpecError(f"{path}: [job.drift] " + "; ".join(policy.problems()))
+    return policy
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,7 @@ class JobSpec:
     precision: str = "float32"
 
     stale_outputs: str = "remove"  # outputs in the partition that no current input maps to: remove | fail
+    drift: DriftPolicy = field(default_factory=DriftPolicy)  # [job.drift]
 
     @classmethod
     def load(cls, path: Path) -> JobSpec:
@@ -85,8 +105,12 @@ class JobSpec:
         missing = [k for k in ("name", "input", "output") if k not in job]
         if missing:
             raise JobSpecError(f"{path}: [job] needs {missing}")
+        job = dict(job)
+        if "drift" in job:
+            job["drift"] = _drift_policy(path, job["drift"])
         for key, value in job.items():
-            _check_type(path, key, value, known[key].type)
+            if key != "drift":
+                _check_type(path, key, value, known[key].type)
         for key, allowed in _CHOICES.items():
             if key in job and job[key] not in allowed:
                 raise JobSpecError(f"{path}: [job] {key} = {job[key]!r}; expected one of {list(allowed)}")
@@ -121,6 +145,7 @@ class JobSpec:
             window_rows=self.window_rows,
             device=self.device,
             precision=self.precision,
+            drift=self.drift,
             resume=True,  # reruns of a date skip finished shards and continue partial ones
         )
 

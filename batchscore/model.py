@@ -1,7 +1,9 @@
 """The BiLSTM sentiment classifier (Flax) and its jitted forward pass.
 
 Embedding -> `num_layers` bidirectional LSTM layers -> [output at the first
-position, output at the last real position] (4 x hidden) -> Dense(num_classes).
+position, output at the last real position] (4 x hidden), optionally followed by
+the max and/or mean of the outputs over the real positions (2 x hidden each)
+-> Dense(num_classes).
 
 Speed comes from the layout, not from tricks in the loop:
 - the input projections of every time step (both directions) are one matmul
@@ -21,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+POOLINGS = ("max", "mean")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -30,13 +34,25 @@ class ModelConfig:
     num_layers: int = 2
     num_classes: int = 2
     dropout: float = 0.0  # on embeddings, between layers and before the head (training only)
+    pooling: tuple[str, ...] = ()  # extra head features: any of POOLINGS, in this order
+
+    def __post_init__(self) -> None:
+        pooling = tuple(self.pooling)
+        if any(p not in POOLINGS for p in pooling) or len(set(pooling)) != len(pooling):
+            raise ValueError(f"pooling must be distinct names from {POOLINGS}, got {list(pooling)}")
+        object.__setattr__(self, "pooling", pooling)  # JSON gives a list; jit needs it hashable
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "pooling": list(self.pooling)}
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
         return cls(**data)
+
+    @property
+    def head_width(self) -> int:
+        """First and last outputs (2 x 2H) plus 2H per pooled summary."""
+        return 2 * self.hidden * (2 + len(self.pooling))
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Flat parameter names -> shapes, used to validate bundles before loading."""
@@ -47,7 +63,7 @@ class ModelConfig:
             shapes[f"lstm_{layer}/w_input"] = (2, d_in, h4)
             shapes[f"lstm_{layer}/w_hidden"] = (2, self.hidden, h4)
             shapes[f"lstm_{layer}/bias"] = (2, h4)
-        shapes["head/kernel"] = (4 * self.hidden, self.num_classes)
+        shapes["head/kernel"] = (self.head_width, self.num_classes)
         shapes["head/bias"] = (self.num_classes,)
         return shapes
 
@@ -132,10 +148,19 @@ def recur(
     return jnp.concatenate([forward, backward], axis=-1)
 
 
-def first_and_last(x: jax.Array, lengths: jax.Array) -> jax.Array:
-    """The outputs at the first and the last real position, concatenated (B, 4H)."""
+def head_features(x: jax.Array, lengths: jax.Array, pooling: tuple[str, ...] = ()) -> jax.Array:
+    """The head's input (B, head_width): outputs at the first and the last real position, then each
+    pooled summary over the real positions only, so padding never changes a row's features.
+    """
     last = jnp.take_along_axis(x, (lengths - 1)[:, None, None], axis=1)[:, 0]
-    return jnp.concatenate([x[:, 0], last], axis=-1)
+    features = [x[:, 0], last]
+    real = (jnp.arange(x.shape[1])[None, :] < lengths[:, None])[:, :, None]
+    for kind in pooling:
+        if kind == "max":
+            features.append(jnp.max(jnp.where(real, x, -jnp.inf), axis=1))
+        else:
+            features.append(jnp.sum(jnp.where(real, x, 0.0), axis=1) / lengths[:, None].astype(x.dtype))
+    return jnp.concatenate(features, axis=-1)
 
 
 class BiLSTMLayer(nn.Module):
@@ -162,7 +187,7 @@ class SentimentBiLSTM(nn.Module):
         x = nn.Embed(cfg.vocab_size, cfg.embed_dim, name="embedding")(ids)
         for layer in range(cfg.num_layers):
             x = BiLSTMLayer(cfg.hidden, name=f"lstm_{layer}")(drop(x), lengths)
-        return nn.Dense(cfg.num_classes, name="head")(drop(first_and_last(x, lengths)))
+        return nn.Dense(cfg.num_classes, name="head")(drop(head_features(x, lengths, cfg.pooling)))
 
 
 def flatten_params(params: dict) -> dict[str, jax.Array]:
@@ -251,4 +276,4 @@ def table_forward_logits(
         p = params[f"lstm_{layer}"]
         x = recur(input_gates(x, lengths, p["w_input"], p["bias"]), p["w_hidden"], lengths, compute)
     head = params["head"]
-    return first_and_last(x, lengths) @ head["kernel"] + head["bias"]
+    return head_features(x, lengths, config.pooling) @ head["kernel"] + head["bias"]

@@ -24,8 +24,16 @@ import pyarrow.fs as pafs
 from batchscore import __version__, interrupts
 from batchscore.batching import BucketSpec
 from batchscore.bundle import Bundle
+from batchscore.drift import DriftPolicy, Profile, compare, should_fail
 from batchscore.encoding import Encoded, encode
-from batchscore.errors import ErrorRateExceeded, InputError, Interrupted, OutputError, UsageError
+from batchscore.errors import (
+    DriftAlert,
+    ErrorRateExceeded,
+    InputError,
+    Interrupted,
+    OutputError,
+    UsageError,
+)
 from batchscore.io.paths import (
     InputFile,
     Location,
@@ -63,6 +71,7 @@ class RunOptions:
     max_error_rate: float = 0.05
     csv_infer_types: bool = False
     precision: str = "float32"  # or "bfloat16": opt-in, see README "Precision"
+    drift: DriftPolicy = field(default_factory=DriftPolicy)
     command: str = ""  # recorded in the output lock, so a second run can say who holds it
     resume_hint: str = interrupts.RESUME_HINT  # what an interrupted run tells the operator to do
 
@@ -88,6 +97,7 @@ class RunOptions:
             problems.append(f"precision must be one of {PRECISIONS} (got {self.precision!r})")
         if self.overwrite and self.resume:
             problems.append("overwrite and resume exclude each other")
+        problems += self.drift.problems()
         if problems:
             raise UsageError("; ".join(problems))
 
@@ -106,6 +116,7 @@ class FileTask:
     complete_before: bool = False  # the output is already complete: nothing to do
     assemble_only: bool = False  # every row was committed; only the final file is missing
     finished: bool = False
+    profile: Profile | None = None  # of every committed row of this output, resumed ones included
 
 
 @dataclass
@@ -171,6 +182,7 @@ class ScoringJob:
         summary = self.summary = RunSummary(
             model={"name": self.bundle.name, "weights_sha256": self.bundle.weights_sha256},
             compute=self.compute,
+            profile=Profile(self.bundle.labels, self.truncation.max_tokens),
         )
         try:
             files = discover_inputs(inputs, filesystem)
@@ -183,12 +195,32 @@ class ScoringJob:
             interrupts.check("every file is complete", self.options.resume_hint)
         finally:
             summary.seconds = time.perf_counter() - started
+            summary.drift = self._drift(summary)
         if summary.error_rate > self.options.max_error_rate:
             raise ErrorRateExceeded(
                 f"{summary.error_rows:,} of {summary.rows:,} rows ({summary.error_rate:.2%}) could not be "
                 f"scored, above --max-error-rate {self.options.max_error_rate:.2%}; see the 'error' column",
             )
+        if should_fail(summary.drift, self.options.drift):
+            raise DriftAlert(
+                f"drift {summary.drift['status']} (fail_on_drift = {self.options.drift.fail_on_drift!r}): "
+                + "; ".join(summary.drift["reasons"])
+                + ". The outputs are complete; review them before use."
+            )
         return summary
+
+    def _drift(self, summary: RunSummary) -> dict:
+        drift = compare(
+            summary.profile.to_dict(), self.bundle.card.get("reference_profile"), self.options.drift
+        )
+        if summary.unprofiled_rows:
+            drift["reasons"].append(
+                f"{summary.unprofiled_rows:,} rows are in outputs written before drift profiles and are not "
+                "judged (rerun those with --overwrite to include them)"
+            )
+            if not summary.profile.rows:
+                drift["status"] = "unavailable"
+        return drift
 
     def _preflight(
         self, files: list[InputFile], targets: list[Location], summary: RunSummary
@@ -426,6 +458,9 @@ class ScoringJob:
                 self.progress.rows(committed.rows_done)
             task.skip_rows = committed.rows_done
             task.assemble_only = committed.complete
+            task.profile = Profile(self.bundle.labels, self.truncation.max_tokens)
+            if committed.tally is not None:
+                task.profile.merge_counts(committed.tally)
             return task
         except BaseException:
             lock.release()
@@ -434,10 +469,7 @@ class ScoringJob:
     def _commit(self, item: Window | FileEvent, summary: RunSummary) -> None:
         """The writer side: one window's rows, or one file's end (in stream order, on one thread)."""
         if isinstance(item, Window):
-            item.task.writer.write_part(self._output_table(item, summary))
-            self.progress.rows(item.table.num_rows)
-            summary.rows_scored_now += item.table.num_rows
-            summary.tokens_now += int(item.encoded.n_tokens.sum())
+            self._write_window(item, summary)
             return
         task = item.task
         if item.kind == "skip":
@@ -455,6 +487,14 @@ class ScoringJob:
         if item.kind != "bad":
             self.progress.file_done()
 
+    def _write_window(self, window: Window, summary: RunSummary) -> None:
+        """Commit one window's output rows, with the file's profile so far (shared by the engines)."""
+        task = window.task
+        task.writer.write_part(self._output_table(window, summary, task.profile), task.profile.to_counts())
+        self.progress.rows(window.table.num_rows)
+        summary.rows_scored_now += window.table.num_rows
+        summary.tokens_now += int(window.encoded.n_tokens.sum())
+
     def _finish(self, task: FileTask, summary: RunSummary) -> None:
         """All rows are committed: assemble the output file atomically and count it."""
         writer = task.writer
@@ -464,7 +504,7 @@ class ScoringJob:
                 texts, reasons, encoded = self._encode(table)
                 window = Window(0, 0, table, texts, reasons, encoded, task=task)
                 window.logits = np.zeros((0, self.bundle.model.num_classes), np.float32)
-                writer.write_part(self._output_table(window, summary))
+                writer.write_part(self._output_table(window, summary), task.profile.to_counts())
             writer.mark_complete()
         for column, count in task.reader.replaced_utf8.items():
             summary.replaced_utf8[column] += count
@@ -476,6 +516,7 @@ class ScoringJob:
             "input": task.source.location.uri,
             "text_column": self.options.text_column,
             "fingerprint": json.dumps(task.fingerprint),
+            "profile": json.dumps(task.profile.to_counts()),  # drift.Profile counts of every row
         }
         writer.assemble(metadata)
         self._count_output(task.target, summary)
@@ -485,6 +526,11 @@ class ScoringJob:
         """Summary counts come from the finished file, so rows committed before a crash count too."""
         scores = read_columns(target, SUMMARY_COLUMNS)
         summary.add_rows(scores)
+        profile = read_file_metadata(target).get("profile")
+        if profile is not None:
+            summary.profile.merge_counts(json.loads(profile))
+        else:  # an output of a batchscore release before drift profiles
+            summary.unprofiled_rows += scores.num_rows
         if scores.num_rows == 0:
             summary.empty_files += 1
         summary.outputs.append(target.uri)
@@ -526,7 +572,9 @@ class ScoringJob:
             parts.append(job._output_table(window, RunSummary(), with_row=False))
         return pa.concat_tables(parts)
 
-    def _output_table(self, window: Window, summary: RunSummary, with_row: bool = True) -> pa.Table:
+    def _output_table(
+        self, window: Window, summary: RunSummary, profile: Profile | None = None, with_row: bool = True
+    ) -> pa.Table:
         n = window.table.num_rows
         ok = window.reasons == None  # noqa: E711
         probs = softmax(window.logits, self.bundle.temperature)
@@ -561,6 +609,8 @@ class ScoringJob:
         columns["n_tokens"] = pa.array(n_tokens, pa.int32(), mask=text_invalid)
         columns["truncated"] = pa.array(truncated, pa.bool_(), mask=text_invalid)
         columns["error"] = pa.array(window.reasons, pa.string())
+        if profile is not None:
+            profile.add(window.encoded.ids, n_tokens[ok], prob_pos[ok])  # error rows have no ids
 
         return pa.table(columns)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchscore.drift import Profile, summary_line
 from batchscore.errors import BatchscoreError, Interrupted
 
 STAGES = ("read", "tokenize", "forward", "write")
@@ -53,6 +54,9 @@ class RunSummary:
     outputs: list[str] = field(default_factory=list)
     model: dict = field(default_factory=dict)  # name and weights sha256
     compute: str = ""  # device, CPU features and matmul precision: which path ran
+    profile: Profile | None = None  # of every row of the outputs (drift.py), as `rows`
+    unprofiled_rows: int = 0  # rows of outputs written before profiles existed: not in the profile
+    drift: dict | None = None  # drift.compare() of the profile with the model's reference
 
     def record_failure(self, err: BatchscoreError) -> None:
         """The run ended with `err`: interrupted (130) or failed, with its exit code and message."""
@@ -108,6 +112,8 @@ class RunSummary:
             "stale_outputs_removed": self.stale_outputs_removed,
             "renamed_columns": self.renamed_columns,
             "replaced_invalid_utf8": dict(self.replaced_utf8),
+            "profile": self.profile.to_dict() if self.profile is not None else None,
+            "drift": self.drift,
         }
 
     def format(self) -> str:
@@ -134,6 +140,8 @@ class RunSummary:
         ]
         if self.compute:
             lines.append(f"  compute {self.compute}")
+        if self.drift is not None:
+            lines.append(f"  {summary_line(self.drift)}")
         if len(self.outputs) == 1:
             lines.append(f"  output {self.outputs[0]}")
         elif self.outputs:

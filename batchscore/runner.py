@@ -141,7 +141,8 @@ def model_card_text(bundle: Bundle) -> str:
     lines = [
         f"model      {bundle.name}",
         f"weights    sha256 {bundle.weights_sha256}",
-        f"arch       GloVe {m.embed_dim}d -> BiLSTM {m.num_layers}x{m.hidden} -> first+last ({4 * m.hidden}) "
+        f"arch       GloVe {m.embed_dim}d -> BiLSTM {m.num_layers}x{m.hidden} -> "
+        f"{'+'.join(('first', 'last', *m.pooling))} ({m.head_width}) "
         f"-> Dense({m.num_classes}); vocab {m.vocab_size:,}",
         f"tokens     max {bundle.max_tokens} (head {bundle.head_tokens} + tail), "
         f"temperature {bundle.temperature:.3f}",

@@ -27,6 +27,7 @@ from batchscore import __version__
 from batchscore.batching import BucketSpec, pad_batch, plan_batches
 from batchscore.bundle import Bundle, save_bundle
 from batchscore.datasets import LabeledData
+from batchscore.drift import Profile
 from batchscore.embeddings import WordVectors, embedding_matrix
 from batchscore.encoding import Encoded, encode
 from batchscore.evaluate import classification_report, fit_temperature
@@ -58,6 +59,7 @@ class TrainConfig:
     embed_lr_scale: float = 1.0  # fine-tune the pretrained vectors slower than the LSTM
     token_dropout: float = 0.0  # training-time share of tokens replaced by <unk>
     ema_decay: float = 0.0  # evaluate and ship an exponential moving average of the weights (0: off)
+    pooling: tuple[str, ...] = ()  # head features beyond first+last: "max", "mean" (model.POOLINGS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -227,6 +229,7 @@ def train(
         hidden=config.hidden,
         num_layers=config.num_layers,
         dropout=config.dropout,
+        pooling=config.pooling,
     )
     model = SentimentBiLSTM(model_config)
     spec = BucketSpec(
@@ -307,7 +310,9 @@ def train(
             f"valid loss {record['valid_loss']:.4f} acc {record['valid_accuracy']:.4f} | {elapsed:.0f}s"
         )
 
-    # model selection and calibration use the validation split only
+    # model selection and calibration use the validation split only, and the temperature is fitted
+    # on the weights exactly as they ship (rounded to WEIGHTS_DTYPE), not on the float32 originals
+    best_params = as_shipped(best_params)
     scorer = Scorer(model_config, best_params, truncation, eval_spec)
     valid_logits = scorer.logits(valid_enc)
     temperature = fit_temperature(valid_logits, valid_data.labels)
@@ -318,6 +323,9 @@ def train(
     log(
         f"best epoch {state.best_epoch}; temperature {temperature:.3f}: "
         f"valid ECE {before['ece']:.4f} -> {after['ece']:.4f}"
+    )
+    reference = reference_profile(
+        valid_enc, softmax(valid_logits, temperature)[:, 1], Bundle.labels, config.max_tokens
     )
     inference_config = ModelConfig(**{**model_config.to_dict(), "dropout": 0.0})
     card = {
@@ -345,6 +353,7 @@ def train(
         "versions": {"batchscore": __version__, "jax": jax.__version__, "python": platform.python_version()},
         "valid_metrics": {"uncalibrated": _headline(before), "calibrated": _headline(after)},
         "temperature": temperature,
+        "reference_profile": reference,
         **(card_extra or {}),
     }
     bundle = Bundle(
@@ -352,13 +361,29 @@ def train(
         model=inference_config,
         tokenizer=tokenizer,
         vocab=vocab,
-        params=jax.tree_util.tree_map(np.asarray, best_params),
+        params=best_params,
         max_tokens=config.max_tokens,
         head_tokens=config.head_tokens,
         temperature=temperature,
         card=card,
     )
     return TrainResult(bundle, state.history, after, before)
+
+
+def reference_profile(
+    encoded: Encoded, prob_positive: np.ndarray, labels: tuple[str, str], max_tokens: int
+) -> dict:
+    """The card's reference for drift statistics (drift.py): the validation rows as the shipped model
+    scores them, in the same form as every run's profile."""
+    profile = Profile(labels, max_tokens)
+    scored = encoded.n_tokens > 0
+    profile.add(encoded.ids, encoded.n_tokens[scored], prob_positive[scored])
+    return {**profile.to_dict(), "source": "validation split"}
+
+
+def as_shipped(params: dict) -> dict:
+    """Parameters rounded to the bundle's WEIGHTS_DTYPE and back to float32: what a loaded bundle holds."""
+    return jax.tree_util.tree_map(lambda a: np.asarray(a, WEIGHTS_DTYPE).astype(np.float32), params)
 
 
 def _headline(report: dict) -> dict:
@@ -421,11 +446,7 @@ def run_training(
         progress=show,
         card_extra={"command": command, "seed": config.seed},
     )
-    # evaluate exactly what ships: float16 weights read back as float32
-    shipped = jax.tree_util.tree_map(
-        lambda a: np.asarray(a, WEIGHTS_DTYPE).astype(np.float32), result.bundle.params
-    )
-    bundle = replace(result.bundle, params=shipped)
+    bundle = result.bundle  # its params are already as_shipped(): what is tested is what ships
     if test_path is not None:
         test = read_labeled(test_path, text_column, label_column)
         report = evaluate_bundle(bundle, test)
@@ -433,7 +454,7 @@ def run_training(
         card = {
             **bundle.card,
             "test_data": {"source": test.source, "rows": len(test), "sha256": test.content_sha256()},
-            "test_metrics": _headline(report),
+            "test_metrics": {**_headline(report), "accuracy_by_length": report["accuracy_by_length"]},
         }
         bundle = replace(bundle, card=card)
     sha = save_bundle(bundle, output, weights_dtype=WEIGHTS_DTYPE)
@@ -441,9 +462,49 @@ def run_training(
     return result
 
 
+def bundle_probabilities(
+    bundle: Bundle, texts: pa.Array, spec: BucketSpec | None = None
+) -> tuple[Encoded, np.ndarray]:
+    """The encoded texts and prob_positive as the bundle scores them (its temperature applied)."""
+    encoded = encode(texts, bundle.vocab, bundle.tokenizer)
+    scorer = Scorer(bundle.model, bundle.params, Truncation(bundle.max_tokens, bundle.head_tokens), spec)
+    return encoded, softmax(scorer.logits(encoded), bundle.temperature)[:, 1]
+
+
 def evaluate_bundle(bundle: Bundle, data: LabeledData, spec: BucketSpec | None = None) -> dict:
     """Full metrics of a bundle on labeled data, with the bundle's temperature applied."""
-    encoded = encode(data.texts, bundle.vocab, bundle.tokenizer)
-    scorer = Scorer(bundle.model, bundle.params, Truncation(bundle.max_tokens, bundle.head_tokens), spec)
-    probs = softmax(scorer.logits(encoded), bundle.temperature)[:, 1]
+    encoded, probs = bundle_probabilities(bundle, data.texts, spec)
     return classification_report(probs, data.labels, encoded.n_tokens, label_names=bundle.labels)
+
+
+def add_reference_profile(
+    model_dir: Path,
+    train_path: Path,
+    valid_path: Path | None,
+    valid_fraction: float,
+    text_column: str,
+    label_column: str,
+) -> dict:
+    """Give a bundle trained before drift profiles existed its reference, from its own validation
+    rows: the split is redone as training did it (the card's seed) and must hash to the card's
+    valid_data sha256, so the reference cannot silently come from other data."""
+    from batchscore.bundle import load_bundle, save_config
+    from batchscore.datasets import DataError, read_labeled, split_validation
+
+    bundle = load_bundle(model_dir)
+    if valid_path is not None:
+        valid = read_labeled(valid_path, text_column, label_column)
+    else:
+        seed = bundle.card.get("train_config", {}).get("seed", 0)
+        valid = split_validation(read_labeled(train_path, text_column, label_column), valid_fraction, seed)[1]
+    expected = bundle.card.get("valid_data", {}).get("sha256")
+    if expected is not None and valid.content_sha256() != expected:
+        raise DataError(
+            f"{valid.source}: these validation rows (sha256 {valid.content_sha256()[:12]}) are not the ones "
+            f"{model_dir} was trained with (card: {expected[:12]}); pass the training data and "
+            "--valid-fraction that training used"
+        )
+    encoded, probs = bundle_probabilities(bundle, valid.texts)
+    profile = reference_profile(encoded, probs, bundle.labels, bundle.max_tokens)
+    save_config(replace(bundle, card={**bundle.card, "reference_profile": profile}), model_dir)
+    return profile

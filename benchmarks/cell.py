@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from batchscore.bundle import load_bundle
-from batchscore.model import first_and_last, input_gates, prescale_gates, recur
+from batchscore.model import head_features, input_gates, prescale_gates, recur
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -31,7 +31,7 @@ def logits(num_layers: int, prescaled: bool, params: dict, ids, lengths):
         x = recur(
             input_gates(x, lengths, p["w_input"], p["bias"]), p["w_hidden"], lengths, prescaled=prescaled
         )
-    return first_and_last(x, lengths) @ params["head"]["kernel"] + params["head"]["bias"]
+    return head_features(x, lengths) @ params["head"]["kernel"] + params["head"]["bias"]
 
 
 def loss(num_layers: int, prescaled: bool, params: dict, ids, lengths, labels):

@@ -34,7 +34,8 @@ class TorchBiLSTM(nn.Module):
         self.lstm = nn.LSTM(
             cfg.embed_dim, cfg.hidden, num_layers=cfg.num_layers, bidirectional=True, batch_first=True
         )
-        self.head = nn.Linear(4 * cfg.hidden, cfg.num_classes)
+        self.pooling = cfg.pooling
+        self.head = nn.Linear(cfg.head_width, cfg.num_classes)
         self._load(bundle)
 
     def _load(self, bundle: Bundle) -> None:
@@ -62,9 +63,14 @@ class TorchBiLSTM(nn.Module):
         packed = pack_padded_sequence(self.embedding(ids), lengths, batch_first=True, enforce_sorted=True)
         out, _ = self.lstm(packed)
         out, _ = pad_packed_sequence(out, batch_first=True)
-        first = out[:, 0]
-        last = out[torch.arange(out.shape[0]), lengths - 1]
-        return self.head(torch.cat([first, last], dim=1))
+        features = [out[:, 0], out[torch.arange(out.shape[0]), lengths - 1]]
+        real = (torch.arange(out.shape[1])[None, :] < lengths[:, None])[:, :, None]
+        for kind in self.pooling:  # over real positions only, as batchscore.model.head_features
+            if kind == "max":
+                features.append(out.masked_fill(~real, float("-inf")).amax(dim=1))
+            else:
+                features.append(out.sum(dim=1) / lengths[:, None].to(out.dtype))
+        return self.head(torch.cat(features, dim=1))
 
 
 def torch_logits(model: TorchBiLSTM, rows: list[np.ndarray], batch_size: int = 256) -> np.ndarray:

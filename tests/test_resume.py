@@ -210,6 +210,13 @@ def test_process_death_at_each_commit_step_then_resume(
     assert resumed.returncode == 0, resumed.stderr
     assert pq.read_table(output).equals(reference)
     assert leftovers(tmp_path) == []  # no .parts/, no .out.parquet.tmp-PID, no lock file
+    assert same_profile(output, reference)  # drift counts cover the rows of the run that died too
+
+
+def same_profile(output: Path, reference: pa.Table) -> bool:
+    """The output's drift profile (in its metadata) equals the uninterrupted run's."""
+    key = b"batchscore.profile"
+    return pq.read_schema(output).metadata[key] == reference.schema.metadata[key]
 
 
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])

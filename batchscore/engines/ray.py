@@ -26,8 +26,7 @@ from batchscore.encoding import Encoded
 from batchscore.errors import InputError
 from batchscore.io.paths import InputFile, Location
 from batchscore.io.readers import ShardReader
-from batchscore.io.writers import PartWriter
-from batchscore.pipeline import FileEvent, RunOptions, ScoringJob, Window, encode_window
+from batchscore.pipeline import FileEvent, FileTask, RunOptions, ScoringJob, Window, encode_window
 from batchscore.report import RunSummary
 from batchscore.scoring import Scorer, Truncation
 from batchscore.text import TokenizerConfig
@@ -116,7 +115,7 @@ class RayScoringJob(ScoringJob):
                     continue
                 try:
                     if not task.assemble_only:
-                        self._stream(task.reader, task.writer, task.skip_rows, summary)
+                        self._stream(task, summary)
                 except InputError as err:
                     if not (self.options.skip_bad_files and len(files) > 1):
                         raise
@@ -141,9 +140,10 @@ class RayScoringJob(ScoringJob):
             convert_options=pacsv.ConvertOptions(column_types=reader.csv_column_types(), check_utf8=False),
         )
 
-    def _stream(self, reader: ShardReader, writer: PartWriter, skip_rows: int, summary: RunSummary) -> None:
+    def _stream(self, task: FileTask, summary: RunSummary) -> None:
         import ray
 
+        reader, skip_rows = task.reader, task.skip_rows
         window_rows = self.options.window_rows
         scored = (
             self._dataset(reader)
@@ -185,11 +185,8 @@ class RayScoringJob(ScoringJob):
                 first_row = skip_rows
             started = time.perf_counter()
             window = self._window(index, first_row, batch, reader)
-            table = self._output_table(window, summary)
-            writer.write_part(table)
-            self.progress.rows(batch.num_rows)
-            summary.rows_scored_now += batch.num_rows
-            summary.tokens_now += int(window.encoded.n_tokens.sum())
+            window.task = task
+            self._write_window(window, summary)
             first_row += batch.num_rows
             waited = time.perf_counter()
             stages["write"] += waited - started

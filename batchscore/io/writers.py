@@ -45,6 +45,7 @@ class Progress:
     rows_done: int = 0
     parts: int = 0
     complete: bool = False
+    tally: dict | None = None  # the caller's running totals over the committed rows (JSON)
 
 
 def read_file_metadata(location: Location) -> dict[str, str]:
@@ -82,7 +83,9 @@ class PartWriter:
         if manifest is None or manifest.get("fingerprint") != self.fingerprint:
             self.discard()
             return self.progress
-        self.progress = Progress(manifest["rows_done"], manifest["parts"], manifest.get("complete", False))
+        self.progress = Progress(
+            manifest["rows_done"], manifest["parts"], manifest.get("complete", False), manifest.get("tally")
+        )
         return self.progress
 
     def discard(self) -> None:
@@ -122,8 +125,9 @@ class PartWriter:
             self._schema = self._committed_schema()
         return self._schema
 
-    def write_part(self, table: pa.Table) -> None:
-        """Write one window's rows (in the file's schema) and commit them in the manifest."""
+    def write_part(self, table: pa.Table, tally: dict | None = None) -> None:
+        """Write one window's rows (in the file's schema) and commit them in the manifest, together
+        with `tally` (totals over all committed rows, kept for the caller: it comes back on resume)."""
         if self.progress.parts == 0:
             self._guard("create the work directory", self.work.filesystem.create_dir, self.work.path)
         schema = self.schema()
@@ -136,6 +140,7 @@ class PartWriter:
         _step_done("part written")
         self.progress.parts += 1
         self.progress.rows_done += table.num_rows
+        self.progress.tally = tally
         self._write_manifest()
         _step_done("manifest updated")
 
@@ -156,6 +161,7 @@ class PartWriter:
             "rows_done": self.progress.rows_done,
             "parts": self.progress.parts,
             "complete": self.progress.complete,
+            "tally": self.progress.tally,
         }
         data = json.dumps(payload, indent=1).encode("utf-8")
         tmp = self.work.child(f".{MANIFEST}.tmp")
