@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -196,6 +197,8 @@ def run(
     """
     from batchscore.interrupts import stop_on_signals
 
+    if debug:
+        os.environ["BATCHSCORE_DEBUG"] = "1"  # engines show their own (Ray, JAX) logs too
     with stop_on_signals():  # before the heavy imports: an early Ctrl-C is a clean exit 130 too
         try:
             from batchscore.batching import BucketSpec

@@ -159,19 +159,34 @@ class ScoringJob:
             min(bundle.head_tokens, max_tokens // 4) if max_tokens < bundle.max_tokens else bundle.head_tokens
         )
         self.truncation = Truncation(max_tokens, head)
-        enable_compilation_cache()
-        devices = pick_devices(options.device)
-        self.precision, self.compute = choose_precision(options.precision, devices[0])
-        if len(devices) > 1:
-            self.compute += f", {len(devices)} host devices"
-        self.scorer = Scorer(
-            bundle.model, bundle.params, self.truncation, options.buckets, devices, self.precision
-        )
+        self.devices: list = []
+        self.precision, self.compute = self._plan_compute()
+        self.scorer = self._make_scorer()
         self.read_options = ReadOptions(
             options.text_column, options.window_rows, options.csv_delimiter, options.csv_infer_types
         )
         self.input_types: dict[str, pa.DataType] = {}  # one type per input column across all shards
         self.summary: RunSummary | None = None  # the current or last run's
+
+    def _plan_compute(self) -> tuple[str, str]:
+        """Devices and matmul precision for this process; (precision, the summary's compute line)."""
+        enable_compilation_cache()
+        self.devices = pick_devices(self.options.device)
+        precision, compute = choose_precision(self.options.precision, self.devices[0])
+        if len(self.devices) > 1:
+            compute += f", {len(self.devices)} host devices"
+        return precision, compute
+
+    def _make_scorer(self) -> Scorer | None:
+        """The model on this process's devices; an engine that scores elsewhere (Ray) returns None."""
+        return Scorer(
+            self.bundle.model,
+            self.bundle.params,
+            self.truncation,
+            self.options.buckets,
+            self.devices,
+            self.precision,
+        )
 
     # ---- planning -------------------------------------------------------------------------
     def run(
@@ -367,12 +382,14 @@ class ScoringJob:
         if failures:
             raise failures[0]
         if interrupted or interrupts.stop_requested():
-            partial = [t for t in opened if not t.finished and t.writer.progress.rows_done]
-            where = ", ".join(f"{t.writer.progress.rows_done:,} rows of {t.source}" for t in partial)
-            interrupts.check(
-                f"committed work is kept ({where or 'no partial output'})", self.options.resume_hint
-            )
-            raise Interrupted(f"interrupted; committed work is kept. {self.options.resume_hint}")
+            self._stop_interrupted(opened)
+
+    def _stop_interrupted(self, opened: list[FileTask]) -> None:
+        """Raise Interrupted, naming the partial outputs whose committed rows a rerun continues."""
+        partial = [t for t in opened if not t.finished and t.writer.progress.rows_done]
+        where = ", ".join(f"{t.writer.progress.rows_done:,} rows of {t.source}" for t in partial)
+        interrupts.check(f"committed work is kept ({where or 'no partial output'})", self.options.resume_hint)
+        raise Interrupted(f"interrupted; committed work is kept. {self.options.resume_hint}")
 
     def _groups(
         self, files: list[tuple[InputFile, Location]], opened: list[FileTask], stages: dict

@@ -111,3 +111,30 @@ def test_file_linked_outside_the_bundle_is_refused(bundle_copy, tmp_path):
     os.symlink(outside, bundle_copy / "vocab.txt")
     with pytest.raises(BundleError, match="outside the bundle directory"):
         load_bundle(bundle_copy)
+
+
+def test_pooled_head_is_format_version_2_and_plain_head_stays_1(tiny_bundle, tmp_path):
+    from dataclasses import replace
+
+    from batchscore.model import ModelConfig, init_params
+
+    plain = load_bundle(tiny_bundle)
+    assert json.loads((tiny_bundle / "config.json").read_text())["format_version"] == 1
+    assert "pooling" not in json.loads((tiny_bundle / "config.json").read_text())["model"]
+    config = replace(plain.model, pooling=("max", "mean"))
+    pooled = replace(plain, model=config, params=init_params(config, 1))
+    save_bundle(pooled, tmp_path / "pooled", weights_dtype="float32")
+    written = json.loads((tmp_path / "pooled" / "config.json").read_text())
+    assert written["format_version"] == 2 and written["model"]["pooling"] == ["max", "mean"]
+    loaded = load_bundle(tmp_path / "pooled")
+    assert loaded.model.pooling == ("max", "mean") and loaded.params["head"]["kernel"].shape == (48, 2)
+
+    written["format_version"] = 1  # a version-1 file cannot describe a pooled head
+    (tmp_path / "pooled" / "config.json").write_text(json.dumps(written))
+    with pytest.raises(BundleError, match="needs format_version 2"):
+        load_bundle(tmp_path / "pooled")
+    written["format_version"], written["model"]["pooling"] = 2, ["median"]
+    (tmp_path / "pooled" / "config.json").write_text(json.dumps(written))
+    with pytest.raises(BundleError, match="pooling must be"):
+        load_bundle(tmp_path / "pooled")
+    assert ModelConfig(vocab_size=3).head_width == 4 * ModelConfig(vocab_size=3).hidden

@@ -50,3 +50,34 @@ def test_probabilities_do_not_depend_on_batch_mates_or_bucket(tiny_bundle, revie
     for row in (0, 7, 150, 299):
         alone = other.logits(encoded, np.array([row]))
         np.testing.assert_array_equal(alone[0], together[row])
+
+
+def test_pooled_head_sees_real_positions_only():
+    config = ModelConfig(vocab_size=50, embed_dim=4, hidden=5, num_layers=2, pooling=("max", "mean"))
+    params = init_params(config, 0)
+    assert params["head"]["kernel"].shape == (40, 2)  # first, last, max, mean: 4 x 2H
+    rng = np.random.default_rng(1)
+    ids = rng.integers(2, 50, size=(1, 6)).astype(np.int32)
+    alone = forward_logits(config, params, ids, np.array([6], np.int32))
+    padded = np.concatenate([ids, rng.integers(2, 50, size=(1, 10)).astype(np.int32)], axis=1)
+    np.testing.assert_array_equal(
+        np.asarray(alone), np.asarray(forward_logits(config, params, padded, np.array([6], np.int32)))
+    )
+
+
+def test_pooled_head_inference_path_matches_training_module(tiny_bundle):
+    """The scorer's table-lookup, tanh-cell path agrees with the Flax module for a pooled head."""
+    vocab_size = load_bundle(tiny_bundle).model.vocab_size
+    config = ModelConfig(vocab_size=vocab_size, embed_dim=6, hidden=5, num_layers=2, pooling=("mean", "max"))
+    params = init_params(config, 4)
+    rng = np.random.default_rng(2)
+    lengths = np.array([1, 4, 9, 13], np.int32)
+    ids = rng.integers(2, vocab_size, size=(4, 13)).astype(np.int32)
+    reference = np.asarray(forward_logits(config, params, ids, lengths))
+    truncation = Truncation(64, 16)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = np.concatenate([ids[i, : lengths[i]] for i in range(4)]).astype(np.int32)
+    from batchscore.encoding import Encoded
+
+    scored = Scorer(config, params, truncation, BucketSpec(boundaries=(16,))).logits(Encoded(flat, offsets))
+    np.testing.assert_allclose(scored, reference, atol=2e-6)

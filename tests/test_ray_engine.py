@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import numpy as np
+import re
+import subprocess
+import sys
+from dataclasses import replace
+
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from batchscore.errors import InputError
 from batchscore.pipeline import RunOptions
 from batchscore.runner import run_scoring
+from tests.test_resume import HOOKED_RUN
+
+QUIET = {"progress": False, "log": lambda m: None}
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -32,20 +40,99 @@ def test_ray_engine_matches_local_engine(tmp_path, tiny_bundle, reviews_table):
     pq.write_table(table.slice(0, 180), shards / "a.parquet", row_group_size=50)
     pacsv.write_csv(table.slice(180), shards / "b.csv")
     options = RunOptions(window_rows=64, max_error_rate=1.0)
-    quiet = dict(progress=False, log=lambda m: None)
-    local = run_scoring([str(shards)], str(tmp_path / "local"), tiny_bundle, options, **quiet)
+    local = run_scoring([str(shards)], str(tmp_path / "local"), tiny_bundle, options, **QUIET)
     distributed = run_scoring(
-        [str(shards)], str(tmp_path / "ray"), tiny_bundle, options, engine="ray", **quiet
+        [str(shards)], str(tmp_path / "ray"), tiny_bundle, options, engine="ray", **QUIET
     )
     assert local.rows == distributed.rows == 300 and distributed.error_rows == 1
     for name in ("a.parquet", "b.parquet"):
         a = pq.read_table(tmp_path / "local" / name)
         b = pq.read_table(tmp_path / "ray" / name)
-        assert a.column_names == b.column_names
-        for column in ("row", "review_id", "label", "n_tokens", "truncated", "error", "extra"):
-            assert a.column(column).to_pylist() == b.column(column).to_pylist(), column
-        np.testing.assert_allclose(
-            a.column("prob_positive").to_numpy(zero_copy_only=False),
-            b.column("prob_positive").to_numpy(zero_copy_only=False),
-            atol=1e-6,
+        assert a.equals(b), name  # every column, scores bit for bit
+        assert a.schema.metadata[b"batchscore.profile"] == b.schema.metadata[b"batchscore.profile"]
+    assert distributed.to_dict()["profile"] == local.to_dict()["profile"]
+    assert distributed.stage_seconds["tokenize"] > 0 and distributed.stage_seconds["forward"] > 0
+
+
+def test_ray_resume_scores_only_the_rows_left(tmp_path, tiny_bundle, reviews_table):
+    source = tmp_path / "in.parquet"
+    pq.write_table(reviews_table, source, row_group_size=40)
+    options = RunOptions(window_rows=50, id_column="review_id")
+    reference = run_scoring([str(source)], str(tmp_path / "ref.parquet"), tiny_bundle, options, **QUIET)
+    output = tmp_path / "out.parquet"
+    died = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            HOOKED_RUN,
+            "exit",
+            "manifest updated",
+            "3",
+            "run",
+            str(source),
+            "-o",
+            str(output),
+            "--model",
+            str(tiny_bundle),
+            "--window-rows",
+            "50",
+            "--id-column",
+            "review_id",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert died.returncode == 77, died.stderr
+    resumed = run_scoring(
+        [str(source)], str(output), tiny_bundle, replace(options, resume=True), engine="ray", **QUIET
+    )
+    assert resumed.rows == 300 and resumed.rows_scored_now == 150  # 3 windows of 50 were committed
+    assert pq.read_table(output).equals(pq.read_table(tmp_path / "ref.parquet"))
+    assert resumed.to_dict()["profile"] == reference.to_dict()["profile"]
+
+
+def test_ray_bad_file_part_way_is_skipped_or_fails(tmp_path, tiny_bundle, reviews_table):
+    shards = tmp_path / "in"
+    shards.mkdir()
+    pq.write_table(reviews_table.slice(0, 100), shards / "a.parquet")
+    lines = ["review_id,text"] + [f"{i},fine film" for i in range(60)] + ["60,a,b,c"]
+    (shards / "b.csv").write_text("\n".join(lines) + "\n")
+    options = RunOptions(window_rows=16, skip_bad_files=True)
+    summary = run_scoring([str(shards)], str(tmp_path / "out"), tiny_bundle, options, engine="ray", **QUIET)
+    assert summary.files_scored == 1 and len(summary.bad_files) == 1 and "b.csv" in summary.bad_files[0]
+    assert (
+        not (tmp_path / "out" / "b.parquet").exists() and not (tmp_path / "out" / ".b.parquet.parts").exists()
+    )
+    with pytest.raises(InputError, match=r"b\.csv"):
+        run_scoring(
+            [str(shards)],
+            str(tmp_path / "out2"),
+            tiny_bundle,
+            replace(options, skip_bad_files=False),
+            engine="ray",
+            **QUIET,
         )
+
+
+def test_ray_run_is_quiet(tmp_path, tiny_bundle, reviews_table):
+    pq.write_table(reviews_table, tmp_path / "in.parquet")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "batchscore",
+            "run",
+            str(tmp_path / "in.parquet"),
+            "--engine",
+            "ray",
+            "--model",
+            str(tiny_bundle),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    noise = [line for line in result.stderr.splitlines() if not re.match(r"(\S+Z )?batchscore: ", line)]
+    assert noise == []

@@ -1,18 +1,32 @@
-"""Ray Data engine: the local engine's stages, spread over a cluster.
+"""Ray Data engine: the local engine's stages, spread over a cluster, as ONE streaming pipeline.
 
-Reading and tokenizing run as Ray Data CPU tasks, bucketing and the forward
-pass in an actor pool (each actor loads the bundle once; GPU actors when the
-cluster has GPUs). Results stream back in input order to the driver, which
-writes them through the same crash-safe writer as the local engine, so the
-output files, their metadata and `--resume` behave identically. Only the
-compute moves; no logic lives here that the local engine does not share.
+    files -> [read + tokenize: Ray tasks, files in parallel] -> [bucket + forward: actor pool] -> driver
+
+Every input file is one item of a single dataset; a read task reads it with the same ShardReader as the
+local engine (from the first row not yet committed, so `--resume` reads only what is left), cleans and
+tokenizes it with the same stage functions, and yields its windows in a run-wide schema (the unified
+column types of the preflight), followed by an end marker carrying the task's stage times. One actor
+pool, created once per run, buckets and scores rows of any file together, so many small shards fill
+full batches. Results stream back in input order to the driver, which writes each file's rows through
+the same crash-safe writer as the local engine (per-file parts, manifest, atomic assembly, locks):
+outputs, metadata, resume and summaries are those of the local engine, and so are the scores.
+
+Why the writer stays on the driver: it is the one place that holds the output locks and sees every
+file's commits in order, and it costs little: on the benchmark (benchmarks/ray_shards.py) the write
+stage is a few percent of the wall time, while read/tokenize/forward, the work that scales, runs on the
+cluster.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import os
 import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,54 +37,154 @@ from batchscore import interrupts
 from batchscore.batching import BucketSpec
 from batchscore.bundle import Bundle, default_bundle_path, load_bundle
 from batchscore.encoding import Encoded
-from batchscore.errors import InputError
+from batchscore.errors import BatchscoreError, InputError, UsageError
 from batchscore.io.paths import InputFile, Location
-from batchscore.io.readers import ShardReader
+from batchscore.io.readers import ReadOptions, ShardReader
 from batchscore.pipeline import FileEvent, FileTask, RunOptions, ScoringJob, Window, encode_window
 from batchscore.report import RunSummary
 from batchscore.scoring import Scorer, Truncation
 from batchscore.text import TokenizerConfig
-from batchscore.validation import clean_texts
 from batchscore.vocab import Vocab
 
+FILE = "__batchscore_file"  # index of the input file in the run
+ROW = "__batchscore_row"  # row number in that file; END or BAD on a marker row
 IDS = "__batchscore_ids"
 REASON = "__batchscore_error"
+READ_STATS = "__batchscore_read"  # JSON on end markers: read/tokenize seconds, replaced UTF-8 counts
+ACTOR_STATS = "__batchscore_actor"  # JSON on an actor batch's first row: forward seconds, node
 LOGITS = "__batchscore_logits"
+END, BAD = -1, -2
+ACTOR_MEMORY = 1 << 30  # bytes; peak RSS of a scoring process is ~0.9 GB (README, Performance)
+EXTRA_COLUMNS = (FILE, ROW, IDS, REASON, READ_STATS)
 
 
-def _encode_task(batch: pa.Table, text_column: str, vocab_tokens: list[str], tokenizer: dict) -> pa.Table:
-    """CPU task: tokenize one block and attach ids and row errors as extra columns."""
-    _, reasons, encoded = encode_window(
-        batch, text_column, Vocab(vocab_tokens), TokenizerConfig.from_dict(tokenizer)
+def _extra_fields() -> list[pa.Field]:
+    return [
+        pa.field(FILE, pa.int32()),
+        pa.field(ROW, pa.int64()),
+        pa.field(IDS, pa.list_(pa.int32())),
+        pa.field(REASON, pa.string()),
+        pa.field(READ_STATS, pa.string()),
+    ]
+
+
+_VOCABS: dict[str, Vocab] = {}  # per worker process: the vocabulary is fetched once, not per task
+
+
+def _vocab(holder: tuple) -> Vocab:
+    import ray
+
+    (ref,) = holder  # wrapped so that Ray passes the reference, not a copy per task
+    key = ref.hex()
+    if key not in _VOCABS:
+        _VOCABS[key] = Vocab(ray.get(ref))
+    return _VOCABS[key]
+
+
+def _read_file(
+    item: pa.Table,
+    files: list[tuple[InputFile, int]],
+    read_options: ReadOptions,
+    schema: pa.Schema,
+    vocab: tuple,
+    tokenizer: dict,
+) -> Iterator[pa.Table]:
+    """Ray task: one input file -> its windows (read from its first uncommitted row, cleaned and
+    tokenized as the local engine does) in the run's schema, then an end marker; a file that turns
+    bad part-way ends with a BAD marker instead (the driver decides whether that fails the run)."""
+    index = int(item.column("file")[0].as_py())
+    source, skip_rows = files[index]
+    reader = ShardReader(source, read_options)
+    words, config = _vocab(vocab), TokenizerConfig.from_dict(tokenizer)
+    seconds = {"read": 0.0, "tokenize": 0.0}
+    first_row = skip_rows
+    windows = reader.windows(skip_rows)
+    while True:
+        started = time.perf_counter()
+        try:
+            table = next(windows, None)
+        except InputError as err:
+            yield _marker(schema, index, BAD, str(err), seconds, reader)
+            return
+        seconds["read"] += time.perf_counter() - started
+        if table is None:
+            break
+        started = time.perf_counter()
+        table = reader.repair_strings(table)
+        texts, reasons, encoded = encode_window(table, read_options.text_column, words, config)
+        ids = pa.ListArray.from_arrays(pa.array(encoded.offsets, pa.int32()), pa.array(encoded.ids))
+        columns = []
+        for field in schema:
+            if field.name == read_options.text_column:
+                columns.append(texts)
+            elif field.name in table.column_names:
+                columns.append(table.column(field.name).cast(field.type))
+        n = table.num_rows
+        columns += [
+            pa.array(np.full(n, index, np.int32)),
+            pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
+            ids,
+            pa.array(reasons, pa.string()),
+            pa.nulls(n, pa.string()),
+        ]
+        seconds["tokenize"] += time.perf_counter() - started
+        yield pa.Table.from_arrays(columns, schema=schema)
+        first_row += n
+    yield _marker(schema, index, END, "end of file", seconds, reader)
+
+
+def _marker(
+    schema: pa.Schema, index: int, kind: int, message: str, seconds: dict, reader: ShardReader
+) -> pa.Table:
+    """A one-row table that says "file `index` ended" (or went bad), with the read task's figures."""
+    stats = json.dumps({**seconds, "replaced_utf8": dict(reader.replaced_utf8)})
+    values = {FILE: [index], ROW: [kind], IDS: [[]], REASON: [message], READ_STATS: [stats]}
+    return pa.Table.from_arrays(
+        [pa.array(values[f.name], f.type) if f.name in values else pa.nulls(1, f.type) for f in schema],
+        schema=schema,
     )
-    ids = pa.ListArray.from_arrays(
-        pa.array(encoded.offsets, pa.int64()).cast(pa.int32()), pa.array(encoded.ids)
-    )
-    return batch.append_column(IDS, ids).append_column(REASON, pa.array(reasons, pa.string()))
 
 
 class _ScoreActor:
-    """Actor: loads the bundle once, then buckets and scores blocks."""
+    """Actor: loads the bundle and builds its scorer once, then buckets and scores any rows."""
 
     def __init__(
         self, bundle_dir: str, truncation: Truncation, buckets: BucketSpec, device: str, precision: str
     ):
+        import ray
+
         from batchscore.runtime import choose_precision, enable_compilation_cache, pick_device
 
         enable_compilation_cache()
-
         bundle = load_bundle(bundle_dir)
         chosen = pick_device(device)
         precision = choose_precision(precision, chosen)[0]
+        self.classes = bundle.model.num_classes
         self.scorer = Scorer(bundle.model, bundle.params, truncation, buckets, chosen, precision)
+        self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        encoded = _encoded(batch)
+        started = time.perf_counter()
         ok = np.flatnonzero(pc.is_null(batch.column(REASON)).to_numpy(zero_copy_only=False))
-        logits = np.zeros((batch.num_rows, 2), np.float32)
-        logits[ok] = self.scorer.logits(encoded, ok)
+        logits = np.zeros((batch.num_rows, self.classes), np.float32)
+        logits[ok] = self.scorer.logits(_encoded(batch), ok)
+        stats = [None] * batch.num_rows
+        stats[0] = json.dumps({"forward": time.perf_counter() - started, "node": self.node})
         flat = pa.array(logits.reshape(-1))
-        return batch.append_column(LOGITS, pa.FixedSizeListArray.from_arrays(flat, 2))
+        return batch.append_column(
+            LOGITS, pa.FixedSizeListArray.from_arrays(flat, self.classes)
+        ).append_column(ACTOR_STATS, pa.array(stats, pa.string()))
+
+
+def _batchscore_cause(err: BaseException) -> BaseException | None:
+    """The BatchscoreError inside a Ray task error, so the run exits with its code and message."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, BatchscoreError):
+            return err
+        err = getattr(err, "cause", None) or err.__cause__
+        seen += 1
+    return None
 
 
 def _encoded(batch: pa.Table) -> Encoded:
@@ -81,122 +195,185 @@ def _encoded(batch: pa.Table) -> Encoded:
 
 
 class RayScoringJob(ScoringJob):
-    """ScoringJob whose per-file stream is computed by Ray Data."""
+    """ScoringJob whose stream of windows is read, tokenized and scored by Ray Data."""
 
     def __init__(
         self, bundle: Bundle, bundle_dir: Path | None, options: RunOptions, ray_address: str | None, **kwargs
     ):
-        super().__init__(bundle, options, **kwargs)
-        import ray
-
         self.bundle_dir = str(bundle_dir or default_bundle_path())
-        address = ray_address or os.environ.get("RAY_ADDRESS")
+        self._start_ray(ray_address or os.environ.get("RAY_ADDRESS"))  # before anything starts JAX here
+        self.actor_nodes: set[str] = set()
+        super().__init__(bundle, options, **kwargs)
+
+    @staticmethod
+    def _start_ray(address: str | None) -> None:
+        import ray
+        import ray.data  # configures Ray Data's loggers: quieten them after this, not before
+
+        verbose = bool(os.environ.get("BATCHSCORE_DEBUG"))
         if not ray.is_initialized():
             ray.init(
-                address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
+                address=address,
+                include_dashboard=False,
+                log_to_driver=verbose,
+                logging_level=logging.INFO if verbose else logging.ERROR,
             )
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.ERROR)
+        logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
+        context.print_on_execution_start = verbose
+
+    def _plan_compute(self) -> tuple[str, str]:
+        """The actors' device: GPUs when the cluster has them (unless --device cpu); no JAX here."""
+        import ray
+
         resources = ray.cluster_resources()
-        self.gpus = int(resources.get("GPU", 0))
-        self.actors = max(1, self.gpus or int(resources.get("CPU", 1)) // 2)
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+        if self.options.device == "gpu" and not gpus:
+            raise UsageError("--device gpu: the Ray cluster has no GPUs")
+        self.actor_device = "gpu" if gpus and self.options.device != "cpu" else "cpu"
+        self.actors = gpus if self.actor_device == "gpu" else max(1, cpus // 2)
+        return (
+            self.options.precision,
+            f"ray: {self.actors} {self.actor_device} actor(s), {self.options.precision}",
+        )
+
+    def _make_scorer(self) -> None:
+        return None  # the actors score
 
     def _score_all(self, files: list[tuple[InputFile, Location]], summary: RunSummary) -> None:
-        """File by file: each file is one Ray dataset (issue 14 makes this one stream)."""
-        for source, target in files:
-            done = summary.files_scored + summary.files_skipped_done
-            interrupts.check(f"{done} file(s) complete", self.options.resume_hint)
-            task = self._open(source, target)
-            try:
+        opened: list[FileTask] = []
+        try:
+            for source, target in files:
+                opened.append(self._open(source, target))
+            pending = []
+            for task in opened:  # outputs already whole, or only left to assemble, need no cluster
                 if task.complete_before:
                     self._commit(FileEvent("skip", task), summary)
-                    continue
-                try:
-                    if not task.assemble_only:
-                        self._stream(task, summary)
-                except InputError as err:
-                    if not (self.options.skip_bad_files and len(files) > 1):
-                        raise
-                    self._commit(FileEvent("bad", task, str(err)), summary)
-                    continue
-                self._commit(FileEvent("end", task), summary)
-            finally:
+                elif task.assemble_only:
+                    self._commit(FileEvent("end", task), summary)
+                else:
+                    pending.append(task)
+            if pending:
+                self._stream(pending, summary, multi=len(files) > 1)
+        finally:
+            for task in opened:
                 task.lock.release()
+        if interrupts.stop_requested():
+            self._stop_interrupted(opened)
+        if self.actor_nodes:
+            summary.compute += f" on {len(self.actor_nodes)} node(s)"
 
-    def _dataset(self, reader: ShardReader):
-        import pyarrow.csv as pacsv
-        import ray
+    def _schema(self, first: FileTask) -> pa.Schema:
+        """The run-wide block schema: input columns in the first file's order, unified types."""
+        text = self.options.text_column
+        fields = [
+            pa.field(name, pa.string() if name == text else self.input_types[name])
+            for name in first.reader.schema().names
+        ]
+        return pa.schema(fields + _extra_fields())
 
-        source = reader.source
-        location = source.location
-        if source.format == "parquet":
-            return ray.data.read_parquet(location.path, filesystem=location.filesystem)
-        return ray.data.read_csv(
-            location.path,
-            filesystem=location.filesystem,
-            parse_options=pacsv.ParseOptions(delimiter=self.options.csv_delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(column_types=reader.csv_column_types(), check_utf8=False),
-        )
-
-    def _stream(self, task: FileTask, summary: RunSummary) -> None:
-        import ray
-
-        reader, skip_rows = task.reader, task.skip_rows
-        window_rows = self.options.window_rows
-        scored = (
-            self._dataset(reader)
-            .map_batches(
-                _encode_task,
-                batch_format="pyarrow",
-                batch_size=window_rows,
-                fn_kwargs={
-                    "text_column": self.options.text_column,
-                    "vocab_tokens": self.bundle.vocab.tokens,
-                    "tokenizer": self.bundle.tokenizer.to_dict(),
-                },
-            )
-            .map_batches(
-                _ScoreActor,
-                batch_format="pyarrow",
-                batch_size=window_rows,
-                fn_constructor_kwargs={
-                    "bundle_dir": self.bundle_dir,
-                    "truncation": self.truncation,
-                    "buckets": self.options.buckets,
-                    "device": "gpu" if self.gpus else "cpu",
-                    "precision": self.options.precision,
-                },
-                compute=ray.data.ActorPoolStrategy(size=self.actors),
-                num_gpus=1 if self.gpus else 0,
-            )
-        )
-        first_row = 0
+    def _stream(self, pending: list[FileTask], summary: RunSummary, multi: bool) -> None:
+        scored = self._dataset(pending)
         stages = summary.stage_seconds
-        waited = time.perf_counter()
-        for index, batch in enumerate(scored.iter_batches(batch_size=window_rows, batch_format="pyarrow")):
-            stages["forward"] += time.perf_counter() - waited  # read, tokenize and forward, on the cluster
-            if first_row + batch.num_rows <= skip_rows:  # committed before an interruption
-                first_row += batch.num_rows
-                continue
-            if first_row < skip_rows:
-                batch = batch.slice(skip_rows - first_row)
-                first_row = skip_rows
+        batches = iter(scored.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2))
+        while not interrupts.stop_requested():
+            try:
+                batch = next(batches, None)
+            except Exception as err:  # a task's failure arrives wrapped in Ray's exception types
+                raise _batchscore_cause(err) or err from err
+            if batch is None:
+                return
             started = time.perf_counter()
-            window = self._window(index, first_row, batch, reader)
-            window.task = task
-            self._write_window(window, summary)
-            first_row += batch.num_rows
-            waited = time.perf_counter()
-            stages["write"] += waited - started
+            self._take_batch(batch, pending, summary, multi)
+            stages["write"] += time.perf_counter() - started
 
-    def _window(self, index: int, first_row: int, batch: pa.Table, reader: ShardReader) -> Window:
-        original = reader.repair_strings(batch.drop_columns([IDS, REASON, LOGITS]))
-        texts, _ = clean_texts(original.column(self.options.text_column))
-        reasons = np.array(batch.column(REASON).to_pylist(), dtype=object)
-        logits_all = batch.column(LOGITS).combine_chunks().flatten().to_numpy().reshape(-1, 2)
-        ok = reasons == None  # noqa: E711
-        window = Window(index, first_row, original, texts, reasons, _encoded(batch))
-        window.logits = logits_all[ok]
+    def _dataset(self, pending: list[FileTask]):
+        """The run's one pipeline: a read task per file, then the scoring actor pool."""
+        import ray
+
+        accepts_remote_args = "ray_remote_args" in inspect.signature(ray.data.Dataset.map_batches).parameters
+        actor_options = {"max_restarts": 0} if accepts_remote_args else {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # max_restarts has no named parameter
+            return (
+                ray.data.from_items(
+                    [{"file": i} for i in range(len(pending))], override_num_blocks=len(pending)
+                )
+                .map_batches(
+                    _read_file,
+                    batch_size=1,
+                    batch_format="pyarrow",
+                    fn_kwargs={
+                        "files": [(task.source, task.skip_rows) for task in pending],
+                        "read_options": self.read_options,
+                        "schema": self._schema(pending[0]),
+                        "vocab": (ray.put(self.bundle.vocab.tokens),),
+                        "tokenizer": self.bundle.tokenizer.to_dict(),
+                    },
+                )
+                .map_batches(
+                    _ScoreActor,
+                    batch_format="pyarrow",
+                    batch_size=self.options.window_rows,
+                    fn_constructor_kwargs={
+                        "bundle_dir": self.bundle_dir,
+                        "truncation": self.truncation,
+                        "buckets": self.options.buckets,
+                        "device": self.actor_device,
+                        "precision": self.options.precision,
+                    },
+                    compute=ray.data.ActorPoolStrategy(size=self.actors),
+                    num_gpus=1 if self.actor_device == "gpu" else 0,
+                    # the model and its compiled shapes: reserved so Ray does not pack actors onto a
+                    # node that cannot hold them (and, differing from the read tasks' needs, it keeps
+                    # Ray from fusing reading into the actors, which would read one file at a time)
+                    memory=ACTOR_MEMORY,
+                    # a lost actor fails the run (which resumes); with restarts Ray also logs an
+                    # error-level notice on every run, since its constructor arguments live in the
+                    # object store
+                    **actor_options,
+                )
+            )
+
+    def _take_batch(self, batch: pa.Table, pending: list[FileTask], summary: RunSummary, multi: bool) -> None:
+        """Split one scored batch into per-file windows and markers, and commit them in order."""
+        stages = summary.stage_seconds
+        for stats in batch.column(ACTOR_STATS).drop_null().to_pylist():
+            actor = json.loads(stats)
+            stages["forward"] += actor["forward"]
+            self.actor_nodes.add(actor["node"])
+        files = batch.column(FILE).to_numpy()
+        rows = batch.column(ROW).to_numpy()
+        # a new segment where the file changes or a marker row starts/ends
+        marker = rows < 0
+        cuts = np.flatnonzero((np.diff(files) != 0) | marker[1:] | marker[:-1]) + 1
+        for start, stop in zip(np.r_[0, cuts], np.r_[cuts, batch.num_rows], strict=True):
+            task = pending[int(files[start])]
+            if rows[start] >= 0:
+                self._write_window(self._window(batch.slice(start, stop - start), task), summary)
+                continue
+            read = json.loads(batch.column(READ_STATS)[start].as_py())
+            stages["read"] += read["read"]
+            stages["tokenize"] += read["tokenize"]
+            task.reader.replaced_utf8.update(Counter(read["replaced_utf8"]))
+            message = batch.column(REASON)[start].as_py()
+            if rows[start] == BAD:
+                if not (self.options.skip_bad_files and multi):
+                    raise InputError(message)
+                self._commit(FileEvent("bad", task, message), summary)
+            else:
+                self._commit(FileEvent("end", task), summary)
+
+    def _window(self, part: pa.Table, task: FileTask) -> Window:
+        reasons = np.array(part.column(REASON).to_pylist(), dtype=object)
+        logits = part.column(LOGITS).combine_chunks().flatten().to_numpy()
+        logits = logits.reshape(part.num_rows, -1)[reasons == None]  # noqa: E711
+        original = part.drop_columns([*EXTRA_COLUMNS, LOGITS, ACTOR_STATS])
+        first_row = int(part.column(ROW)[0].as_py())
+        texts = original.column(self.options.text_column).combine_chunks()
+        window = Window(0, first_row, original, texts, reasons, _encoded(part))
+        window.logits, window.task = logits, task
         return window
