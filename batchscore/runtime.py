@@ -85,7 +85,12 @@ def choose_precision(requested: str, device: jax.Device) -> tuple[str, str]:
     BF16 on Arm, any recent GPU); elsewhere it would be emulated and slower, so float32 runs instead.
     """
     if device.platform != "cpu":
-        return requested, f"{device.platform} ({device.device_kind}), {requested} matmuls"
+        from batchscore.scoring import recurrence_path
+
+        # cuDNN's LSTM has no bfloat16: a reduced-precision request means TF32 matmuls there
+        matmuls = "float32 matmuls (TF32 off)" if requested == "float32" else "TF32 matmuls"
+        path = "cuDNN LSTM" if recurrence_path(device) == "cudnn" else "scan LSTM"
+        return requested, f"{device.platform} ({device.device_kind}), {path}, {matmuls}"
     flags = cpu_flags()
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     native_bf16 = bool({"avx512_bf16", "amx_bf16", "bf16"} & flags)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import jax
 import numpy as np
 
 from batchscore.batching import BucketSpec, pad_batch, plan_batches
+from batchscore.cudnn import cudnn_forward_logits, device_params
 from batchscore.encoding import Encoded
 from batchscore.errors import BatchscoreError
 from batchscore.model import ModelConfig, first_layer_table, prescale_gates, table_forward_logits
@@ -37,8 +39,13 @@ class Scorer:
         self.spec = spec or BucketSpec()
         # Batches alternate between the devices, so two host devices compute two batches at once.
         devices = device if isinstance(device, list) else [device or jax.devices()[0]]
-        scaled = prescale_gates(params)  # once per model, not per batch
+        self.path = recurrence_path(devices[0])
         self.replicas = []
+        if self.path == "cudnn":
+            packed = device_params(config, params)
+            self.replicas = [(target, jax.device_put(packed, target), None) for target in devices]
+            return
+        scaled = prescale_gates(params)  # once per model, not per batch
         for target in devices:
             on_device = jax.device_put(scaled, target)
             self.replicas.append((target, on_device, jax.jit(first_layer_table)(on_device)))
@@ -67,7 +74,12 @@ class Scorer:
             )
             ids = jax.device_put(ids, device)
             kept = jax.device_put(kept, device)
-            logits = table_forward_logits(self.config, params, table, ids, kept, self.precision)
+            if self.path == "cudnn":
+                logits = cudnn_forward_logits(
+                    self.config, params, ids, kept, "cudnn", self.precision != "float32"
+                )
+            else:
+                logits = table_forward_logits(self.config, params, table, ids, kept, self.precision)
             pending.append((batch.rows, logits))
         for positions, result in pending:
             out[positions] = np.asarray(result)[: positions.size]
@@ -78,6 +90,14 @@ class Scorer:
                 "for this window (rerun with --debug and report it)"
             )
         return out
+
+
+def recurrence_path(device: jax.Device) -> str:
+    """ "cudnn" on a GPU (one fused kernel for the whole recurrence), else "scan" (XLA loop, CPU).
+    BATCHSCORE_GPU_RNN=scan keeps the scan on a GPU, to compare the two."""
+    if device.platform == "gpu" and os.environ.get("BATCHSCORE_GPU_RNN", "cudnn") != "scan":
+        return "cudnn"
+    return "scan"
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -55,7 +55,9 @@ class _Switch:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--imdb", type=Path, default=DEFAULT_IMDB)
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
@@ -70,7 +72,9 @@ def main() -> None:
 
         def run() -> float:
             started = time.perf_counter()
-            run_scoring([str(source)], f"{tmp}/out.parquet", None, options, progress=False, log=lambda m: None)
+            run_scoring(
+                [str(source)], f"{tmp}/out.parquet", None, options, progress=False, log=lambda m: None
+            )
             return time.perf_counter() - started
 
         run()  # warm-up: compilation
@@ -82,7 +86,10 @@ def main() -> None:
     inside = switch.seconds / args.repeats
     print(f"{args.rows:,} IMDb test reviews, median of {args.repeats} alternating runs")
     print(f"  run without profiling: {off:.2f} s   with profiling: {on:.2f} s   ({on / off - 1:+.1%})")
-    print(f"  time inside the profile per run: {inside * 1000:.0f} ms = {inside / on:.2%} of the run (target <= 2%)")
+    print(
+        f"  time inside the profile per run: {inside * 1000:.0f} ms = {inside / on:.2%} of the run"
+        " (target <= 2%)"
+    )
 
 
 if __name__ == "__main__":
