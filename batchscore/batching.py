@@ -35,6 +35,9 @@ class BucketSpec:
         return 1 << (rows.bit_length() - 1)
 
 
+GPU_BUCKETS = BucketSpec(token_budget=1 << 20, max_rows=8192)  # a GPU wants far bigger batches
+
+
 @dataclass(frozen=True)
 class Batch:
     rows: np.ndarray  # positions of the batch's rows in the window, in batch order

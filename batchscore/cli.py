@@ -103,6 +103,12 @@ _quiet_option = click.option(
 @click.option(
     "--max-tokens", type=click.IntRange(min=1), default=None, help="Truncation length. Default: the model's."
 )
+@click.option(
+    "--host-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads that tokenize and pad batches. Default: the machine's cores.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
 @click.option(
     "--precision",

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -22,7 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from batchscore import __version__, interrupts
-from batchscore.batching import BucketSpec
+from batchscore.batching import GPU_BUCKETS, BucketSpec
 from batchscore.bundle import Bundle
 from batchscore.drift import DriftPolicy, Profile, compare, should_fail
 from batchscore.encoding import Encoded, encode
@@ -63,6 +65,7 @@ class RunOptions:
     max_tokens: int | None = None  # None: the bundle's
     buckets: BucketSpec = field(default_factory=BucketSpec)
     window_rows: int = 16384
+    host_workers: int | None = None  # threads that tokenize and pad; None: the machine's cores
     csv_delimiter: str = ","
     device: str = "auto"
     overwrite: bool = False
@@ -80,6 +83,8 @@ class RunOptions:
         problems = []
         if self.max_tokens is not None and (isinstance(self.max_tokens, bool) or self.max_tokens < 1):
             problems.append(f"max_tokens must be at least 1 (got {self.max_tokens!r})")
+        if self.host_workers is not None and self.host_workers < 1:
+            problems.append(f"host_workers must be at least 1 (got {self.host_workers!r})")
         if self.window_rows < 1:
             problems.append(f"window_rows must be at least 1 (got {self.window_rows!r})")
         if self.buckets.token_budget < 1 or self.buckets.max_rows < 1:
@@ -160,6 +165,9 @@ class ScoringJob:
         )
         self.truncation = Truncation(max_tokens, head)
         self.devices: list = []
+        self.buckets = options.buckets
+        # tokenizing and padding run in these threads (they release the GIL in Arrow and NumPy)
+        self.host_pool = ThreadPoolExecutor(options.host_workers or os.cpu_count() or 1, "batchscore-host")
         self.precision, self.compute = self._plan_compute()
         self.scorer = self._make_scorer()
         self.read_options = ReadOptions(
@@ -172,6 +180,8 @@ class ScoringJob:
         """Devices and matmul precision for this process; (precision, the summary's compute line)."""
         enable_compilation_cache()
         self.devices = pick_devices(self.options.device)
+        if self.devices[0].platform == "gpu" and self.options.buckets == BucketSpec():
+            self.buckets = GPU_BUCKETS  # the default batch sizes are CPU sizes
         precision, compute = choose_precision(self.options.precision, self.devices[0])
         if len(self.devices) > 1:
             compute += f", {len(self.devices)} host devices"
@@ -183,9 +193,10 @@ class ScoringJob:
             self.bundle.model,
             self.bundle.params,
             self.truncation,
-            self.options.buckets,
+            self.buckets,
             self.devices,
             self.precision,
+            self.host_pool,
         )
 
     # ---- planning -------------------------------------------------------------------------
@@ -553,7 +564,9 @@ class ScoringJob:
         summary.outputs.append(target.uri)
 
     def _encode(self, table: pa.Table) -> tuple[pa.Array, np.ndarray, Encoded]:
-        return encode_window(table, self.options.text_column, self.bundle.vocab, self.bundle.tokenizer)
+        return encode_window(
+            table, self.options.text_column, self.bundle.vocab, self.bundle.tokenizer, self.host_pool
+        )
 
     def _prepare(self, windows: Iterator[pa.Table], first_row: int, stages: dict) -> Iterator[Window]:
         index = 0
@@ -650,10 +663,36 @@ def output_names(input_columns: list[str], text_column: str, keep_text: bool) ->
 
 
 def encode_window(
-    table: pa.Table, text_column: str, vocab: Vocab, tokenizer: TokenizerConfig
+    table: pa.Table,
+    text_column: str,
+    vocab: Vocab,
+    tokenizer: TokenizerConfig,
+    pool: Executor | None = None,
 ) -> tuple[pa.Array, np.ndarray, Encoded]:
-    """Clean the text column, tokenize it and flag rows that cannot be scored (shared by all engines)."""
-    texts, reasons = clean_texts(table.column(text_column))
+    """Clean the text column, tokenize it and flag rows that cannot be scored (shared by all engines).
+
+    With a pool, contiguous slices of rows are encoded in its threads and joined in order: Arrow's
+    compute kernels (the tokenizer, the vocabulary lookup) release the GIL, so slices run in parallel.
+    """
+    column = table.column(text_column)
+    workers = getattr(pool, "_max_workers", 1)
+    if pool is None or workers < 2 or table.num_rows < 2 * MIN_SLICE_ROWS:
+        return _encode_rows(column, vocab, tokenizer)
+    step = -(-table.num_rows // workers)
+    parts = list(pool.map(lambda start: _encode_rows(column.slice(start, step), vocab, tokenizer),
+                          range(0, table.num_rows, step)))  # fmt: skip
+    ids = np.concatenate([encoded.ids for _, _, encoded in parts])
+    lengths = np.concatenate([encoded.n_tokens for _, _, encoded in parts])
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    texts = pa.concat_arrays([texts for texts, _, _ in parts])
+    return texts, np.concatenate([reasons for _, reasons, _ in parts]), Encoded(ids, offsets)
+
+
+MIN_SLICE_ROWS = 256  # below this a window is encoded in one piece: threads would cost more than they save
+
+
+def _encode_rows(column, vocab: Vocab, tokenizer: TokenizerConfig) -> tuple[pa.Array, np.ndarray, Encoded]:
+    texts, reasons = clean_texts(column)
     encoded = encode(texts, vocab, tokenizer)
     mark_empty(reasons, encoded.n_tokens)
     return texts, reasons, encoded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
 import jax
@@ -32,8 +33,10 @@ class Scorer:
         spec: BucketSpec | None = None,
         device: jax.Device | list[jax.Device] | None = None,
         precision: str = "float32",
+        pool: Executor | None = None,
     ):
         self.config = config
+        self.pool = pool  # pads batches ahead of the device, in order
         self.precision = precision
         self.truncation = truncation
         self.spec = spec or BucketSpec()
@@ -62,16 +65,20 @@ class Scorer:
             return out
         lengths = encoded.n_tokens[rows]
         plan = plan_batches(lengths, self.truncation.max_tokens, self.spec)
-        pending = []
-        for number, batch in enumerate(plan):
-            device, params, table = self.replicas[number % len(self.replicas)]
-            ids, kept = pad_batch(
+
+        def pad(batch):
+            return pad_batch(
                 encoded.ids,
                 encoded.offsets,
                 replace(batch, rows=rows[batch.rows]),
                 self.truncation.max_tokens,
                 self.truncation.head_tokens,
             )
+
+        padded = self.pool.map(pad, plan) if self.pool is not None else map(pad, plan)
+        pending = []
+        for number, (batch, (ids, kept)) in enumerate(zip(plan, padded, strict=True)):
+            device, params, table = self.replicas[number % len(self.replicas)]
             ids = jax.device_put(ids, device)
             kept = jax.device_put(kept, device)
             if self.path == "cudnn":

@@ -63,8 +63,10 @@ class TorchBiLSTM(nn.Module):
         packed = pack_padded_sequence(self.embedding(ids), lengths, batch_first=True, enforce_sorted=True)
         out, _ = self.lstm(packed)
         out, _ = pad_packed_sequence(out, batch_first=True)
-        features = [out[:, 0], out[torch.arange(out.shape[0]), lengths - 1]]
-        real = (torch.arange(out.shape[1])[None, :] < lengths[:, None])[:, :, None]
+        lengths = lengths.to(out.device)  # packing needs them on the CPU, the head beside the outputs
+        rows = torch.arange(out.shape[0], device=out.device)
+        features = [out[:, 0], out[rows, lengths - 1]]
+        real = (torch.arange(out.shape[1], device=out.device)[None, :] < lengths[:, None])[:, :, None]
         for kind in self.pooling:  # over real positions only, as batchscore.model.head_features
             if kind == "max":
                 features.append(out.masked_fill(~real, float("-inf")).amax(dim=1))
@@ -73,8 +75,11 @@ class TorchBiLSTM(nn.Module):
         return self.head(torch.cat(features, dim=1))
 
 
-def torch_logits(model: TorchBiLSTM, rows: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
-    """Logits in input order: sort by length, pack each batch, run, put back."""
+def torch_logits(
+    model: TorchBiLSTM, rows: list[np.ndarray], batch_size: int = 256, device: str = "cpu"
+) -> np.ndarray:
+    """Logits in input order: sort by length, pack each batch, run (on `device`, where the model
+    is), put back."""
     order = np.argsort([-len(r) for r in rows], kind="stable")
     out = np.zeros((len(rows), 2), np.float32)
     with torch.inference_mode():
@@ -84,5 +89,5 @@ def torch_logits(model: TorchBiLSTM, rows: list[np.ndarray], batch_size: int = 2
             ids = torch.zeros((len(chunk), int(lengths.max())), dtype=torch.long)
             for j, i in enumerate(chunk):
                 ids[j, : len(rows[i])] = torch.from_numpy(rows[i].astype(np.int64))
-            out[chunk] = model(ids, lengths).numpy()
+            out[chunk] = model(ids.to(device), lengths).cpu().numpy()
     return out

@@ -59,3 +59,32 @@ def test_short_rows_are_zero_padded():
     matrix, lengths = pad_batch(ids, np.array([0, 3]), batch, max_tokens=32, head_tokens=8)
     assert batch.width == 4
     assert matrix[0].tolist() == [5, 6, 7, 0] and lengths[0] == 3
+
+
+def test_host_workers_do_not_change_encoding_or_scores(tiny_bundle, reviews_table, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batchscore.bundle import load_bundle
+    from batchscore.pipeline import MIN_SLICE_ROWS, encode_window
+    from tests.conftest import score_files
+
+    bundle = load_bundle(tiny_bundle)
+    texts = reviews_table.column("text").to_pylist() * 4
+    texts[7], texts[500] = None, "   "  # rows with reasons keep their place
+    table = pa.table({"text": texts})
+    assert table.num_rows >= 2 * MIN_SLICE_ROWS
+    one = encode_window(table, "text", bundle.vocab, bundle.tokenizer)
+    with ThreadPoolExecutor(3) as pool:
+        sliced = encode_window(table, "text", bundle.vocab, bundle.tokenizer, pool)
+    assert one[0].equals(sliced[0]) and list(one[1]) == list(sliced[1])
+    np.testing.assert_array_equal(one[2].ids, sliced[2].ids)
+    np.testing.assert_array_equal(one[2].offsets, sliced[2].offsets)
+
+    pq.write_table(table, tmp_path / "in.parquet")
+    for workers in (1, 3):
+        score_files([tmp_path / "in.parquet"], tmp_path / f"w{workers}.parquet", tiny_bundle,
+                    host_workers=workers, max_error_rate=1.0)  # fmt: skip
+    assert pq.read_table(tmp_path / "w1.parquet").equals(pq.read_table(tmp_path / "w3.parquet"))
