@@ -303,6 +303,34 @@ def report(root, output) -> None:
     click.echo(f"wrote {output} ({nights} night(s))", err=True)
 
 
+def _training_data_options(train_help: str):
+    """--train, --valid and --valid-fraction: how training split its data (train and
+    reference-profile must redo the same split)."""
+
+    def decorate(command):
+        command = click.option(
+            "--valid-fraction",
+            default=0.1,
+            show_default=True,
+            help="Share of --train held out for validation.",
+        )(command)
+        command = click.option(
+            "--valid",
+            "valid_path",
+            type=click.Path(exists=True, path_type=Path),
+            help="Labeled validation data. Default: a stratified --valid-fraction of --train.",
+        )(command)
+        return click.option(
+            "--train",
+            "train_path",
+            required=True,
+            type=click.Path(exists=True, path_type=Path),
+            help=train_help,
+        )(command)
+
+    return decorate
+
+
 @main.command("reference-profile")
 @click.option(
     "--model",
@@ -311,20 +339,7 @@ def report(root, output) -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Bundle directory whose card gets the profile.",
 )
-@click.option(
-    "--train",
-    "train_path",
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="The training data the model was trained with (its validation split is redone).",
-)
-@click.option(
-    "--valid",
-    "valid_path",
-    type=click.Path(exists=True, path_type=Path),
-    help="Validation data, if training had --valid.",
-)
-@click.option("--valid-fraction", default=0.1, show_default=True)
+@_training_data_options("The training data the model was trained with (its validation split is redone).")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 def reference_profile(model, train_path, valid_path, valid_fraction, text_column, label_column) -> None:
@@ -403,21 +418,8 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
 
 
 @main.command()
-@click.option(
-    "--train",
-    "train_path",
-    required=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Labeled training data: .parquet/.csv with text and label columns, or an aclImdb folder.",
-)
-@click.option(
-    "--valid",
-    "valid_path",
-    type=click.Path(exists=True, path_type=Path),
-    help="Labeled validation data. Default: a stratified --valid-fraction of --train.",
-)
-@click.option(
-    "--valid-fraction", default=0.1, show_default=True, help="Share of --train held out for validation."
+@_training_data_options(
+    "Labeled training data: .parquet/.csv with text and label columns, or an aclImdb folder."
 )
 @click.option(
     "--test",
@@ -475,7 +477,7 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
     "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
 )
 def train(**options) -> None:
-    """Train a model bundle (GloVe -> 2-layer BiLSTM -> first+last -> Dense)."""
+    """Train a model bundle (GloVe -> 2-layer BiLSTM -> first+last [+ pooled] -> Dense)."""
     from batchscore.train import run_training
 
     command = "batchscore " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -49,14 +49,20 @@ def _check_type(path: Path, key: str, value, annotation: str, table: str = "job"
         )
 
 
+def _known_keys(path: Path, name: str, table: dict, schema) -> dict:
+    """The dataclass fields a TOML table may set; any other key is an error naming them all."""
+    known = {f.name: f for f in fields(schema)}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise JobSpecError(f"{path}: unknown [{name}] keys {unknown}; known keys are {sorted(known)}")
+    return known
+
+
 def _drift_policy(path: Path, table) -> DriftPolicy:
     """[job.drift]: overrides of the drift thresholds and fail_on_drift, each key checked."""
     if not isinstance(table, dict):
         raise JobSpecError(f"{path}: [job] drift must be a table ([job.drift])")
-    known = {f.name: f for f in fields(DriftPolicy)}
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise JobSpecError(f"{path}: unknown [job.drift] keys {unknown}; known keys are {sorted(known)}")
+    known = _known_keys(path, "job.drift", table, DriftPolicy)
     for key, value in table.items():
         _check_type(path, key, value, known[key].type, "job.drift")
     policy = DriftPolicy(**table)
@@ -98,10 +104,7 @@ class JobSpec:
         job = data.get("job")
         if not isinstance(job, dict):
             raise JobSpecError(f"{path}: expected a [job] table")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(job) - set(known))
-        if unknown:
-            raise JobSpecError(f"{path}: unknown [job] keys {unknown}; known keys are {sorted(known)}")
+        known = _known_keys(path, "job", job, cls)
         missing = [k for k in ("name", "input", "output") if k not in job]
         if missing:
             raise JobSpecError(f"{path}: [job] needs {missing}")
