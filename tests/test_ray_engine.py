@@ -136,3 +136,17 @@ def test_ray_run_is_quiet(tmp_path, tiny_bundle, reviews_table):
     assert result.returncode == 0, result.stderr
     noise = [line for line in result.stderr.splitlines() if not re.match(r"(\S+Z )?batchscore: ", line)]
     assert noise == []
+
+
+def test_the_driver_may_hold_a_lock_per_output():
+    import resource
+
+    from batchscore.engines.ray import allow_open_files
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        assert allow_open_files(600) == min(600, hard) == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert allow_open_files(300) == min(600, hard)  # never lowered
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -176,6 +176,19 @@ class _ScoreActor:
         ).append_column(ACTOR_STATS, pa.array(stats, pa.string()))
 
 
+def allow_open_files(count: int) -> int:
+    """Raise this process's soft limit on open files towards `count` (never above the hard limit):
+    the driver holds one lock file per output while a run streams, and a landing of a few thousand
+    shards would otherwise stop at the common default of 1,024. Returns the limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < count:
+        soft = count if hard == resource.RLIM_INFINITY else min(count, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
 def _batchscore_cause(err: BaseException) -> BaseException | None:
     """The BatchscoreError inside a Ray task error, so the run exits with its code and message."""
     seen = 0
@@ -245,6 +258,7 @@ class RayScoringJob(ScoringJob):
 
     def _score_all(self, files: list[tuple[InputFile, Location]], summary: RunSummary) -> None:
         opened: list[FileTask] = []
+        allow_open_files(len(files) + 256)  # every output's lock is held for the whole stream
         try:
             for source, target in files:
                 opened.append(self._open(source, target))
