@@ -372,16 +372,31 @@ class ScoringJob:
         for thread in threads:
             thread.start()
         interrupted = False
+        ahead = None  # (group, fetch): dispatched to the device, results not fetched yet
+
+        def hand_over(group, fetch) -> bool:
+            started = time.perf_counter()
+            fetch()
+            stages["forward"] += time.perf_counter() - started
+            return _put(scored_q, group, stop)
+
         try:
             while True:
                 group = _get(encoded_q, stop)
-                if group is None or stop.is_set() or interrupts.stop_requested():
+                if stop.is_set() or interrupts.stop_requested():
+                    break
+                if group is None:  # the end of the stream: the last group goes to the writer too
+                    if ahead is not None:
+                        hand_over(*ahead)
                     break
                 started = time.perf_counter()
-                self._forward([item for item in group if isinstance(item, Window)])
+                fetch = self._dispatch([item for item in group if isinstance(item, Window)])
                 stages["forward"] += time.perf_counter() - started
-                if interrupts.stop_requested() or not _put(scored_q, group, stop):
+                # dispatch ahead, fetch behind: this group is queued on the device while the previous
+                # one is fetched and handed to the writer
+                if ahead is not None and (interrupts.stop_requested() or not hand_over(*ahead)):
                     break
+                ahead = (group, fetch)
         except KeyboardInterrupt:  # only when run off the main thread's signal handling
             interrupted = True
         finally:
@@ -436,8 +451,13 @@ class ScoringJob:
 
     def _forward(self, windows: list[Window]) -> None:
         """Logits for every scorable row of the windows, bucketed and batched across all of them."""
+        self._dispatch(windows)()
+
+    def _dispatch(self, windows: list[Window]) -> Callable[[], None]:
+        """Start the forward pass of the windows' scorable rows; the returned function waits for it
+        and sets each window's logits."""
         if not windows:
-            return
+            return lambda: None
         ids = [w.encoded.ids for w in windows]
         offsets, ok_rows, base_token, base_row = [np.zeros(1, np.int64)], [], 0, 0
         for window in windows:
@@ -446,12 +466,16 @@ class ScoringJob:
             base_token += window.encoded.ids.size
             base_row += len(window.encoded)
         combined = Encoded(np.concatenate(ids), np.concatenate(offsets))
-        ok = np.concatenate(ok_rows)
-        logits = self.scorer.logits(combined, ok)
-        first = 0
-        for window, rows in zip(windows, ok_rows, strict=True):
-            window.logits = logits[first : first + rows.size]
-            first += rows.size
+        dispatched = self.scorer.dispatch(combined, np.concatenate(ok_rows))
+
+        def fetch() -> None:
+            logits = self.scorer.collect(dispatched)
+            first = 0
+            for window, rows in zip(windows, ok_rows, strict=True):
+                window.logits = logits[first : first + rows.size]
+                first += rows.size
+
+        return fetch
 
     def _open(self, source: InputFile, target: Location) -> FileTask:
         """Lock the output, then decide: already complete (skip), continue, or start afresh."""

@@ -54,15 +54,18 @@ class Scorer:
             self.replicas.append((target, on_device, jax.jit(first_layer_table)(on_device)))
 
     def logits(self, encoded: Encoded, rows: np.ndarray | None = None) -> np.ndarray:
-        """Logits (len(rows), classes) for the given row positions (default: all), in that order.
+        """Logits (len(rows), classes) for the given row positions (default: all), in that order."""
+        return self.collect(self.dispatch(encoded, rows))
 
-        Every batch is dispatched before any result is fetched, so padding the next
-        batch on the host overlaps with the device computing the previous one.
+    def dispatch(self, encoded: Encoded, rows: np.ndarray | None = None) -> Dispatched:
+        """Pad and start every batch of these rows on the device(s); collect() fetches the results.
+
+        Nothing waits for the device here, so a caller can dispatch the next rows before it collects
+        these (dispatch ahead, fetch behind): the device always has the next batches queued.
         """
         rows = np.arange(len(encoded)) if rows is None else np.asarray(rows)
-        out = np.full((rows.size, self.config.num_classes), np.nan, np.float32)
         if rows.size == 0:
-            return out
+            return Dispatched(0, [])
         lengths = encoded.n_tokens[rows]
         plan = plan_batches(lengths, self.truncation.max_tokens, self.spec)
 
@@ -88,15 +91,28 @@ class Scorer:
             else:
                 logits = table_forward_logits(self.config, params, table, ids, kept, self.precision)
             pending.append((batch.rows, logits))
-        for positions, result in pending:
+        return Dispatched(rows.size, pending)
+
+    def collect(self, dispatched: Dispatched) -> np.ndarray:
+        """The logits of dispatched rows, in their order; every row must have a finite score."""
+        out = np.full((dispatched.rows, self.config.num_classes), np.nan, np.float32)
+        for positions, result in dispatched.pending:
             out[positions] = np.asarray(result)[: positions.size]
         missing = int((~np.isfinite(out).all(axis=1)).sum())
         if missing:  # never write a row without a real score
             raise BatchscoreError(
-                f"internal error: {missing} of {rows.size} rows got no finite score; nothing was written "
-                "for this window (rerun with --debug and report it)"
+                f"internal error: {missing} of {dispatched.rows} rows got no finite score; nothing was "
+                "written for this window (rerun with --debug and report it)"
             )
         return out
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """Batches started on the device for `rows` rows: (positions in the rows, device logits) each."""
+
+    rows: int
+    pending: list
 
 
 def recurrence_path(device: jax.Device) -> str:
