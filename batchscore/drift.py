@@ -137,8 +137,24 @@ def psi(expected: list[int], actual: list[int], floor: float = 1e-4) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def compare(run: dict, reference: dict | None, policy: DriftPolicy) -> dict:
-    """The drift block of a run: statistics against the reference, a status, and its reasons."""
+def compare(run: dict, reference: dict | None, policy: DriftPolicy, unprofiled_rows: int = 0) -> dict:
+    """The drift block of a run: statistics against the reference, a status, and its reasons.
+
+    `unprofiled_rows`: rows of outputs written before profiles existed (no counts in their metadata);
+    they are named, and a run with nothing else to judge is "unavailable", never "ok".
+    """
+    block = _judge(run, reference, policy)
+    if unprofiled_rows:
+        block["reasons"].append(
+            f"{unprofiled_rows:,} rows are in outputs written before drift profiles and are not judged "
+            "(rerun those with --overwrite to include them)"
+        )
+        if not run["rows"]:
+            block["status"] = "unavailable"
+    return block
+
+
+def _judge(run: dict, reference: dict | None, policy: DriftPolicy) -> dict:
     block: dict = {"status": "ok", "reasons": [], "rows": run["rows"], "thresholds": policy.thresholds()}
     if not reference:
         return {**block, "status": "unavailable", "reasons": ["the model card has no reference profile"]}

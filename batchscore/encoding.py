@@ -26,6 +26,13 @@ class Encoded:
     def __len__(self) -> int:
         return self.offsets.size - 1
 
+    @staticmethod
+    def concat(parts: list[Encoded]) -> Encoded:
+        """The rows of several Encoded one after another (offsets shifted), as one."""
+        lengths = np.concatenate([part.n_tokens for part in parts])
+        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        return Encoded(np.concatenate([part.ids for part in parts]), offsets)
+
 
 def encode(texts: pa.Array, vocab: Vocab, config: TokenizerConfig) -> Encoded:
     """Tokenize and look up ids; a null text encodes as zero tokens."""

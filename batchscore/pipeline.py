@@ -44,7 +44,13 @@ from batchscore.io.paths import (
     plan_outputs,
 )
 from batchscore.io.readers import ReadOptions, ShardReader
-from batchscore.io.writers import OutputLock, PartWriter, read_columns, read_file_metadata
+from batchscore.io.writers import (
+    OutputLock,
+    PartWriter,
+    batchscore_metadata,
+    read_columns,
+    read_file_metadata,
+)
 from batchscore.model import PRECISIONS
 from batchscore.report import ProgressListener, RunSummary
 from batchscore.runtime import DEVICES, choose_precision, enable_compilation_cache, pick_devices
@@ -167,7 +173,8 @@ class ScoringJob:
         self.devices: list = []
         self.buckets = options.buckets
         # tokenizing and padding run in these threads (they release the GIL in Arrow and NumPy)
-        self.host_pool = ThreadPoolExecutor(options.host_workers or os.cpu_count() or 1, "batchscore-host")
+        self.host_workers = options.host_workers or os.cpu_count() or 1
+        self.host_pool = ThreadPoolExecutor(self.host_workers, "batchscore-host")
         self.precision, self.compute = self._plan_compute()
         self.scorer = self._make_scorer()
         self.read_options = ReadOptions(
@@ -221,7 +228,12 @@ class ScoringJob:
             interrupts.check("every file is complete", self.options.resume_hint)
         finally:
             summary.seconds = time.perf_counter() - started
-            summary.drift = self._drift(summary)
+            summary.drift = compare(
+                summary.profile.to_dict(),
+                self.bundle.card.get("reference_profile"),
+                self.options.drift,
+                summary.unprofiled_rows,
+            )
         if summary.error_rate > self.options.max_error_rate:
             raise ErrorRateExceeded(
                 f"{summary.error_rows:,} of {summary.rows:,} rows ({summary.error_rate:.2%}) could not be "
@@ -234,19 +246,6 @@ class ScoringJob:
                 + ". The outputs are complete; review them before use."
             )
         return summary
-
-    def _drift(self, summary: RunSummary) -> dict:
-        drift = compare(
-            summary.profile.to_dict(), self.bundle.card.get("reference_profile"), self.options.drift
-        )
-        if summary.unprofiled_rows:
-            drift["reasons"].append(
-                f"{summary.unprofiled_rows:,} rows are in outputs written before drift profiles and are not "
-                "judged (rerun those with --overwrite to include them)"
-            )
-            if not summary.profile.rows:
-                drift["status"] = "unavailable"
-        return drift
 
     def _preflight(
         self, files: list[InputFile], targets: list[Location], summary: RunSummary
@@ -458,14 +457,11 @@ class ScoringJob:
         and sets each window's logits."""
         if not windows:
             return lambda: None
-        ids = [w.encoded.ids for w in windows]
-        offsets, ok_rows, base_token, base_row = [np.zeros(1, np.int64)], [], 0, 0
+        ok_rows, base_row = [], 0
         for window in windows:
-            offsets.append(window.encoded.offsets[1:] + base_token)
             ok_rows.append(np.flatnonzero(window.reasons == None) + base_row)  # noqa: E711
-            base_token += window.encoded.ids.size
             base_row += len(window.encoded)
-        combined = Encoded(np.concatenate(ids), np.concatenate(offsets))
+        combined = Encoded.concat([window.encoded for window in windows])
         dispatched = self.scorer.dispatch(combined, np.concatenate(ok_rows))
 
         def fetch() -> None:
@@ -578,7 +574,7 @@ class ScoringJob:
         """Summary counts come from the finished file, so rows committed before a crash count too."""
         scores = read_columns(target, SUMMARY_COLUMNS)
         summary.add_rows(scores)
-        profile = read_file_metadata(target).get("profile")
+        profile = batchscore_metadata(scores.schema).get("profile")  # the footer came with the columns
         if profile is not None:
             summary.profile.merge_counts(json.loads(profile))
         else:  # an output of a batchscore release before drift profiles
@@ -589,7 +585,12 @@ class ScoringJob:
 
     def _encode(self, table: pa.Table) -> tuple[pa.Array, np.ndarray, Encoded]:
         return encode_window(
-            table, self.options.text_column, self.bundle.vocab, self.bundle.tokenizer, self.host_pool
+            table,
+            self.options.text_column,
+            self.bundle.vocab,
+            self.bundle.tokenizer,
+            self.host_pool,
+            self.host_workers,
         )
 
     def _prepare(self, windows: Iterator[pa.Table], first_row: int, stages: dict) -> Iterator[Window]:
@@ -692,24 +693,23 @@ def encode_window(
     vocab: Vocab,
     tokenizer: TokenizerConfig,
     pool: Executor | None = None,
+    slices: int = 1,
 ) -> tuple[pa.Array, np.ndarray, Encoded]:
     """Clean the text column, tokenize it and flag rows that cannot be scored (shared by all engines).
 
-    With a pool, contiguous slices of rows are encoded in its threads and joined in order: Arrow's
-    compute kernels (the tokenizer, the vocabulary lookup) release the GIL, so slices run in parallel.
+    With a pool, `slices` contiguous slices of rows are encoded in its threads and joined in order:
+    Arrow's compute kernels (the tokenizer, the vocabulary lookup) release the GIL, so they run in
+    parallel.
     """
     column = table.column(text_column)
-    workers = getattr(pool, "_max_workers", 1)
-    if pool is None or workers < 2 or table.num_rows < 2 * MIN_SLICE_ROWS:
+    if pool is None or slices < 2 or table.num_rows < 2 * MIN_SLICE_ROWS:
         return _encode_rows(column, vocab, tokenizer)
-    step = -(-table.num_rows // workers)
+    step = -(-table.num_rows // slices)
     parts = list(pool.map(lambda start: _encode_rows(column.slice(start, step), vocab, tokenizer),
                           range(0, table.num_rows, step)))  # fmt: skip
-    ids = np.concatenate([encoded.ids for _, _, encoded in parts])
-    lengths = np.concatenate([encoded.n_tokens for _, _, encoded in parts])
-    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
     texts = pa.concat_arrays([texts for texts, _, _ in parts])
-    return texts, np.concatenate([reasons for _, reasons, _ in parts]), Encoded(ids, offsets)
+    reasons = np.concatenate([reasons for _, reasons, _ in parts])
+    return texts, reasons, Encoded.concat([encoded for _, _, encoded in parts])
 
 
 MIN_SLICE_ROWS = 256  # below this a window is encoded in one piece: threads would cost more than they save

@@ -78,6 +78,14 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def recurrence_path(device: jax.Device) -> str:
+    """ "cudnn" on a GPU (one fused kernel for the whole recurrence), else "scan" (XLA loop, CPU).
+    BATCHSCORE_GPU_RNN=scan keeps the scan on a GPU, to compare the two."""
+    if device.platform == "gpu" and os.environ.get("BATCHSCORE_GPU_RNN", "cudnn") != "scan":
+        return "cudnn"
+    return "scan"
+
+
 def choose_precision(requested: str, device: jax.Device) -> tuple[str, str]:
     """The matmul precision to run with, and one line for the run summary saying which path ran.
 
@@ -85,8 +93,6 @@ def choose_precision(requested: str, device: jax.Device) -> tuple[str, str]:
     BF16 on Arm, any recent GPU); elsewhere it would be emulated and slower, so float32 runs instead.
     """
     if device.platform != "cpu":
-        from batchscore.scoring import recurrence_path
-
         # cuDNN's LSTM has no bfloat16: a reduced-precision request means TF32 matmuls there
         matmuls = "float32 matmuls (TF32 off)" if requested == "float32" else "TF32 matmuls"
         path = "cuDNN LSTM" if recurrence_path(device) == "cudnn" else "scan LSTM"

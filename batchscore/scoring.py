@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
@@ -14,6 +13,7 @@ from batchscore.cudnn import cudnn_forward_logits, device_params
 from batchscore.encoding import Encoded
 from batchscore.errors import BatchscoreError
 from batchscore.model import ModelConfig, first_layer_table, prescale_gates, table_forward_logits
+from batchscore.runtime import recurrence_path
 
 
 @dataclass(frozen=True)
@@ -113,14 +113,6 @@ class Dispatched:
 
     rows: int
     pending: list
-
-
-def recurrence_path(device: jax.Device) -> str:
-    """ "cudnn" on a GPU (one fused kernel for the whole recurrence), else "scan" (XLA loop, CPU).
-    BATCHSCORE_GPU_RNN=scan keeps the scan on a GPU, to compare the two."""
-    if device.platform == "gpu" and os.environ.get("BATCHSCORE_GPU_RNN", "cudnn") != "scan":
-        return "cudnn"
-    return "scan"
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -9,7 +9,7 @@ from jax.experimental import rnn
 
 from batchscore.cudnn import cudnn_forward_logits, device_params, pack_weights
 from batchscore.model import ModelConfig, first_layer_table, init_params, prescale_gates, table_forward_logits
-from batchscore.scoring import recurrence_path
+from batchscore.runtime import recurrence_path
 
 
 @pytest.mark.parametrize("pooling", [(), ("max", "mean")])

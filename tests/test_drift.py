@@ -224,3 +224,19 @@ def test_imdb_test_reviews_as_a_job_are_ok(tmp_path):
     metrics = json.loads((tmp_path / "out" / "_metrics" / "date=2026-11-28" / "metrics.json").read_text())
     assert metrics["drift"]["status"] == "ok", metrics["drift"]
     assert metrics["drift"]["psi_prob_positive"] < 0.1 and metrics["drift"]["psi_length"] < 0.1
+
+
+def test_outputs_from_before_profiles_are_named_not_judged_ok(tmp_path):
+    source = tmp_path / "salad.parquet"
+    pq.write_table(pa.table({"text": word_salad(250)}), source)
+    output = tmp_path / "salad.scored.parquet"
+    assert run_cli("run", str(source), "--no-progress").returncode == 0
+    table = pq.read_table(output)  # as an older release wrote it: no profile counts in the metadata
+    metadata = {k: v for k, v in table.schema.metadata.items() if k != b"batchscore.profile"}
+    pq.write_table(table.replace_schema_metadata(metadata), output)
+    summary = tmp_path / "summary.json"
+    rerun = run_cli("run", str(source), "--no-progress", "--resume", "--summary-json", str(summary))
+    assert rerun.returncode == 0, rerun.stderr
+    drift = json.loads(summary.read_text())["drift"]
+    assert drift["status"] == "unavailable"
+    assert "250 rows are in outputs written before drift profiles" in drift["reasons"][-1]

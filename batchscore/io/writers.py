@@ -52,10 +52,15 @@ def read_file_metadata(location: Location) -> dict[str, str]:
     """The batchscore.* key-value metadata of a scored file (empty if unreadable)."""
     try:
         with location.filesystem.open_input_file(location.path) as handle:
-            raw = pq.ParquetFile(handle).schema_arrow.metadata or {}
+            return batchscore_metadata(pq.ParquetFile(handle).schema_arrow)
     except (OSError, pa.ArrowInvalid):
         return {}
+
+
+def batchscore_metadata(schema: pa.Schema) -> dict[str, str]:
+    """The batchscore.* keys of a schema's metadata, prefix removed."""
     prefix = METADATA_PREFIX.encode()
+    raw = schema.metadata or {}
     return {k[len(prefix) :].decode(): v.decode() for k, v in raw.items() if k.startswith(prefix)}
 
 
