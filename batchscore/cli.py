@@ -455,6 +455,12 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
 )
 @click.option("--ema-decay", default=0.0, show_default=True, help="Ship an EMA of the weights (0: off).")
 @click.option(
+    "--average-epochs",
+    is_flag=True,
+    help="Ship a greedy average of the epochs' weights: each epoch joins only if validation accuracy "
+    "does not drop (default: the best epoch alone).",
+)
+@click.option(
     "--pooling",
     default="",
     callback=_parse_pooling,

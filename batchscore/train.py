@@ -60,6 +60,7 @@ class TrainConfig:
     token_dropout: float = 0.0  # training-time share of tokens replaced by <unk>
     ema_decay: float = 0.0  # evaluate and ship an exponential moving average of the weights (0: off)
     pooling: tuple[str, ...] = ()  # head features beyond first+last: "max", "mean" (model.POOLINGS)
+    average_epochs: bool = False  # ship a greedy average of the epochs' weights (chosen on validation)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,6 +114,20 @@ class Checkpoint:
         for old in self.directory.glob("arrays*.safetensors"):  # superseded checkpoints
             if old.name != name:
                 old.unlink()
+
+    def save_epoch_weights(self, epoch: int, params: dict) -> None:
+        """The weights evaluated after `epoch`, kept for averaging; written before that epoch's commit,
+        so every committed epoch has its file (a rerun of an uncommitted epoch rewrites it)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch:03d}.safetensors"
+        tmp = self.directory / f".{name}.tmp"
+        save_file({k: np.asarray(v) for k, v in flatten_params(params).items()}, str(tmp))
+        _fsync(tmp)
+        os.replace(tmp, self.directory / name)
+
+    def epoch_weights(self, epoch: int) -> dict:
+        arrays = load_file(str(self.directory / f"epoch-{epoch:03d}.safetensors"))
+        return unflatten_params({k: jnp.asarray(v) for k, v in arrays.items()})
 
     def load(self, opt_template) -> tuple[dict[str, dict], object, TrainState, dict]:
         payload = json.loads((self.directory / "state.json").read_text())
@@ -304,12 +319,28 @@ def train(
             state.best_epoch = epoch + 1
             best_params = ema
         state.epoch = epoch + 1
+        if config.average_epochs:
+            checkpoint.save_epoch_weights(epoch + 1, ema)
         checkpoint.save({"params": params, "ema": ema, "best": best_params}, opt_state, state, meta)
         log(
             f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
             f"valid loss {record['valid_loss']:.4f} acc {record['valid_accuracy']:.4f} | {elapsed:.0f}s"
         )
 
+    averaged = None
+    if config.average_epochs:
+
+        def valid_accuracy(candidate: dict) -> float:
+            probs = softmax(Scorer(model_config, candidate, truncation, eval_spec).logits(valid_enc))[:, 1]
+            return classification_report(probs, valid_data.labels)["accuracy"]
+
+        best_params, averaged = greedy_epoch_average(
+            state.history, state.best_epoch, checkpoint.epoch_weights, valid_accuracy
+        )
+        log(
+            f"weight average of epochs {averaged['epochs']}: valid acc "
+            f"{state.best_valid_accuracy:.4f} -> {averaged['valid_accuracy']:.4f}"
+        )
     # model selection and calibration use the validation split only, and the temperature is fitted
     # on the weights exactly as they ship (rounded to WEIGHTS_DTYPE), not on the float32 originals
     best_params = as_shipped(best_params)
@@ -347,6 +378,7 @@ def train(
         "train_config": config.to_dict(),
         "epochs_run": state.epoch,
         "best_epoch": state.best_epoch,
+        **({"averaged_epochs": averaged} if averaged else {}),
         "history": state.history,
         "training_seconds": round(state.seconds, 1),
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, {jax.default_backend()}",
@@ -368,6 +400,33 @@ def train(
         card=card,
     )
     return TrainResult(bundle, state.history, after, before)
+
+
+def greedy_epoch_average(
+    history: list[dict],
+    best_epoch: int,
+    weights_of: Callable[[int], dict],
+    valid_accuracy: Callable[[dict], float],
+) -> tuple[dict, dict]:
+    """A "greedy soup" (Wortsman et al., 2022) of one run's epochs: starting from the best epoch, the
+    others in order of validation accuracy (later first on ties) join the uniform average only when
+    validation accuracy does not drop. Averaging flattens the late-epoch overfitting a single
+    checkpoint carries, and the choice, like every other, is made on the validation split alone.
+    """
+    accuracy = {r["epoch"]: r["valid_accuracy"] for r in history}
+    others = sorted((e for e in accuracy if e != best_epoch), key=lambda e: (-accuracy[e], -e))
+    chosen, total = [best_epoch], weights_of(best_epoch)
+    average, score = total, accuracy[best_epoch]
+    tried = []
+    for epoch in others:
+        candidate_total = jax.tree_util.tree_map(jnp.add, total, weights_of(epoch))
+        candidate = jax.tree_util.tree_map(lambda t, n=len(chosen) + 1: t / n, candidate_total)
+        candidate_score = valid_accuracy(candidate)
+        tried.append({"epoch": epoch, "valid_accuracy": candidate_score})
+        if candidate_score >= score:
+            chosen.append(epoch)
+            total, average, score = candidate_total, candidate, candidate_score
+    return average, {"epochs": chosen, "valid_accuracy": score, "tried": tried}
 
 
 def reference_profile(

@@ -18,7 +18,7 @@ from batchscore.embeddings import embedding_matrix, load_word_vectors
 from batchscore.evaluate import classification_report, expected_calibration_error, fit_temperature, roc_auc
 from batchscore.runner import predict_texts
 from batchscore.scoring import softmax
-from batchscore.train import TrainConfig, train
+from batchscore.train import TrainConfig, greedy_epoch_average, train
 from batchscore.vocab import Vocab
 
 POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant"]
@@ -281,3 +281,45 @@ def test_ece_and_temperature():
     assert temperature == pytest.approx(3.0, rel=0.1)
     fixed = softmax(overconfident, temperature)[:, 1]
     assert expected_calibration_error(fixed, y) < expected_calibration_error(softmax(overconfident)[:, 1], y)
+
+
+def test_greedy_epoch_average_keeps_only_epochs_that_do_not_hurt_validation():
+    weights = {e: {"w": np.full(2, float(e))} for e in (1, 2, 3, 4)}
+    history = [{"epoch": e, "valid_accuracy": a} for e, a in [(1, 0.70), (2, 0.80), (3, 0.82), (4, 0.81)]]
+
+    def valid_accuracy(candidate: dict) -> float:  # peaks when the averaged weight is 3.5
+        return 0.9 - abs(float(candidate["w"][0]) - 3.5) / 10
+
+    average, report = greedy_epoch_average(history, 3, weights.__getitem__, valid_accuracy)
+    # 3 alone (0.82); + 4 -> mean 3.5 (0.90, kept); + 2 -> 3.0 (0.85, dropped); + 1 -> 2.75 (dropped)
+    assert report["epochs"] == [3, 4]
+    assert report["valid_accuracy"] == pytest.approx(0.9)
+    assert [t["epoch"] for t in report["tried"]] == [4, 2, 1]
+    np.testing.assert_allclose(average["w"], [3.5, 3.5])
+
+
+def test_training_with_epoch_averaging_records_its_choice(tmp_path):
+    vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
+    data = _data(toy_reviews(300, 1), "toy")
+    train_part, valid_part = split_validation(data, 0.2, seed=0)
+    result = train(
+        train_part,
+        valid_part,
+        vectors,
+        _small_config(average_epochs=True),
+        tmp_path / "ckpt",
+        progress=False,
+        log=lambda m: None,
+    )
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("epoch-*")) == [
+        "epoch-001.safetensors",
+        "epoch-002.safetensors",
+        "epoch-003.safetensors",
+    ]
+    averaged = result.bundle.card["averaged_epochs"]
+    best = max(h["valid_accuracy"] for h in result.history)
+    assert averaged["epochs"][0] == result.bundle.card["best_epoch"]
+    assert averaged["valid_accuracy"] >= best
+    assert result.bundle.card["valid_metrics"]["uncalibrated"]["accuracy"] == pytest.approx(
+        averaged["valid_accuracy"], abs=0.02  # float16 rounding of the shipped weights may move a row
+    )
