@@ -22,7 +22,7 @@ import numpy as np
 from jax import lax
 from jax.experimental import rnn
 
-from batchscore.model import ModelConfig, head_features
+from batchscore.model import ModelConfig, batch_major_head_features
 
 IMPLEMENTATIONS = ("cudnn", "reference")
 
@@ -84,4 +84,4 @@ def cudnn_forward_logits(
             config.embed_dim, config.hidden, config.num_layers, 0.0, True,
         )  # fmt: skip
     head = packed["head"]
-    return head_features(y, lengths, config.pooling) @ head["kernel"] + head["bias"]
+    return batch_major_head_features(y, lengths, config.pooling) @ head["kernel"] + head["bias"]
