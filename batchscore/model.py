@@ -96,16 +96,18 @@ def matmul(spec: str, a: jax.Array, b: jax.Array, compute_dtype=None) -> jax.Arr
     )
 
 
-def project(forward_in: jax.Array, backward_in: jax.Array, w_input: jax.Array, bias: jax.Array) -> jax.Array:
-    """Input gates of every step, both directions: (T, 2, B, 4H) from each direction's (T, B, D) inputs.
+Gates = tuple[jax.Array, jax.Array]  # input gates of every step, (T, B, 4H) per direction
 
-    Two plain 2-D matmuls, (T*B, D) @ (D, 4H). The batched einsum with a time-major output this
-    replaced ran at a quarter of the speed on XLA:CPU (3.0 s vs 0.75 s on 512 x 256 rows; issue 9),
-    and was the largest single cost of the forward pass. Always float32: the projection is outside
-    the recurrence, and bfloat16 here measured no gain worth its error.
+
+def project(forward_in: jax.Array, backward_in: jax.Array, w_input: jax.Array, bias: jax.Array) -> Gates:
+    """Input gates of every step for both directions, from each direction's (T, B, D) inputs.
+
+    Two plain 2-D matmuls, (T*B, D) @ (D, 4H), kept apart: the batched einsum with a time-major
+    (T, 2, B, 4H) output this replaced ran at a quarter of the speed on XLA:CPU (3.0 s vs 0.75 s on
+    512 x 256 rows; issue 9) and was the largest single cost of the forward pass, and stacking the
+    two directions costs a copy the scan does not need (it stacks each step's slices in cache).
     """
-    gates = jnp.stack([forward_in @ w_input[0], backward_in @ w_input[1]], axis=1)
-    return gates + bias[None, :, None, :]
+    return forward_in @ w_input[0] + bias[0], backward_in @ w_input[1] + bias[1]
 
 
 def next_layer_inputs(hs: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -162,21 +164,21 @@ def _step_function(w_hidden: jax.Array, compute_dtype, prescaled: bool):
     return step
 
 
-def recur(gates_in: jax.Array, w_hidden: jax.Array, compute_dtype=None, prescaled: bool = True) -> jax.Array:
-    """The recurrence for both directions in one scan: (T, 2, B, 4H) input gates -> (T, 2, B, H)
-    outputs, time-major, the backward direction in its own (reversed-within-length) order."""
+def recur(gates_in: Gates, w_hidden: jax.Array, compute_dtype=None, prescaled: bool = True) -> jax.Array:
+    """The recurrence for both directions in one scan: input gates -> (T, 2, B, H) outputs,
+    time-major, the backward direction in its own (reversed-within-length) order."""
     step = _step_function(w_hidden, compute_dtype, prescaled)
 
     def body(carry, gates_t):
-        h, c = step(*carry, gates_t)
+        h, c = step(*carry, jnp.stack(gates_t))
         return (h, c), h
 
-    zeros = jnp.zeros((2, gates_in.shape[2], w_hidden.shape[1]), gates_in.dtype)
+    zeros = jnp.zeros((2, gates_in[0].shape[1], w_hidden.shape[1]), gates_in[0].dtype)
     return jax.lax.scan(body, (zeros, zeros), gates_in)[1]
 
 
 def recur_to_features(
-    gates_in: jax.Array,
+    gates_in: Gates,
     w_hidden: jax.Array,
     lengths: jax.Array,
     pooling: tuple[str, ...] = (),
@@ -194,22 +196,24 @@ def recur_to_features(
     Feature order: first, last, then `pooling`'s summaries, each [forward; backward].
     """
     step = _step_function(w_hidden, compute_dtype, prescaled)
-    zeros = jnp.zeros((2, gates_in.shape[2], w_hidden.shape[1]), gates_in.dtype)
-    h0, c0 = step(zeros, zeros, gates_in[0])  # step 0, outside the scan: its outputs are kept as they are
+    forward, backward = gates_in
+    zeros = jnp.zeros((2, forward.shape[1], w_hidden.shape[1]), forward.dtype)
+    h0, c0 = step(zeros, zeros, jnp.stack([forward[0], backward[0]]))  # step 0: its outputs are kept
     last_index = (lengths - 1)[None, :, None]
 
     def body(carry, inputs):
         (h, c), at_length_end, maximum, total = carry
-        gates_t, t = inputs
-        h, c = step(h, c, gates_t)
+        forward_t, backward_t, t = inputs
+        h, c = step(h, c, jnp.stack([forward_t, backward_t]))
         real = t < lengths[None, :, None]
         at_length_end = jnp.where(t == last_index, h, at_length_end)
         maximum = jnp.where(real, jnp.maximum(maximum, h), maximum)
         total = total + jnp.where(real, h, 0.0)
         return ((h, c), at_length_end, maximum, total), None
 
-    steps = jnp.arange(1, gates_in.shape[0])
-    (_, at_length_end, maximum, total), _ = jax.lax.scan(body, ((h0, c0), h0, h0, h0), (gates_in[1:], steps))
+    steps = jnp.arange(1, forward.shape[0])
+    carry = ((h0, c0), h0, h0, h0)
+    (_, at_length_end, maximum, total), _ = jax.lax.scan(body, carry, (forward[1:], backward[1:], steps))
 
     def both(x: jax.Array) -> jax.Array:  # (2, B, H) -> (B, 2H), [forward; backward]
         return jnp.concatenate([x[0], x[1]], axis=-1)
@@ -321,15 +325,17 @@ def prescale_gates(params: dict) -> dict:
     return scaled
 
 
-def first_layer_table(params: dict) -> jax.Array:
-    """Every vocabulary word's first-layer input gates, (V, 2, 4H): embedding @ W_in + b, once.
+def first_layer_tables(params: dict) -> Gates:
+    """Every vocabulary word's first-layer input gates, (V, 4H) per direction: embedding @ W_in + b.
 
     At inference the first layer's input projection is then a row lookup instead of
     a matmul per token, which saves about a ninth of the model's arithmetic. `params` as
-    returned by prescale_gates(), so the table is pre-scaled too.
+    returned by prescale_gates(), so the tables are pre-scaled too. One contiguous table per
+    direction: rows gathered from a (V, 2, 4H) table measured slower.
     """
     layer = params["lstm_0"]
-    return jnp.einsum("vd,zdg->vzg", params["embedding"]["embedding"], layer["w_input"]) + layer["bias"]
+    embedding = params["embedding"]["embedding"]
+    return tuple(embedding @ layer["w_input"][z] + layer["bias"][z] for z in range(2))
 
 
 PRECISIONS = ("float32", "bfloat16")
@@ -339,12 +345,12 @@ PRECISIONS = ("float32", "bfloat16")
 def table_forward_logits(
     config: ModelConfig,
     params: dict,
-    table: jax.Array,
+    tables: Gates,
     ids: jax.Array,
     lengths: jax.Array,
     precision: str = "float32",
 ) -> jax.Array:
-    """forward_logits with the first layer's projection read from first_layer_table(), on
+    """forward_logits with the first layer's projection read from first_layer_tables(), on
     prescale_gates() parameters (the tanh cell).
 
     precision "bfloat16": the recurrent matmul (h @ W_h, most of the work) takes bfloat16 inputs and
@@ -353,14 +359,12 @@ def table_forward_logits(
     compute = jnp.bfloat16 if precision == "bfloat16" else None
     lengths = jnp.maximum(lengths, 1)
     reversed_ids = reverse_within_length(ids, lengths)
-    gates = jnp.stack([table[ids.T, 0], table[reversed_ids.T, 1]], axis=1)  # (T, 2, B, 4H)
-    for layer in range(config.num_layers):
+    gates = (tables[0][ids.T], tables[1][reversed_ids.T])
+    for layer in range(1, config.num_layers):
+        outputs = recur(gates, params[f"lstm_{layer - 1}"]["w_hidden"], compute)
         p = params[f"lstm_{layer}"]
-        if layer:
-            gates = project(*next_layer_inputs(out, lengths), p["w_input"], p["bias"])
-        if layer == config.num_layers - 1:
-            out = recur_to_features(gates, p["w_hidden"], lengths, config.pooling, compute)
-        else:
-            out = recur(gates, p["w_hidden"], compute)
+        gates = project(*next_layer_inputs(outputs, lengths), p["w_input"], p["bias"])
+    last = params[f"lstm_{config.num_layers - 1}"]["w_hidden"]
+    features = recur_to_features(gates, last, lengths, config.pooling, compute)
     head = params["head"]
-    return out @ head["kernel"] + head["bias"]
+    return features @ head["kernel"] + head["bias"]

@@ -420,13 +420,17 @@ def greedy_epoch_average(
     tried = []
     for epoch in others:
         candidate_total = jax.tree_util.tree_map(jnp.add, total, weights_of(epoch))
-        candidate = jax.tree_util.tree_map(lambda t, n=len(chosen) + 1: t / n, candidate_total)
+        candidate = _divided(candidate_total, len(chosen) + 1)
         candidate_score = valid_accuracy(candidate)
         tried.append({"epoch": epoch, "valid_accuracy": candidate_score})
         if candidate_score >= score:
             chosen.append(epoch)
             total, average, score = candidate_total, candidate, candidate_score
     return average, {"epochs": chosen, "valid_accuracy": score, "tried": tried}
+
+
+def _divided(tree: dict, n: int) -> dict:
+    return jax.tree_util.tree_map(lambda t: t / n, tree)
 
 
 def reference_profile(

@@ -17,25 +17,35 @@ import numpy as np
 import optax
 
 from batchscore.bundle import load_bundle
-from batchscore.model import head_features, input_gates, prescale_gates, recur
+from batchscore.model import (
+    next_layer_inputs,
+    prescale_gates,
+    project,
+    recur,
+    recur_to_features,
+    reverse_within_length,
+)
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def logits(num_layers: int, prescaled: bool, params: dict, ids, lengths):
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def logits(num_layers: int, pooling: tuple[str, ...], prescaled: bool, params: dict, ids, lengths):
     """The model from embeddings on, with either cell form (weights scaled for the tanh form)."""
     if prescaled:
         params = prescale_gates(params)
-    x = params["embedding"]["embedding"][ids]
+    x = params["embedding"]["embedding"][ids.T]
+    inputs = (x, reverse_within_length(x, lengths, 0))
     for layer in range(num_layers):
         p = params[f"lstm_{layer}"]
-        x = recur(
-            input_gates(x, lengths, p["w_input"], p["bias"]), p["w_hidden"], lengths, prescaled=prescaled
-        )
-    return head_features(x, lengths) @ params["head"]["kernel"] + params["head"]["bias"]
+        gates = project(*inputs, p["w_input"], p["bias"])
+        if layer == num_layers - 1:
+            features = recur_to_features(gates, p["w_hidden"], lengths, pooling, prescaled=prescaled)
+        else:
+            inputs = next_layer_inputs(recur(gates, p["w_hidden"], prescaled=prescaled), lengths)
+    return features @ params["head"]["kernel"] + params["head"]["bias"]
 
 
-def loss(num_layers: int, prescaled: bool, params: dict, ids, lengths, labels):
-    out = logits(num_layers, prescaled, params, ids, lengths)
+def loss(num_layers: int, pooling: tuple[str, ...], prescaled: bool, params: dict, ids, lengths, labels):
+    out = logits(num_layers, pooling, prescaled, params, ids, lengths)
     return optax.softmax_cross_entropy_with_integer_labels(out, labels).mean()
 
 
@@ -49,26 +59,28 @@ def rate(run, tokens: int, repeats: int = 3) -> float:
 
 def main() -> None:
     bundle = load_bundle()
-    layers, params = bundle.model.num_layers, jax.device_put(bundle.params)
+    layers, pooling, params = bundle.model.num_layers, bundle.model.pooling, jax.device_put(bundle.params)
     rng = np.random.default_rng(0)
     print(f"{'batch':>10s} {'sigmoid cell':>14s} {'tanh cell':>14s} {'ratio':>6s} {'max diff':>9s}")
     print("forward pass (last column: max |probability difference|)")
     for rows, width in ((512, 128), (256, 256), (128, 500)):
         ids = rng.integers(2, bundle.model.vocab_size, (rows, width)).astype(np.int32)
         lengths = rng.integers(width // 2, width + 1, rows).astype(np.int32)
-        runs = {form: partial(logits, layers, form, params, ids, lengths) for form in (False, True)}
+        runs = {form: partial(logits, layers, pooling, form, params, ids, lengths) for form in (False, True)}
         old, new = (rate(runs[form], rows * width) for form in (False, True))
         p_old, p_new = (jax.nn.softmax(runs[form]() / bundle.temperature) for form in (False, True))
         diff = float(jnp.max(jnp.abs(p_old - p_new)))
         print(f"{rows:>4d} x {width:<3d} {old:>12,.0f}/s {new:>12,.0f}/s {new / old:>5.2f}x {diff:>9.1e}")
 
     print("training step: loss + gradients of all parameters (last column: max |gradient difference|)")
-    step = jax.jit(jax.value_and_grad(loss, argnums=2), static_argnums=(0, 1))
+    step = jax.jit(jax.value_and_grad(loss, argnums=3), static_argnums=(0, 1, 2))
     for rows, width in ((64, 128), (64, 256)):
         ids = rng.integers(2, bundle.model.vocab_size, (rows, width)).astype(np.int32)
         lengths = rng.integers(width // 2, width + 1, rows).astype(np.int32)
         labels = rng.integers(0, 2, rows).astype(np.int32)
-        runs = {form: partial(step, layers, form, params, ids, lengths, labels) for form in (False, True)}
+        runs = {
+            form: partial(step, layers, pooling, form, params, ids, lengths, labels) for form in (False, True)
+        }
         old, new = (rate(runs[form], rows * width) for form in (False, True))
         grads = [jax.tree.leaves(runs[form]()[1]) for form in (False, True)]
         diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(*grads, strict=True))

@@ -12,7 +12,7 @@ import numpy as np
 
 from batchscore.model import (
     ModelConfig,
-    first_layer_table,
+    first_layer_tables,
     forward_logits,
     init_params,
     prescale_gates,
@@ -24,7 +24,7 @@ def main() -> None:
     config = ModelConfig(vocab_size=48_000)
     params = init_params(config, 0)
     scaled = prescale_gates(params)  # what Scorer runs the table path on
-    table = first_layer_table(scaled)
+    table = first_layer_tables(scaled)
     rng = np.random.default_rng(0)
     for rows, width in ((256, 256), (512, 128)):
         ids = rng.integers(2, config.vocab_size, (rows, width)).astype(np.int32)

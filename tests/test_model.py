@@ -8,7 +8,15 @@ import numpy as np
 from batchscore.batching import BucketSpec
 from batchscore.bundle import load_bundle
 from batchscore.encoding import encode
-from batchscore.model import ModelConfig, forward_logits, init_params, reverse_within_length
+from batchscore.model import (
+    ModelConfig,
+    batch_major_head_features,
+    forward_logits,
+    init_params,
+    recur,
+    recur_to_features,
+    reverse_within_length,
+)
 from batchscore.scoring import Scorer, Truncation
 
 
@@ -81,3 +89,22 @@ def test_pooled_head_inference_path_matches_training_module(tiny_bundle):
 
     scored = Scorer(config, params, truncation, BucketSpec(boundaries=(16,))).logits(Encoded(flat, offsets))
     np.testing.assert_allclose(scored, reference, atol=2e-6)
+
+
+def test_last_layer_features_gathered_in_the_scan_equal_those_of_the_stored_outputs():
+    """recur_to_features (inference and training) against the outputs themselves, re-ordered."""
+    rng = np.random.default_rng(5)
+    steps, rows, hidden = 9, 6, 3
+    gates = tuple(jnp.asarray(rng.normal(size=(steps, rows, 4 * hidden)), jnp.float32) for _ in range(2))
+    w_hidden = jnp.asarray(rng.normal(size=(2, hidden, 4 * hidden)) * 0.5, jnp.float32)
+    lengths = jnp.asarray([1, 2, 5, 9, 9, 3], jnp.int32)
+    for prescaled in (True, False):
+        outputs = recur(gates, w_hidden, prescaled=prescaled)  # (T, 2, B, H)
+        forward = jnp.transpose(outputs[:, 0], (1, 0, 2))
+        backward = reverse_within_length(jnp.transpose(outputs[:, 1], (1, 0, 2)), lengths)
+        in_order = jnp.concatenate([forward, backward], axis=-1)  # (B, T, 2H), input order
+        for pooling in ((), ("max",), ("mean", "max")):
+            expected = batch_major_head_features(in_order, lengths, pooling)
+            got = recur_to_features(gates, w_hidden, lengths, pooling, prescaled=prescaled)
+            np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6, atol=1e-6)
+    assert expected.shape == (rows, 2 * hidden * 4)

@@ -321,5 +321,6 @@ def test_training_with_epoch_averaging_records_its_choice(tmp_path):
     assert averaged["epochs"][0] == result.bundle.card["best_epoch"]
     assert averaged["valid_accuracy"] >= best
     assert result.bundle.card["valid_metrics"]["uncalibrated"]["accuracy"] == pytest.approx(
-        averaged["valid_accuracy"], abs=0.02  # float16 rounding of the shipped weights may move a row
+        averaged["valid_accuracy"],
+        abs=0.02,  # float16 rounding of the shipped weights may move a row
     )
