@@ -88,3 +88,14 @@ def test_host_workers_do_not_change_encoding_or_scores(tiny_bundle, reviews_tabl
         score_files([tmp_path / "in.parquet"], tmp_path / f"w{workers}.parquet", tiny_bundle,
                     host_workers=workers, max_error_rate=1.0)  # fmt: skip
     assert pq.read_table(tmp_path / "w1.parquet").equals(pq.read_table(tmp_path / "w3.parquet"))
+
+
+def test_partial_batches_take_narrower_rows_into_their_padding():
+    """Scoring plan: a bucket's last batch fills its padding rows with shorter rows, never longer."""
+    spec = BucketSpec(boundaries=(8, 16), token_budget=64 * 16, max_rows=64)
+    lengths = np.array([16] * 10 + [8] * 70 + [3] * 5)
+    batches = plan_batches(lengths, 16, spec)
+    assert [(b.width, b.rows.size, b.padded_rows) for b in batches] == [(16, 64, 64), (8, 21, 64)]
+    assert batches[0].rows.tolist() == list(range(64))  # the 10 long rows, then the first 54 of width 8
+    for batch in batches:
+        assert np.all(lengths[batch.rows] <= batch.width)
