@@ -6,12 +6,16 @@ the max and/or mean of the outputs over the real positions (2 x hidden each)
 -> Dense(num_classes).
 
 Speed comes from the layout, not from tricks in the loop:
-- the input projections of every time step (both directions) are one matmul
-  outside the recurrence; the scan body only does the h @ W_h matmul;
+- everything runs time-major, (T, B, ...), so the scan reads and writes contiguous steps and
+  nothing is transposed;
+- the input projections of every time step are plain 2-D matmuls outside the recurrence (at
+  inference the first layer's is a table lookup); the scan body only does the h @ W_h matmul;
 - both directions run in the same scan: the backward direction reads each row
   reversed *within its length*, so padding is always at the end and never enters
   a real position's state. No masking is needed inside the loop, and a row's
-  result does not depend on how much padding its batch has.
+  result does not depend on how much padding its batch has;
+- the last layer's scan collects the head's features as it goes (recur_to_features), so its
+  outputs are never stored.
 """
 
 from __future__ import annotations

@@ -71,6 +71,41 @@ def bench_tokenizer(texts: pa.Array) -> dict:
     }
 
 
+def model_flops_per_token(config) -> int:
+    """Multiply-adds x 2 per real token: every layer's recurrent matmul and, above the first layer (a
+    table lookup at inference), its input projection, both directions. Cell and head are ignored."""
+    four_h = 4 * config.hidden
+    flops = 0
+    for layer in range(config.num_layers):
+        d_in = config.embed_dim if layer == 0 else 2 * config.hidden
+        flops += 2 * 2 * config.hidden * four_h + (2 * 2 * d_in * four_h if layer else 0)
+    return flops
+
+
+def machine_peak() -> dict:
+    """Two yardsticks for the forward pass's FLOP/s: a dense float32 matmul measured now, in this
+    process (what XLA:CPU reaches on this machine), and the nominal vector peak from the CPU flags and
+    clock (cores x MHz x FLOP/cycle, two FMA units assumed; virtual CPUs may clock otherwise)."""
+    import jax
+    import jax.numpy as jnp
+
+    n = 2048
+    a = jnp.ones((n, n), jnp.float32)
+    matmul = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(matmul(a))
+    seconds, _ = timed(lambda: jax.block_until_ready(matmul(a)), repeat=5)
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    mhz = [float(line.split(":")[1]) for line in cpuinfo.splitlines() if line.startswith("cpu MHz")]
+    per_cycle = 64 if " avx512f" in flags else 32 if " fma" in flags else 8
+    cores, clock = os.cpu_count() or 1, max(mhz) if mhz else 0.0
+    return {
+        "dense_matmul_gflops": 2 * n**3 / seconds / 1e9,
+        "nominal_gflops": cores * clock * per_cycle / 1e3,
+        "nominal_basis": f"{cores} cores x {clock:.0f} MHz x {per_cycle} FLOP/cycle",
+    }
+
+
 def bench_forward(bundle, texts: pa.Array, label: str) -> dict:
     import torch
 
@@ -109,6 +144,7 @@ def bench_forward(bundle, texts: pa.Array, label: str) -> dict:
         "textbook_reviews_s": n / textbook_s,
         "ratio_vs_torch": torch_s / ours_s,
         "ratio_vs_textbook": textbook_s / ours_s,
+        "batchscore_gflops": tokens * model_flops_per_token(bundle.model) / ours_s / 1e9,
         "max_prob_difference_vs_torch": agreement,
     }
 
@@ -263,6 +299,8 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        print("machine peak ...", flush=True)
+        results["peak"] = machine_peak()
         print("tokenizer ...", flush=True)
         results["tokenizer"] = bench_tokenizer(texts)
         print("forward (IMDb mix) ...", flush=True)
@@ -301,6 +339,13 @@ def format_table(r: dict) -> str:
             f"{f['textbook_tokens_s']:>9,.0f} tok/s x{f['ratio_vs_textbook']:.2f}"
             f" | max |dp| vs torch {f['max_prob_difference_vs_torch']:.1e}"
         )
+    peak, f = r["peak"], r["forward_imdb"]
+    lines.append(
+        f"forward FLOP/s (real tokens, IMDb mix): {f['batchscore_gflops']:.1f} GFLOP/s = "
+        f"{f['batchscore_gflops'] / peak['dense_matmul_gflops']:.0%} of a dense float32 matmul here "
+        f"({peak['dense_matmul_gflops']:.0f} GFLOP/s), {f['batchscore_gflops'] / peak['nominal_gflops']:.0%} "
+        f"of the nominal peak ({peak['nominal_gflops']:.0f} GFLOP/s: {peak['nominal_basis']})"
+    )
     e = r["end_to_end"]
     lines.append(
         f"end to end {e['rows']} IMDb reviews: batchscore {e['batchscore_warm_s']:.1f}s "
