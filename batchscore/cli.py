@@ -466,6 +466,11 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
     callback=_parse_pooling,
     help="Head features beyond the first and last outputs: 'max', 'mean' or 'max,mean' (default: none).",
 )
+@click.option(
+    "--init-model",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Continue from this bundle's weights and vocabulary (a fine-tune) instead of GloVe + random.",
+)
 @click.option("--hidden", default=100, show_default=True, help="LSTM units per direction.")
 @click.option("--num-layers", default=2, show_default=True)
 @click.option("--max-tokens", default=400, show_default=True, help="Truncation length (head + tail kept).")

@@ -61,6 +61,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # evaluate and ship an exponential moving average of the weights (0: off)
     pooling: tuple[str, ...] = ()  # head features beyond first+last: "max", "mean" (model.POOLINGS)
     average_epochs: bool = False  # ship a greedy average of the epochs' weights (chosen on validation)
+    init_model: str = ""  # a bundle to continue from (its vocabulary and weights); "" = GloVe + random
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -225,8 +226,11 @@ def train(
 ) -> TrainResult:
     tokenizer = TokenizerConfig()
     checkpoint = Checkpoint(checkpoint_dir)
+    start = _initial_bundle(config, vectors) if config.init_model else None
     if resume and checkpoint.exists():
         vocab = Vocab.load(checkpoint_dir / "vocab.txt")
+    elif start is not None:
+        vocab = start.vocab
     else:
         vocab = build_vocab(train_data.texts, tokenizer, config.min_count, config.max_vocab)
     init = embedding_matrix(vocab, vectors, config.seed)
@@ -252,8 +256,11 @@ def train(
     )
     batches_per_epoch = len(plan_batches(train_enc.n_tokens, config.max_tokens, spec))
     optimizer = _make_optimizer(config, batches_per_epoch * config.epochs)
-    params = init_params(model_config, config.seed)
-    params["embedding"]["embedding"] = jnp.asarray(init.matrix)
+    if start is not None:
+        params = jax.tree_util.tree_map(jnp.asarray, start.params)
+    else:
+        params = init_params(model_config, config.seed)
+        params["embedding"]["embedding"] = jnp.asarray(init.matrix)
     opt_state = optimizer.init(params)
     ema = best_params = params
     state = TrainState()
@@ -376,6 +383,11 @@ def train(
             "vocab_coverage_of_train_tokens": coverage,
         },
         "train_config": config.to_dict(),
+        **(
+            {"initialized_from": {"bundle": start.name, "weights_sha256": start.weights_sha256}}
+            if start
+            else {}
+        ),
         "epochs_run": state.epoch,
         "best_epoch": state.best_epoch,
         **({"averaged_epochs": averaged} if averaged else {}),
@@ -427,6 +439,24 @@ def greedy_epoch_average(
             chosen.append(epoch)
             total, average, score = candidate_total, candidate, candidate_score
     return average, {"epochs": chosen, "valid_accuracy": score, "tried": tried}
+
+
+def _initial_bundle(config: TrainConfig, vectors: WordVectors) -> Bundle:
+    """The bundle --init-model names, checked against this run's architecture: training continues from
+    its weights and vocabulary (a fine-tune, e.g. with a small learning rate and --average-epochs)."""
+    from batchscore.bundle import load_bundle
+
+    bundle = load_bundle(config.init_model)
+    wanted = {
+        "embed_dim": vectors.dim,
+        "hidden": config.hidden,
+        "num_layers": config.num_layers,
+        "pooling": config.pooling,
+    }
+    have = {key: getattr(bundle.model, key) for key in wanted}
+    if have != wanted:
+        raise ValueError(f"--init-model {config.init_model}: its model is {have}, this run's is {wanted}")
+    return bundle
 
 
 def _divided(tree: dict, n: int) -> dict:
@@ -488,7 +518,7 @@ def run_training(
     from batchscore.datasets import read_labeled, split_validation
     from batchscore.embeddings import load_word_vectors
 
-    config = TrainConfig(**hyper)
+    config = TrainConfig(**{**hyper, "init_model": str(hyper.get("init_model") or "")})
     data = read_labeled(train_path, text_column, label_column)
     if valid_path is not None:
         train_data, valid_data = data, read_labeled(valid_path, text_column, label_column)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchscore.bundle import load_bundle
+from batchscore.bundle import load_bundle, save_bundle
 from batchscore.cli import main
 from batchscore.datasets import LabeledData, read_labeled, split_validation
 from batchscore.embeddings import embedding_matrix, load_word_vectors
@@ -324,3 +324,37 @@ def test_training_with_epoch_averaging_records_its_choice(tmp_path):
         averaged["valid_accuracy"],
         abs=0.02,  # float16 rounding of the shipped weights may move a row
     )
+
+
+def test_init_model_continues_from_a_bundle(tmp_path):
+    vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
+    data = _data(toy_reviews(300, 1), "toy")
+    train_part, valid_part = split_validation(data, 0.2, seed=0)
+    quiet = dict(progress=False, log=lambda m: None)
+    first = train(train_part, valid_part, vectors, _small_config(epochs=2), tmp_path / "a", **quiet)
+    save_bundle(first.bundle, tmp_path / "first", weights_dtype="float16")
+    start = load_bundle(tmp_path / "first")
+    tuned = train(
+        train_part,
+        valid_part,
+        vectors,
+        _small_config(epochs=1, learning_rate=1e-9, init_model=str(tmp_path / "first")),
+        tmp_path / "b",
+        **quiet,
+    )
+    assert tuned.bundle.vocab.tokens == start.vocab.tokens
+    assert tuned.bundle.card["initialized_from"]["weights_sha256"] == start.weights_sha256
+    # a learning rate of ~0 leaves the starting weights: the fine-tune begins where the bundle ended
+    np.testing.assert_allclose(
+        tuned.bundle.params["head"]["kernel"], start.params["head"]["kernel"], atol=1e-3
+    )
+    assert tuned.history[0]["valid_accuracy"] == pytest.approx(first.valid_report["accuracy"], abs=0.02)
+    with pytest.raises(ValueError, match="init-model"):
+        train(
+            train_part,
+            valid_part,
+            vectors,
+            _small_config(epochs=1, hidden=4, init_model=str(tmp_path / "first")),
+            tmp_path / "c",
+            **quiet,
+        )
