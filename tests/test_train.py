@@ -102,6 +102,16 @@ def _data(table: pa.Table, source: str) -> LabeledData:
     return LabeledData(table.column("text").combine_chunks(), table.column("label").to_numpy(), source)
 
 
+def _toy_split(tmp_path: Path, rows: int = 300, seed: int = 1):
+    """GloVe file, and a toy dataset split into train and validation parts."""
+    vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
+    train_part, valid_part = split_validation(_data(toy_reviews(rows, seed), "toy"), 0.2, seed=0)
+    return vectors, train_part, valid_part
+
+
+QUIET = dict(progress=False, log=lambda m: None)
+
+
 def test_training_learns_a_separable_task(tmp_path):
     vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
     data = _data(toy_reviews(600, 0), "toy")
@@ -299,18 +309,9 @@ def test_greedy_epoch_average_keeps_only_epochs_that_do_not_hurt_validation():
 
 
 def test_training_with_epoch_averaging_records_its_choice(tmp_path):
-    vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
-    data = _data(toy_reviews(300, 1), "toy")
-    train_part, valid_part = split_validation(data, 0.2, seed=0)
-    result = train(
-        train_part,
-        valid_part,
-        vectors,
-        _small_config(average_epochs=True),
-        tmp_path / "ckpt",
-        progress=False,
-        log=lambda m: None,
-    )
+    vectors, train_part, valid_part = _toy_split(tmp_path)
+    config = _small_config(average_epochs=True)
+    result = train(train_part, valid_part, vectors, config, tmp_path / "ckpt", **QUIET)
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("epoch-*")) == [
         "epoch-001.safetensors",
         "epoch-002.safetensors",
@@ -327,10 +328,8 @@ def test_training_with_epoch_averaging_records_its_choice(tmp_path):
 
 
 def test_init_model_continues_from_a_bundle(tmp_path):
-    vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
-    data = _data(toy_reviews(300, 1), "toy")
-    train_part, valid_part = split_validation(data, 0.2, seed=0)
-    quiet = dict(progress=False, log=lambda m: None)
+    vectors, train_part, valid_part = _toy_split(tmp_path)
+    quiet = QUIET
     first = train(train_part, valid_part, vectors, _small_config(epochs=2), tmp_path / "a", **quiet)
     save_bundle(first.bundle, tmp_path / "first", weights_dtype="float16")
     start = load_bundle(tmp_path / "first")
