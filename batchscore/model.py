@@ -20,6 +20,7 @@ Speed comes from the layout, not from tricks in the loop:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 
@@ -168,16 +169,27 @@ def _step_function(w_hidden: jax.Array, compute_dtype, prescaled: bool):
     return step
 
 
-def recur(gates_in: Gates, w_hidden: jax.Array, compute_dtype=None, prescaled: bool = True) -> jax.Array:
+def recur(
+    gates_in: Gates,
+    w_hidden: jax.Array,
+    compute_dtype=None,
+    prescaled: bool = True,
+    step_gates: Callable[[tuple[jax.Array, jax.Array]], jax.Array] = jnp.stack,
+) -> jax.Array:
     """The recurrence for both directions in one scan: input gates -> (T, 2, B, H) outputs,
-    time-major, the backward direction in its own (reversed-within-length) order."""
+    time-major, the backward direction in its own (reversed-within-length) order.
+
+    `step_gates` turns one step of `gates_in` into that step's (2, B, 4H) gates: by default the
+    pair's two slices stacked; the first layer at inference passes token ids instead and looks
+    their gates up here, step by step, so its (T, B, 4H) gates are never materialised.
+    """
     step = _step_function(w_hidden, compute_dtype, prescaled)
 
-    def body(carry, gates_t):
-        h, c = step(*carry, jnp.stack(gates_t))
+    def body(carry, inputs_t):
+        h, c = step(*carry, step_gates(inputs_t))
         return (h, c), h
 
-    zeros = jnp.zeros((2, gates_in[0].shape[1], w_hidden.shape[1]), gates_in[0].dtype)
+    zeros = jnp.zeros((2, gates_in[0].shape[1], w_hidden.shape[1]), w_hidden.dtype)
     return jax.lax.scan(body, (zeros, zeros), gates_in)[1]
 
 
@@ -363,9 +375,19 @@ def table_forward_logits(
     compute = jnp.bfloat16 if precision == "bfloat16" else None
     lengths = jnp.maximum(lengths, 1)
     reversed_ids = reverse_within_length(ids, lengths)
-    gates = (tables[0][ids.T], tables[1][reversed_ids.T])
+    token_ids = (ids.T, reversed_ids.T)
+    if config.num_layers == 1:
+        gates = (tables[0][token_ids[0]], tables[1][token_ids[1]])
+
+    def looked_up(ids_t: tuple[jax.Array, jax.Array]) -> jax.Array:
+        return jnp.stack([tables[0][ids_t[0]], tables[1][ids_t[1]]])
+
     for layer in range(1, config.num_layers):
-        outputs = recur(gates, params[f"lstm_{layer - 1}"]["w_hidden"], compute)
+        w_hidden = params[f"lstm_{layer - 1}"]["w_hidden"]
+        if layer == 1:  # the first layer's gates are looked up step by step (see recur)
+            outputs = recur(token_ids, w_hidden, compute, step_gates=looked_up)
+        else:
+            outputs = recur(gates, w_hidden, compute)
         p = params[f"lstm_{layer}"]
         gates = project(*next_layer_inputs(outputs, lengths), p["w_input"], p["bias"])
     last = params[f"lstm_{config.num_layers - 1}"]["w_hidden"]
