@@ -357,3 +357,8 @@ def test_init_model_continues_from_a_bundle(tmp_path):
             tmp_path / "c",
             **quiet,
         )
+    # another split (e.g. another --seed) would validate on rows the bundle trained on: refused
+    other_train, other_valid = split_validation(_data(toy_reviews(300, 1), "toy"), 0.2, seed=7)
+    with pytest.raises(ValueError, match="validation rows"):
+        config = _small_config(epochs=1, init_model=str(tmp_path / "first"))
+        train(other_train, other_valid, vectors, config, tmp_path / "d", **quiet)
