@@ -65,42 +65,23 @@ def plan_batches(
     lengths = np.minimum(np.asarray(lengths), max_tokens)
     widths = np.array(spec.widths(max_tokens))
     bucket_of_row = np.searchsorted(widths, np.maximum(lengths, 1), side="left")
-    if rng is None:
-        return _filled_plan(bucket_of_row, widths, spec)
-    batches: list[Batch] = []
-    for bucket in range(len(widths) - 1, -1, -1):
-        rows = np.flatnonzero(bucket_of_row == bucket)
-        if rows.size == 0:
-            continue
-        rows = rng.permutation(rows)
-        width = int(widths[bucket])
-        per_batch = spec.rows_for(width)
-        for start in range(0, rows.size, per_batch):
-            chunk = rows[start : start + per_batch]
-            batches.append(Batch(chunk, width, padded_row_count(chunk.size)))
-    order = rng.permutation(len(batches))
-    return [batches[i] for i in order]
-
-
-def _filled_plan(bucket_of_row: np.ndarray, widths: np.ndarray, spec: BucketSpec) -> list[Batch]:
-    """The scoring plan: longest bucket first, and a bucket's last, partial batch takes rows of the
-    narrower buckets (next narrower first) into the rows it pads up to a power of two.
-
-    Those padding rows are computed anyway, and a shorter row fits any wider width, so each row
-    moved up is one fewer row for its own bucket to compute: fewer and fuller batches, most of all
-    when a window holds few rows per bucket (small inputs, many small shards). Scores do not change
-    (rows are independent of their batch-mates and of padding, see MIN_BATCH_ROWS).
-    """
     pending = [np.flatnonzero(bucket_of_row == bucket) for bucket in range(len(widths))]
     batches: list[Batch] = []
     for bucket in range(len(widths) - 1, -1, -1):
         rows = pending[bucket]
+        if rng is not None and rows.size:
+            rows = rng.permutation(rows)
         width = int(widths[bucket])
         per_batch = spec.rows_for(width)
         for start in range(0, rows.size, per_batch):
             chunk = [rows[start : start + per_batch]]
             padded = padded_row_count(chunk[0].size)
-            free = padded - chunk[0].size
+            free = padded - chunk[0].size if rng is None else 0
+            # Scoring: a partial batch takes rows of narrower buckets (next narrower first) into the
+            # rows it pads up to a power of two. Those rows are computed anyway and a shorter row fits
+            # any wider width, so each one moved up is one fewer for its own bucket: fewer, fuller
+            # batches, most of all for small windows. Scores do not change (rows are independent of
+            # batch-mates and padding, see MIN_BATCH_ROWS). Training keeps its buckets pure.
             for narrower in range(bucket - 1, -1, -1):
                 if free == 0:
                     break
@@ -108,6 +89,9 @@ def _filled_plan(bucket_of_row: np.ndarray, widths: np.ndarray, spec: BucketSpec
                 chunk.append(taken)
                 free -= taken.size
             batches.append(Batch(np.concatenate(chunk), width, padded))
+    if rng is not None:
+        order = rng.permutation(len(batches))
+        batches = [batches[i] for i in order]
     return batches
 
 

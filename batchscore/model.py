@@ -200,6 +200,7 @@ def recur_to_features(
     pooling: tuple[str, ...] = (),
     compute_dtype=None,
     prescaled: bool = True,
+    step_gates: Callable[[tuple[jax.Array, jax.Array]], jax.Array] = jnp.stack,
 ) -> jax.Array:
     """The last layer's recurrence, returning the head's input (B, head_width) instead of its outputs.
 
@@ -210,17 +211,18 @@ def recur_to_features(
       backward output at its first (the backward direction reads the row reversed);
     - max and mean run over the steps before each row's length only, so padding never counts.
     Feature order: first, last, then `pooling`'s summaries, each [forward; backward].
+    `gates_in` and `step_gates` as in recur().
     """
     step = _step_function(w_hidden, compute_dtype, prescaled)
     forward, backward = gates_in
-    zeros = jnp.zeros((2, forward.shape[1], w_hidden.shape[1]), forward.dtype)
-    h0, c0 = step(zeros, zeros, jnp.stack([forward[0], backward[0]]))  # step 0: its outputs are kept
+    zeros = jnp.zeros((2, forward.shape[1], w_hidden.shape[1]), w_hidden.dtype)
+    h0, c0 = step(zeros, zeros, step_gates((forward[0], backward[0])))  # step 0: its outputs are kept
     last_index = (lengths - 1)[None, :, None]
 
     def body(carry, inputs):
         (h, c), at_length_end, maximum, total = carry
         forward_t, backward_t, t = inputs
-        h, c = step(h, c, jnp.stack([forward_t, backward_t]))
+        h, c = step(h, c, step_gates((forward_t, backward_t)))
         real = t < lengths[None, :, None]
         at_length_end = jnp.where(t == last_index, h, at_length_end)
         maximum = jnp.where(real, jnp.maximum(maximum, h), maximum)
@@ -375,22 +377,17 @@ def table_forward_logits(
     compute = jnp.bfloat16 if precision == "bfloat16" else None
     lengths = jnp.maximum(lengths, 1)
     reversed_ids = reverse_within_length(ids, lengths)
-    token_ids = (ids.T, reversed_ids.T)
-    if config.num_layers == 1:
-        gates = (tables[0][token_ids[0]], tables[1][token_ids[1]])
 
     def looked_up(ids_t: tuple[jax.Array, jax.Array]) -> jax.Array:
         return jnp.stack([tables[0][ids_t[0]], tables[1][ids_t[1]]])
 
+    # the first layer's gates are looked up step by step from its token ids (see recur)
+    inputs, step_gates = (ids.T, reversed_ids.T), looked_up
     for layer in range(1, config.num_layers):
-        w_hidden = params[f"lstm_{layer - 1}"]["w_hidden"]
-        if layer == 1:  # the first layer's gates are looked up step by step (see recur)
-            outputs = recur(token_ids, w_hidden, compute, step_gates=looked_up)
-        else:
-            outputs = recur(gates, w_hidden, compute)
+        outputs = recur(inputs, params[f"lstm_{layer - 1}"]["w_hidden"], compute, step_gates=step_gates)
         p = params[f"lstm_{layer}"]
-        gates = project(*next_layer_inputs(outputs, lengths), p["w_input"], p["bias"])
+        inputs, step_gates = project(*next_layer_inputs(outputs, lengths), p["w_input"], p["bias"]), jnp.stack
     last = params[f"lstm_{config.num_layers - 1}"]["w_hidden"]
-    features = recur_to_features(gates, last, lengths, config.pooling, compute)
+    features = recur_to_features(inputs, last, lengths, config.pooling, compute, step_gates=step_gates)
     head = params["head"]
     return features @ head["kernel"] + head["bias"]

@@ -280,6 +280,12 @@ def train(
     truncation = Truncation(config.max_tokens, config.head_tokens)
     eval_spec = BucketSpec(config.boundaries, token_budget=256 * config.max_tokens, max_rows=512)
     base_key = jax.random.PRNGKey(config.seed)
+
+    def validate(candidate: dict) -> dict:
+        """Uncalibrated metrics of float32 parameters on the validation rows (every choice uses these)."""
+        logits = Scorer(model_config, candidate, truncation, eval_spec).logits(valid_enc)
+        return classification_report(softmax(logits)[:, 1], valid_data.labels)
+
     for epoch in range(state.epoch, config.epochs):
         started = time.perf_counter()
         rng = np.random.default_rng([config.seed, epoch])
@@ -307,9 +313,7 @@ def train(
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct_sum / seen:.4f}")
         if bar is not None:
             bar.close()
-        scorer = Scorer(model_config, ema, truncation, eval_spec)  # ema is params when averaging is off
-        valid_logits = scorer.logits(valid_enc)
-        valid = classification_report(softmax(valid_logits)[:, 1], valid_data.labels)
+        valid = validate(ema)  # ema is params when averaging is off
         elapsed = time.perf_counter() - started
         state.seconds += elapsed
         record = {
@@ -336,13 +340,8 @@ def train(
 
     averaged = None
     if config.average_epochs:
-
-        def valid_accuracy(candidate: dict) -> float:
-            probs = softmax(Scorer(model_config, candidate, truncation, eval_spec).logits(valid_enc))[:, 1]
-            return classification_report(probs, valid_data.labels)["accuracy"]
-
         best_params, averaged = greedy_epoch_average(
-            state.history, state.best_epoch, checkpoint.epoch_weights, valid_accuracy
+            state.history, state.best_epoch, checkpoint.epoch_weights, lambda p: validate(p)["accuracy"]
         )
         log(
             f"weight average of epochs {averaged['epochs']}: valid acc "
