@@ -270,18 +270,35 @@ def predict(texts, model, as_json) -> None:
 @_model_option
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
+@click.option(
+    "--against",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Another bundle to compare with on the same rows (paired difference, McNemar test): "
+    "is a new model really better than the one in production?",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-def evaluate(data, model, text_column, label_column, as_json) -> None:
+def evaluate(data, model, text_column, label_column, against, as_json) -> None:
     """Accuracy, per-class precision/recall/F1, ROC-AUC, confusion matrix, accuracy by length, ECE."""
     from batchscore.datasets import read_labeled
-    from batchscore.evaluate import format_report
+    from batchscore.evaluate import format_comparison, format_report
     from batchscore.train import evaluate_bundle
 
     try:
-        report = evaluate_bundle(_load_bundle(model), read_labeled(data, text_column, label_column))
+        other = _load_bundle(against) if against is not None else None
+        report = evaluate_bundle(
+            _load_bundle(model), read_labeled(data, text_column, label_column), against=other
+        )
     except Exception as err:
         _fail(err, False)
-    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    if as_json:
+        if "comparison" in report:
+            report["comparison"]["against"] = str(against)
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(format_report(report))
+    if "comparison" in report:
+        name = str(model) if model is not None else "bundled model"
+        click.echo("\n" + format_comparison(report["comparison"], name, str(against)))
 
 
 @main.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from batchscore.scoring import softmax
@@ -87,6 +89,62 @@ def _accuracy_by_length(correct: np.ndarray, n_tokens: np.ndarray, edges: tuple[
             out.append({"tokens": name, "rows": int(mask.sum()), "accuracy": float(correct[mask].mean())})
         lower = upper if upper is not None else lower
     return out
+
+
+def paired_comparison(prob_positive: np.ndarray, other_prob_positive: np.ndarray, labels: np.ndarray) -> dict:
+    """Two models on the same rows. Only the rows exactly one of them gets right carry evidence
+    about which is better, so the test is McNemar's (exact binomial on those rows) and the interval
+    is the paired one: far tighter than comparing two accuracies as if from separate samples."""
+    labels = np.asarray(labels).astype(np.int8)
+    right = (prob_positive >= 0.5).astype(np.int8) == labels
+    other_right = (other_prob_positive >= 0.5).astype(np.int8) == labels
+    rows = int(labels.size)
+    only_this = int((right & ~other_right).sum())
+    only_other = int((other_right & ~right).sum())
+    difference = (only_this - only_other) / rows if rows else float("nan")
+    spread = math.sqrt(max((only_this + only_other) / rows - difference**2, 0.0) / rows) if rows else 0.0
+    return {
+        "rows": rows,
+        "accuracy": float(right.mean()) if rows else float("nan"),
+        "other_accuracy": float(other_right.mean()) if rows else float("nan"),
+        "difference": difference,
+        "difference_ci95": [difference - 1.96 * spread, difference + 1.96 * spread],
+        "only_this_right": only_this,
+        "only_other_right": only_other,
+        "mcnemar_p": _two_sided_sign_test(only_this, only_other),
+    }
+
+
+def _two_sided_sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided binomial test of wins vs losses at p = 1/2, summed in log space (n may be
+    thousands, where 0.5**n underflows)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    log_terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
+        for i in range(k + 1)
+    ]
+    top = max(log_terms)
+    tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
+    return min(1.0, 2.0 * tail)
+
+
+def format_comparison(comparison: dict, name: str, other_name: str) -> str:
+    c = comparison
+    low, high = c["difference_ci95"]
+    lines = [f"paired comparison on {c['rows']:,} rows"]
+    for label, accuracy, only in (
+        (name, c["accuracy"], c["only_this_right"]),
+        (other_name, c["other_accuracy"], c["only_other_right"]),
+    ):
+        lines.append(f"  {label}: accuracy {accuracy:.4f}, alone right on {only:,} rows")
+    lines.append(
+        f"  difference {c['difference']:+.4f} (95% interval {low:+.4f} to {high:+.4f}), "
+        f"McNemar exact p = {c['mcnemar_p']:.3g}"
+    )
+    return "\n".join(lines)
 
 
 def log_loss(prob_positive: np.ndarray, labels: np.ndarray) -> float:

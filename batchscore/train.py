@@ -30,7 +30,7 @@ from batchscore.datasets import LabeledData
 from batchscore.drift import Profile
 from batchscore.embeddings import WordVectors, embedding_matrix
 from batchscore.encoding import Encoded, encode
-from batchscore.evaluate import classification_report, fit_temperature
+from batchscore.evaluate import classification_report, fit_temperature, paired_comparison
 from batchscore.model import ModelConfig, SentimentBiLSTM, flatten_params, init_params, unflatten_params
 from batchscore.scoring import Scorer, Truncation, softmax
 from batchscore.text import TokenizerConfig, tokenize_array
@@ -576,10 +576,19 @@ def bundle_probabilities(
     return encoded, softmax(scorer.logits(encoded), bundle.temperature)[:, 1]
 
 
-def evaluate_bundle(bundle: Bundle, data: LabeledData, spec: BucketSpec | None = None) -> dict:
-    """Full metrics of a bundle on labeled data, with the bundle's temperature applied."""
+def evaluate_bundle(
+    bundle: Bundle, data: LabeledData, spec: BucketSpec | None = None, against: Bundle | None = None
+) -> dict:
+    """Full metrics of a bundle on labeled data, with the bundle's temperature applied; with
+    `against`, also the paired comparison with that bundle on the same rows (key "comparison")."""
     encoded, probs = bundle_probabilities(bundle, data.texts, spec)
-    return classification_report(probs, data.labels, encoded.n_tokens, label_names=bundle.labels)
+    report = classification_report(probs, data.labels, encoded.n_tokens, label_names=bundle.labels)
+    if against is not None:
+        if against.labels != bundle.labels:
+            raise ValueError(f"cannot compare models with labels {bundle.labels} and {against.labels}")
+        _, other_probs = bundle_probabilities(against, data.texts, spec)
+        report["comparison"] = paired_comparison(probs, other_probs, data.labels)
+    return report
 
 
 def add_reference_profile(

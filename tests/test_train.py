@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -15,7 +16,13 @@ from batchscore.bundle import load_bundle, save_bundle
 from batchscore.cli import main
 from batchscore.datasets import LabeledData, read_labeled, split_validation
 from batchscore.embeddings import embedding_matrix, load_word_vectors
-from batchscore.evaluate import classification_report, expected_calibration_error, fit_temperature, roc_auc
+from batchscore.evaluate import (
+    classification_report,
+    expected_calibration_error,
+    fit_temperature,
+    paired_comparison,
+    roc_auc,
+)
 from batchscore.runner import predict_texts
 from batchscore.scoring import softmax
 from batchscore.train import TrainConfig, greedy_epoch_average, train
@@ -242,6 +249,16 @@ def test_train_and_evaluate_commands(tmp_path):
         main, ["evaluate", str(tmp_path / "test.parquet"), "--model", str(tmp_path / "model")]
     )
     assert evaluated.exit_code == 0 and "accuracy" in evaluated.output and "confusion" in evaluated.output
+    model = str(tmp_path / "model")
+    against_itself = CliRunner().invoke(
+        main,
+        ["evaluate", str(tmp_path / "test.parquet"), "--json", "--model", model, "--against", model],
+    )
+    assert against_itself.exit_code == 0, against_itself.output
+    report = json.loads(against_itself.output)
+    comparison = report["comparison"]
+    assert comparison["rows"] == 100 and comparison["difference"] == 0 and comparison["mcnemar_p"] == 1
+    assert comparison["accuracy"] == comparison["other_accuracy"] == report["accuracy"]
 
 
 def test_aclimdb_folder_layout(tmp_path):
@@ -276,6 +293,29 @@ def test_metrics_match_hand_computation():
     # AUC: of 16 (pos, neg) pairs, the positive scores higher in 14 (0.4 loses to 0.6, 0.4 beats 0.3,0.1,0.2)
     assert roc_auc(probs, labels) == pytest.approx(15 / 16)
     assert [b["accuracy"] for b in report["accuracy_by_length"]] == [0.75, 0.75]
+
+
+def test_paired_comparison_counts_only_the_rows_the_models_disagree_on():
+    labels = np.array([1] * 60 + [0] * 40)
+    sure = np.where(labels == 1, 0.9, 0.1)
+    worse = sure.copy()
+    worse[:10] = 0.2  # ten positives the second model gets wrong
+    worse[60:62] = 0.8  # two negatives it also gets wrong
+    better = paired_comparison(sure, worse, labels)
+    assert (better["only_this_right"], better["only_other_right"]) == (12, 0)
+    assert better["accuracy"] == 1.0 and better["other_accuracy"] == pytest.approx(0.88)
+    assert better["difference"] == pytest.approx(0.12)
+    assert better["mcnemar_p"] == pytest.approx(2 * 0.5**12)  # exact: all 12 disagreements one way
+    low, high = better["difference_ci95"]
+    assert 0 < low < 0.12 < high
+    reverse = paired_comparison(worse, sure, labels)
+    assert reverse["difference"] == pytest.approx(-0.12) and reverse["mcnemar_p"] == better["mcnemar_p"]
+    # as many disagreements each way: no evidence either way, whatever the counts
+    first_wrong, second_wrong = sure.copy(), sure.copy()
+    first_wrong[:6] = 0.3
+    second_wrong[6:12] = 0.3
+    split = paired_comparison(first_wrong, second_wrong, labels)
+    assert split["difference"] == 0 and split["mcnemar_p"] == 1.0
 
 
 def test_ece_and_temperature():
