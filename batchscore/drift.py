@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from batchscore.scoring import is_positive
 from batchscore.vocab import UNK_ID
 
 PROB_EDGES = tuple(round(i / 10, 1) for i in range(11))  # 10 bins of prob_positive
@@ -76,7 +77,7 @@ class Profile:
         self.tokens += int(ids.size)
         self.unknown_tokens += int(np.count_nonzero(ids == UNK_ID))
         self.truncated += int(np.count_nonzero(n_tokens > self.max_tokens))
-        self.positive += int(np.count_nonzero(prob_positive >= 0.5))
+        self.positive += int(np.count_nonzero(is_positive(prob_positive)))
         self.length_counts += np.bincount(np.minimum(n_tokens, LENGTH_CAP), minlength=LENGTH_CAP + 1)
         bins = np.clip((np.asarray(prob_positive, np.float64) * 10).astype(np.int64), 0, 9)
         self.prob_counts += np.bincount(bins, minlength=10)

@@ -6,14 +6,14 @@ import math
 
 import numpy as np
 
-from batchscore.scoring import softmax
+from batchscore.scoring import is_positive, softmax
 
 ECE_BINS = 15
 
 
 def expected_calibration_error(prob_positive: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
     """ECE over equal-width bins of the predicted class's confidence."""
-    predicted = (prob_positive >= 0.5).astype(np.int8)
+    predicted = is_positive(prob_positive).astype(np.int8)
     confidence = np.where(predicted == 1, prob_positive, 1.0 - prob_positive)
     correct = predicted == labels
     edges = np.linspace(0.5, 1.0, bins + 1)
@@ -52,7 +52,7 @@ def classification_report(
     label_names: tuple[str, str] = ("negative", "positive"),
 ) -> dict:
     labels = np.asarray(labels).astype(np.int8)
-    predicted = (prob_positive >= 0.5).astype(np.int8)
+    predicted = is_positive(prob_positive).astype(np.int8)
     confusion = [[int(((labels == t) & (predicted == p)).sum()) for p in (0, 1)] for t in (0, 1)]
     per_class = {}
     for cls, name in enumerate(label_names):
@@ -95,10 +95,10 @@ def paired_comparison(prob_positive: np.ndarray, other_prob_positive: np.ndarray
     """Two models on the same rows. Only the rows exactly one of them gets right carry evidence
     about which is better, so the test is McNemar's (exact binomial on those rows) and the interval
     is the paired one: far tighter than comparing two accuracies as if from separate samples."""
-    labels = np.asarray(labels).astype(np.int8)
-    right = (prob_positive >= 0.5).astype(np.int8) == labels
-    other_right = (other_prob_positive >= 0.5).astype(np.int8) == labels
-    rows = int(labels.size)
+    positive = np.asarray(labels) == 1
+    right = is_positive(prob_positive) == positive
+    other_right = is_positive(other_prob_positive) == positive
+    rows = int(positive.size)
     only_this = int((right & ~other_right).sum())
     only_other = int((other_right & ~right).sum())
     difference = (only_this - only_other) / rows if rows else float("nan")
@@ -116,19 +116,10 @@ def paired_comparison(prob_positive: np.ndarray, other_prob_positive: np.ndarray
 
 
 def _two_sided_sign_test(wins: int, losses: int) -> float:
-    """Exact two-sided binomial test of wins vs losses at p = 1/2, summed in log space (n may be
-    thousands, where 0.5**n underflows)."""
+    """Exact two-sided binomial test of wins vs losses at p = 1/2 (integer arithmetic: exact for any n)."""
     n = wins + losses
-    if n == 0:
-        return 1.0
-    k = min(wins, losses)
-    log_terms = [
-        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
-        for i in range(k + 1)
-    ]
-    top = max(log_terms)
-    tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
-    return min(1.0, 2.0 * tail)
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1))
+    return min(1.0, 2 * tail / 2**n)
 
 
 def format_comparison(comparison: dict, name: str, other_name: str) -> str:

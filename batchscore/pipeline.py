@@ -54,7 +54,7 @@ from batchscore.io.writers import (
 from batchscore.model import PRECISIONS
 from batchscore.report import ProgressListener, RunSummary
 from batchscore.runtime import DEVICES, choose_precision, enable_compilation_cache, pick_devices
-from batchscore.scoring import Scorer, Truncation, softmax
+from batchscore.scoring import Scorer, Truncation, is_positive, softmax
 from batchscore.text import TokenizerConfig
 from batchscore.validation import clean_texts, mark_empty
 from batchscore.vocab import Vocab
@@ -635,7 +635,7 @@ class ScoringJob:
         probs = softmax(window.logits, self.bundle.temperature)
         prob_pos = np.zeros(n, np.float64)
         prob_pos[ok] = probs[:, 1]
-        positive = prob_pos >= 0.5
+        positive = is_positive(prob_pos)
         negative_name, positive_name = self.bundle.labels
         labels = np.where(positive, positive_name, negative_name).astype(object)
         labels[~ok] = None
