@@ -470,6 +470,14 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
 @click.option(
     "--embed-lr-scale", default=1.0, show_default=True, help="Learning-rate factor for the embeddings."
 )
+@click.option(
+    "--adversarial-epsilon",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    help="Also train on each review's embeddings pushed this L2 distance along its loss gradient "
+    "(adversarial training; about 2x the step cost; 0: off).",
+)
 @click.option("--ema-decay", default=0.0, show_default=True, help="Ship an EMA of the weights (0: off).")
 @click.option(
     "--average-epochs",

@@ -281,11 +281,17 @@ class SentimentBiLSTM(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, ids: jax.Array, lengths: jax.Array, *, train: bool = False) -> jax.Array:
+    def __call__(
+        self, ids: jax.Array, lengths: jax.Array, *, train: bool = False, perturbation: jax.Array | None = None
+    ) -> jax.Array:
+        """`perturbation` (B, T, D) is added to the looked-up vectors: adversarial training's handle."""
         cfg = self.config
         lengths = jnp.maximum(lengths, 1)
         drop = nn.Dropout(cfg.dropout, deterministic=not train)
-        x = drop(nn.Embed(cfg.vocab_size, cfg.embed_dim, name="embedding")(ids.T))  # (T, B, D)
+        x = nn.Embed(cfg.vocab_size, cfg.embed_dim, name="embedding")(ids.T)  # (T, B, D)
+        if perturbation is not None:
+            x = x + jnp.swapaxes(perturbation, 0, 1).astype(x.dtype)
+        x = drop(x)
         inputs = (x, reverse_within_length(x, lengths, 0))
         for layer in range(cfg.num_layers):
             last = layer == cfg.num_layers - 1

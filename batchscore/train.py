@@ -62,6 +62,7 @@ class TrainConfig:
     pooling: tuple[str, ...] = ()  # head features beyond first+last: "max", "mean" (model.POOLINGS)
     average_epochs: bool = False  # ship a greedy average of the epochs' weights (chosen on validation)
     init_model: str = ""  # a bundle to continue from (its vocabulary and weights); "" = GloVe + random
+    adversarial_epsilon: float = 0.0  # L2 size of the per-review embedding perturbation (0: off)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,23 +174,37 @@ def _make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTran
 
 
 def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransformation, config: TrainConfig):
-    def loss_fn(params, ids, lengths, labels, weights, key):
+    def loss_fn(params, perturbation, ids, lengths, labels, weights, key):
         drop_key = key
         if config.token_dropout > 0:
             drop_key, token_key = jax.random.split(key)
             hide = jax.random.bernoulli(token_key, config.token_dropout, ids.shape) & (ids > UNK_ID)
             ids = jnp.where(hide, UNK_ID, ids)
-        logits = model.apply({"params": params}, ids, lengths, train=True, rngs={"dropout": drop_key})
+        logits = model.apply(
+            {"params": params}, ids, lengths, train=True, perturbation=perturbation, rngs={"dropout": drop_key}
+        )
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         total = jnp.maximum(weights.sum(), 1.0)
         correct = ((logits.argmax(-1) == labels) * weights).sum()
         return (losses * weights).sum() / total, correct
 
+    def gradients(params, ids, lengths, labels, weights, key):
+        """Loss gradients; with adversarial training (Miyato et al., 2017) the loss at the embeddings
+        pushed a distance epsilon along each review's own loss gradient is added to the clean loss."""
+        zero = jnp.zeros((*ids.shape, model.config.embed_dim), jnp.float32)
+        (loss, correct), (grads, towards_loss) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+            params, zero, ids, lengths, labels, weights, key
+        )
+        if config.adversarial_epsilon > 0:
+            norms = jnp.sqrt(jnp.sum(jnp.square(towards_loss), axis=(1, 2), keepdims=True))
+            push = jax.lax.stop_gradient(config.adversarial_epsilon * towards_loss / (norms + 1e-12))
+            adversarial_grads, _ = jax.grad(loss_fn, has_aux=True)(params, push, ids, lengths, labels, weights, key)
+            grads = jax.tree_util.tree_map(jnp.add, grads, adversarial_grads)
+        return loss, correct, grads
+
     @jax.jit
     def step(params, ema, opt_state, ids, lengths, labels, weights, key, step_number):
-        (loss, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, ids, lengths, labels, weights, key
-        )
+        loss, correct, grads = gradients(params, ids, lengths, labels, weights, key)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         if config.embed_lr_scale != 1.0:
             updates["embedding"]["embedding"] = updates["embedding"]["embedding"] * config.embed_lr_scale
