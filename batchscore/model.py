@@ -282,7 +282,12 @@ class SentimentBiLSTM(nn.Module):
 
     @nn.compact
     def __call__(
-        self, ids: jax.Array, lengths: jax.Array, *, train: bool = False, perturbation: jax.Array | None = None
+        self,
+        ids: jax.Array,
+        lengths: jax.Array,
+        *,
+        train: bool = False,
+        perturbation: jax.Array | None = None,
     ) -> jax.Array:
         """`perturbation` (B, T, D) is added to the looked-up vectors: adversarial training's handle."""
         cfg = self.config

@@ -181,7 +181,12 @@ def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransforma
             hide = jax.random.bernoulli(token_key, config.token_dropout, ids.shape) & (ids > UNK_ID)
             ids = jnp.where(hide, UNK_ID, ids)
         logits = model.apply(
-            {"params": params}, ids, lengths, train=True, perturbation=perturbation, rngs={"dropout": drop_key}
+            {"params": params},
+            ids,
+            lengths,
+            train=True,
+            perturbation=perturbation,
+            rngs={"dropout": drop_key},
         )
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         total = jnp.maximum(weights.sum(), 1.0)
@@ -198,7 +203,9 @@ def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransforma
         if config.adversarial_epsilon > 0:
             norms = jnp.sqrt(jnp.sum(jnp.square(towards_loss), axis=(1, 2), keepdims=True))
             push = jax.lax.stop_gradient(config.adversarial_epsilon * towards_loss / (norms + 1e-12))
-            adversarial_grads, _ = jax.grad(loss_fn, has_aux=True)(params, push, ids, lengths, labels, weights, key)
+            adversarial_grads, _ = jax.grad(loss_fn, has_aux=True)(
+                params, push, ids, lengths, labels, weights, key
+            )
             grads = jax.tree_util.tree_map(jnp.add, grads, adversarial_grads)
         return loss, correct, grads
 
