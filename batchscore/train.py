@@ -173,6 +173,13 @@ def _make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTran
     )
 
 
+def adversarial_push(towards_loss: jax.Array, epsilon: float) -> jax.Array:
+    """Each review's (B, T, D) loss gradient scaled to L2 length epsilon: the first-order worst-case
+    nudge of its embeddings. Padding gets no gradient, so the whole budget lands on real tokens."""
+    norms = jnp.sqrt(jnp.sum(jnp.square(towards_loss), axis=(1, 2), keepdims=True))
+    return jax.lax.stop_gradient(epsilon * towards_loss / (norms + 1e-12))
+
+
 def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransformation, config: TrainConfig):
     def loss_fn(params, perturbation, ids, lengths, labels, weights, key):
         drop_key = key
@@ -201,8 +208,7 @@ def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransforma
             params, zero, ids, lengths, labels, weights, key
         )
         if config.adversarial_epsilon > 0:
-            norms = jnp.sqrt(jnp.sum(jnp.square(towards_loss), axis=(1, 2), keepdims=True))
-            push = jax.lax.stop_gradient(config.adversarial_epsilon * towards_loss / (norms + 1e-12))
+            push = adversarial_push(towards_loss, config.adversarial_epsilon)
             adversarial_grads, _ = jax.grad(loss_fn, has_aux=True)(
                 params, push, ids, lengths, labels, weights, key
             )

@@ -6,6 +6,8 @@ import json
 import random
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,9 +25,10 @@ from batchscore.evaluate import (
     paired_comparison,
     roc_auc,
 )
+from batchscore.model import ModelConfig, SentimentBiLSTM, init_params
 from batchscore.runner import predict_texts
 from batchscore.scoring import softmax
-from batchscore.train import TrainConfig, greedy_epoch_average, train
+from batchscore.train import TrainConfig, adversarial_push, greedy_epoch_average, train
 from batchscore.vocab import Vocab
 
 POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant"]
@@ -402,3 +405,38 @@ def test_init_model_continues_from_a_bundle(tmp_path):
     with pytest.raises(ValueError, match="validation rows"):
         config = _small_config(epochs=1, init_model=str(tmp_path / "first"))
         train(other_train, other_valid, vectors, config, tmp_path / "d", **quiet)
+
+
+def test_adversarial_push_spends_its_budget_on_real_tokens_and_raises_the_loss():
+    config = ModelConfig(vocab_size=50, embed_dim=6, hidden=5, num_layers=2, dropout=0.0, pooling=("max",))
+    model = SentimentBiLSTM(config)
+    params = init_params(config, seed=3)
+    rng = np.random.default_rng(0)
+    lengths = np.array([3, 9, 1, 6], np.int32)
+    ids = np.where(np.arange(9) < lengths[:, None], rng.integers(2, 50, (4, 9)), 0).astype(np.int32)
+    labels = np.array([0, 1, 1, 0])
+
+    def losses(perturbation):
+        logits = model.apply({"params": params}, ids, lengths, perturbation=perturbation)
+        return -jax.nn.log_softmax(logits)[np.arange(4), labels]
+
+    towards_loss = jax.grad(lambda p: losses(p).sum())(jnp.zeros((4, 9, 6)))
+    push = np.asarray(adversarial_push(towards_loss, 0.5))
+    np.testing.assert_allclose(np.linalg.norm(push.reshape(4, -1), axis=1), 0.5, rtol=1e-5)
+    padding = np.arange(9)[None, :] >= lengths[:, None]
+    assert np.abs(push[padding]).max() == 0.0  # nothing wasted on (or leaking through) padding
+    random_push = rng.normal(size=push.shape) * ~padding[..., None]
+    random_push *= 0.5 / np.linalg.norm(random_push.reshape(4, -1), axis=1)[:, None, None]
+    clean, pushed, randomly = (np.asarray(losses(p)) for p in (None, push, random_push))
+    assert (pushed > clean).all()  # every review's loss rises along its own gradient ...
+    assert (pushed - clean > np.abs(randomly - clean)).all()  # ... more than along a random nudge
+
+
+def test_adversarial_training_learns_and_is_recorded(tmp_path):
+    vectors, train_part, valid_part = _toy_split(tmp_path, rows=600, seed=0)
+    plain = train(train_part, valid_part, vectors, _small_config(), tmp_path / "a", **QUIET)
+    config = _small_config(adversarial_epsilon=0.3)
+    result = train(train_part, valid_part, vectors, config, tmp_path / "b", **QUIET)
+    assert result.valid_report["accuracy"] > 0.9
+    assert result.bundle.card["train_config"]["adversarial_epsilon"] == 0.3
+    assert not np.array_equal(result.bundle.params["head"]["kernel"], plain.bundle.params["head"]["kernel"])
