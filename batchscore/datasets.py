@@ -117,15 +117,20 @@ def _imdb_sort_key(name: str) -> tuple[int, str]:
     return (int(stem), name) if stem.isdigit() else (1 << 62, name)
 
 
-def split_validation(data: LabeledData, fraction: float, seed: int) -> tuple[LabeledData, LabeledData]:
-    """A seeded, stratified split so both parts keep the label balance."""
+def validation_rows(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted row numbers of a seeded, stratified validation share, so both parts keep the label
+    balance (and analyses can find training's validation rows again)."""
     if not 0 < fraction < 1:
         raise DataError(f"validation fraction must be between 0 and 1, got {fraction}")
     rng = np.random.default_rng(seed)
-    valid_rows = []
+    chosen = []
     for label in (0, 1):
-        rows = rng.permutation(np.flatnonzero(data.labels == label))
-        valid_rows.append(rows[: round(rows.size * fraction)])
-    valid = np.sort(np.concatenate(valid_rows))
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        chosen.append(rows[: round(rows.size * fraction)])
+    return np.sort(np.concatenate(chosen))
+
+
+def split_validation(data: LabeledData, fraction: float, seed: int) -> tuple[LabeledData, LabeledData]:
+    valid = validation_rows(data.labels, fraction, seed)
     train = np.setdiff1d(np.arange(len(data)), valid)
     return data.take(train), data.take(valid)

@@ -1,0 +1,92 @@
+"""Does the random validation split share films with training, and which models profit from that?
+
+IMDb stores a film's reviews under consecutive ids, and its test films are not its training films. A
+review and its id neighbour (same label) that share two or more rare words (cast names, titles) are
+most likely about the same film. This prints how often that happens for neighbours vs random pairs,
+then each bundle's validation accuracy on the rows with such a neighbour in the training part and
+on the rest.
+
+    python -m benchmarks.validation_films MODEL [MODEL ...] [--train ../shared/data/imdb/train.parquet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+from collections import Counter
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from batchscore.bundle import load_bundle
+from batchscore.datasets import read_labeled, validation_rows
+from batchscore.train import bundle_probabilities
+
+RARE = (2, 30)  # a word in this many training reviews: specific to a few films, not to sentiment
+WORD = re.compile(r"[a-z']+")
+
+
+def rare_words(texts: list[str]) -> list[set[str]]:
+    words = [set(WORD.findall(text.lower())) for text in texts]
+    counts = Counter(w for ws in words for w in ws)
+    return [{w for w in ws if RARE[0] <= counts[w] <= RARE[1]} for ws in words]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--train", default="../shared/data/imdb/train.parquet")
+    parser.add_argument("--valid-fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pairs", type=int, default=3000)
+    args = parser.parse_args()
+
+    table = pq.read_table(args.train, columns=["label", "id"]).to_pydict()
+    data = read_labeled(args.train)
+    rare = rare_words(data.texts.to_pylist())
+    row_of = {
+        (label, id_): row for row, (label, id_) in enumerate(zip(table["label"], table["id"], strict=True))
+    }
+
+    def same_film(a: int, b: int | None) -> bool:
+        return b is not None and len(rare[a] & rare[b]) >= 2
+
+    sampler = random.Random(args.seed)
+    near, far = [], []
+    for row in sampler.sample(range(len(data)), args.pairs):
+        neighbour = row_of.get((table["label"][row], table["id"][row] + 1))
+        if neighbour is not None:
+            near.append(same_film(row, neighbour))
+            far.append(same_film(row, sampler.randrange(len(data))))
+    print(
+        f"{len(near)} pairs sharing >= 2 rare words: id neighbours {np.mean(near):.1%}, "
+        f"random pairs {np.mean(far):.1%}"
+    )
+
+    valid_rows = validation_rows(data.labels, args.valid_fraction, args.seed)  # training's own split
+    valid = data.take(valid_rows)
+    in_valid = set(valid_rows.tolist())
+    linked = np.array(
+        [
+            any(
+                (n := row_of.get((table["label"][row], table["id"][row] + step))) is not None
+                and n not in in_valid
+                and same_film(row, n)
+                for step in (-1, 1)
+            )
+            for row in valid_rows
+        ]
+    )
+    print(f"validation rows with a likely same-film neighbour in training: {linked.sum()} of {linked.size}")
+    for path in args.models:
+        probs = bundle_probabilities(load_bundle(path), valid.texts)[1]
+        right = (probs >= 0.5) == valid.labels
+        print(
+            f"{path}: accuracy {right.mean():.4f}; with a same-film neighbour {right[linked].mean():.4f}, "
+            f"without {right[~linked].mean():.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
