@@ -203,17 +203,20 @@ def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransforma
     def gradients(params, ids, lengths, labels, weights, key):
         """Loss gradients; with adversarial training (Miyato et al., 2017) the loss at the embeddings
         pushed a distance epsilon along each review's own loss gradient is added to the clean loss."""
+        if config.adversarial_epsilon == 0:  # no perturbation, no gradient towards one
+            (loss, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                params, None, ids, lengths, labels, weights, key
+            )
+            return loss, correct, grads
         zero = jnp.zeros((*ids.shape, model.config.embed_dim), jnp.float32)
         (loss, correct), (grads, towards_loss) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
             params, zero, ids, lengths, labels, weights, key
         )
-        if config.adversarial_epsilon > 0:
-            push = adversarial_push(towards_loss, config.adversarial_epsilon)
-            adversarial_grads, _ = jax.grad(loss_fn, has_aux=True)(
-                params, push, ids, lengths, labels, weights, key
-            )
-            grads = jax.tree_util.tree_map(jnp.add, grads, adversarial_grads)
-        return loss, correct, grads
+        push = adversarial_push(towards_loss, config.adversarial_epsilon)
+        adversarial_grads, _ = jax.grad(loss_fn, has_aux=True)(
+            params, push, ids, lengths, labels, weights, key
+        )
+        return loss, correct, jax.tree_util.tree_map(jnp.add, grads, adversarial_grads)
 
     @jax.jit
     def step(params, ema, opt_state, ids, lengths, labels, weights, key, step_number):

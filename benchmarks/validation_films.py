@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from batchscore.bundle import load_bundle
 from batchscore.datasets import read_labeled, validation_rows
+from batchscore.scoring import is_positive
 from batchscore.train import bundle_probabilities
 
 RARE = (2, 30)  # a word in this many training reviews: specific to a few films, not to sentiment
@@ -70,8 +71,7 @@ def main() -> None:
     linked = np.array(
         [
             any(
-                (n := row_of.get((table["label"][row], table["id"][row] + step))) is not None
-                and n not in in_valid
+                (n := row_of.get((table["label"][row], table["id"][row] + step))) not in in_valid
                 and same_film(row, n)
                 for step in (-1, 1)
             )
@@ -81,7 +81,7 @@ def main() -> None:
     print(f"validation rows with a likely same-film neighbour in training: {linked.sum()} of {linked.size}")
     for path in args.models:
         probs = bundle_probabilities(load_bundle(path), valid.texts)[1]
-        right = (probs >= 0.5) == valid.labels
+        right = is_positive(probs) == (valid.labels == 1)
         print(
             f"{path}: accuracy {right.mean():.4f}; with a same-film neighbour {right[linked].mean():.4f}, "
             f"without {right[~linked].mean():.4f}"
