@@ -4,9 +4,13 @@ IMDb stores a film's reviews under consecutive ids, and its test films are not i
 review and its id neighbour (same label) that share two or more rare words (cast names, titles) are
 most likely about the same film. This prints how often that happens for neighbours vs random pairs,
 then each bundle's validation accuracy on the rows with such a neighbour in the training part and
-on the rest.
+on the rest. With --held-out FILE it also prints, for the random validation rows, FILE's rows (a
+split of the training file, e.g. from `benchmarks.film_split`) and a sample of --test rows, the share
+of rows that have some training row sharing >= 2 rare words with them: the closer a validation split
+comes to test's share (unseen films), the less it rewards memorising films.
 
-    python -m benchmarks.validation_films MODEL [MODEL ...] [--train ../shared/data/imdb/train.parquet]
+    python -m benchmarks.validation_films [MODEL ...] [--train ../shared/data/imdb/train.parquet]
+        [--held-out build/film-valid.parquet --test ../shared/data/imdb/test.parquet]
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -34,14 +38,58 @@ def rare_words(texts: list[str]) -> list[set[str]]:
     return [{w for w in ws if RARE[0] <= counts[w] <= RARE[1]} for ws in words]
 
 
+def linked_share(rare: list[set[str]], held: list[int], pool: list[int]) -> float:
+    """Share of `held` rows with a `pool` row (not itself) sharing >= 2 rare words with them."""
+    having = defaultdict(list)
+    for row in pool:
+        for word in rare[row]:
+            having[word].append(row)
+    linked = 0
+    for row in held:
+        shared = Counter(other for word in rare[row] for other in having[word])
+        linked += any(count >= 2 and other != row for other, count in shared.items())
+    return linked / len(held)
+
+
+def print_linkage(train_path: str, held_out_path: str, test_path: str, seed: int, sample: int) -> None:
+    train = pq.read_table(train_path, columns=["text", "label", "id"]).to_pydict()
+    test_texts = pq.read_table(test_path, columns=["text"]).column("text").to_pylist()
+    rare = rare_words(train["text"] + test_texts)  # rarity over both files, so test words count alike
+    n_train = len(train["text"])
+    everything = range(n_train)
+
+    def rest(held: list[int]) -> list[int]:
+        excluded = set(held)
+        return [row for row in everything if row not in excluded]
+
+    random_valid = validation_rows(np.asarray(train["label"]), 0.1, seed).tolist()
+    held_table = pq.read_table(held_out_path, columns=["label", "id"]).to_pydict()
+    held_keys = set(zip(held_table["label"], held_table["id"], strict=True))
+    held_out = [row for row in everything if (train["label"][row], train["id"][row]) in held_keys]
+    sampled = np.random.default_rng(seed).choice(len(test_texts), sample, replace=False)
+    test_rows = (n_train + sampled).tolist()
+    print("rows with a training row sharing >= 2 rare words:")
+    for name, held, pool in (
+        ("random validation", random_valid, rest(random_valid)),
+        (held_out_path, held_out, rest(held_out)),
+        (f"{test_path}, sampled", test_rows, list(everything)),
+    ):
+        print(f"  {name} ({len(held)} rows): {linked_share(rare, held, pool):.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+")
+    parser.add_argument("models", nargs="*")
     parser.add_argument("--train", default="../shared/data/imdb/train.parquet")
     parser.add_argument("--valid-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pairs", type=int, default=3000)
+    parser.add_argument("--held-out", help="a validation split of --train to measure against the random one")
+    parser.add_argument("--test", default="../shared/data/imdb/test.parquet")
+    parser.add_argument("--test-sample", type=int, default=2500)
     args = parser.parse_args()
+    if args.held_out:
+        print_linkage(args.train, args.held_out, args.test, args.seed, args.test_sample)
 
     table = pq.read_table(args.train, columns=["label", "id"]).to_pydict()
     data = read_labeled(args.train)
