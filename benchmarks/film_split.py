@@ -18,19 +18,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchscore.datasets import validation_rows
+
 
 def film_validation_mask(
     labels: np.ndarray, ids: np.ndarray, fraction: float, block: int, seed: int
 ) -> np.ndarray:
-    """True for the rows of a seeded `fraction` of each label's id blocks."""
+    """True for the rows of a seeded, stratified `fraction` of the id blocks (training's own
+    stratified draw, made over blocks instead of rows)."""
     blocks = labels.astype(np.int64) * (int(ids.max()) + block) + ids // block
-    rng = np.random.default_rng(seed)
-    held = np.zeros(labels.size, bool)
-    for label in (0, 1):
-        candidates = np.unique(blocks[labels == label])
-        chosen = rng.permutation(candidates)[: round(candidates.size * fraction)]
-        held |= np.isin(blocks, chosen)
-    return held
+    block_keys, first_row = np.unique(blocks, return_index=True)
+    chosen = validation_rows(labels[first_row], fraction, seed)
+    return np.isin(blocks, block_keys[chosen])
 
 
 def main() -> None:

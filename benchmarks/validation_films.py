@@ -51,21 +51,26 @@ def linked_share(rare: list[set[str]], held: list[int], pool: list[int]) -> floa
     return linked / len(held)
 
 
-def print_linkage(train_path: str, held_out_path: str, test_path: str, seed: int, sample: int) -> None:
-    train = pq.read_table(train_path, columns=["text", "label", "id"]).to_pydict()
+def print_linkage(
+    train_texts: list[str],
+    row_of: dict[tuple[int, int], int],
+    random_valid: list[int],
+    held_out_path: str,
+    test_path: str,
+    seed: int,
+    sample: int,
+) -> None:
     test_texts = pq.read_table(test_path, columns=["text"]).column("text").to_pylist()
-    rare = rare_words(train["text"] + test_texts)  # rarity over both files, so test words count alike
-    n_train = len(train["text"])
+    rare = rare_words(train_texts + test_texts)  # rarity over both files, so test words count alike
+    n_train = len(train_texts)
     everything = range(n_train)
 
     def rest(held: list[int]) -> list[int]:
         excluded = set(held)
         return [row for row in everything if row not in excluded]
 
-    random_valid = validation_rows(np.asarray(train["label"]), 0.1, seed).tolist()
     held_table = pq.read_table(held_out_path, columns=["label", "id"]).to_pydict()
-    held_keys = set(zip(held_table["label"], held_table["id"], strict=True))
-    held_out = [row for row in everything if (train["label"][row], train["id"][row]) in held_keys]
+    held_out = sorted(row_of[key] for key in zip(held_table["label"], held_table["id"], strict=True))
     sampled = np.random.default_rng(seed).choice(len(test_texts), sample, replace=False)
     test_rows = (n_train + sampled).tolist()
     print("rows with a training row sharing >= 2 rare words:")
@@ -88,15 +93,19 @@ def main() -> None:
     parser.add_argument("--test", default="../shared/data/imdb/test.parquet")
     parser.add_argument("--test-sample", type=int, default=2500)
     args = parser.parse_args()
-    if args.held_out:
-        print_linkage(args.train, args.held_out, args.test, args.seed, args.test_sample)
 
     table = pq.read_table(args.train, columns=["label", "id"]).to_pydict()
     data = read_labeled(args.train)
-    rare = rare_words(data.texts.to_pylist())
+    texts = data.texts.to_pylist()
     row_of = {
         (label, id_): row for row, (label, id_) in enumerate(zip(table["label"], table["id"], strict=True))
     }
+    valid_rows = validation_rows(data.labels, args.valid_fraction, args.seed)  # training's own split
+    if args.held_out:
+        print_linkage(
+            texts, row_of, valid_rows.tolist(), args.held_out, args.test, args.seed, args.test_sample
+        )
+    rare = rare_words(texts)
 
     def same_film(a: int, b: int | None) -> bool:
         return b is not None and len(rare[a] & rare[b]) >= 2
@@ -113,7 +122,6 @@ def main() -> None:
         f"random pairs {np.mean(far):.1%}"
     )
 
-    valid_rows = validation_rows(data.labels, args.valid_fraction, args.seed)  # training's own split
     valid = data.take(valid_rows)
     in_valid = set(valid_rows.tolist())
     linked = np.array(
