@@ -478,6 +478,14 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
     help="Also train on each review's embeddings pushed this L2 distance along its loss gradient "
     "(adversarial training; about 2x the step cost; 0: off).",
 )
+@click.option(
+    "--lm-pretrain-epochs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="First train the LSTM layers to predict each next token of the training texts, in both "
+    "reading directions, for this many epochs (language-model pretraining; labels unused; 0: off).",
+)
 @click.option("--ema-decay", default=0.0, show_default=True, help="Ship an EMA of the weights (0: off).")
 @click.option(
     "--average-epochs",

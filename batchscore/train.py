@@ -32,6 +32,15 @@ from batchscore.embeddings import WordVectors, embedding_matrix
 from batchscore.encoding import Encoded, encode
 from batchscore.evaluate import classification_report, fit_temperature, paired_comparison
 from batchscore.model import ModelConfig, SentimentBiLSTM, flatten_params, init_params, unflatten_params
+from batchscore.pretrain import (
+    LM_DROPOUT,
+    LM_NEGATIVES,
+    classifier_start,
+    init_lm_head,
+    lm_loss,
+    lm_parameters,
+    sampling_distribution,
+)
 from batchscore.scoring import Scorer, Truncation, softmax
 from batchscore.text import TokenizerConfig, tokenize_array
 from batchscore.vocab import UNK_ID, Vocab
@@ -63,6 +72,7 @@ class TrainConfig:
     average_epochs: bool = False  # ship a greedy average of the epochs' weights (chosen on validation)
     init_model: str = ""  # a bundle to continue from (its vocabulary and weights); "" = GloVe + random
     adversarial_epsilon: float = 0.0  # L2 size of the per-review embedding perturbation (0: off)
+    lm_pretrain_epochs: int = 0  # epochs of language-model pretraining on the training texts first
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -292,6 +302,22 @@ def train(
     else:
         params = init_params(model_config, config.seed)
         params["embedding"]["embedding"] = jnp.asarray(init.matrix)
+    lm_record = None
+    if config.lm_pretrain_epochs > 0:
+        if start is not None:
+            raise ValueError("--lm-pretrain-epochs starts from GloVe, not from --init-model's bundle")
+        lm_params, lm_record = _pretrain_language_model(
+            params,
+            train_enc,
+            valid_enc,
+            config,
+            spec,
+            checkpoint_dir / "language-model",
+            resume,
+            log,
+            progress,
+        )
+        params = classifier_start(lm_params, params)
     opt_state = optimizer.init(params)
     ema = best_params = params
     state = TrainState()
@@ -418,6 +444,7 @@ def train(
             if start
             else {}
         ),
+        **({"lm_pretraining": lm_record} if lm_record else {}),
         "epochs_run": state.epoch,
         "best_epoch": state.best_epoch,
         **({"averaged_epochs": averaged} if averaged else {}),
@@ -442,6 +469,114 @@ def train(
         card=card,
     )
     return TrainResult(bundle, state.history, after, before)
+
+
+def _pretrain_language_model(
+    params: dict,
+    train_enc: Encoded,
+    valid_enc: Encoded,
+    config: TrainConfig,
+    spec: BucketSpec,
+    directory: Path,
+    resume: bool,
+    log: Callable[[str], None],
+    progress: bool,
+) -> tuple[dict, dict]:
+    """config.lm_pretrain_epochs of next-token training (pretrain.py) of `params`' embedding and LSTM
+    layers on the training texts; labels are not read. Checkpointed per epoch in `directory`, so a
+    resumed run continues the pretraining, or skips it once it is complete, exactly as it would have
+    run. Returns the pretrained parameters and the card's record of the stage."""
+    checkpoint = Checkpoint(directory)
+    vocab_size = params["embedding"]["embedding"].shape[0]
+    unigram = sampling_distribution(train_enc.ids, vocab_size)
+    log_expected = jnp.asarray(np.log(np.maximum(LM_NEGATIVES * unigram, 1e-30)), jnp.float32)
+    batches_per_epoch = len(plan_batches(train_enc.n_tokens, config.max_tokens, spec))
+    optimizer = _make_optimizer(config, batches_per_epoch * config.lm_pretrain_epochs)
+    hidden = params["lstm_0"]["w_hidden"].shape[1]
+    embed_dim = params["embedding"]["embedding"].shape[1]
+    lm = {"model": lm_parameters(params), "head": init_lm_head(hidden, embed_dim, unigram, config.seed)}
+    opt_state = optimizer.init(lm)
+    state = TrainState()
+    meta = {"train_config": config.to_dict(), "stage": "language model"}
+    if resume and checkpoint.exists():
+        trees, opt_state, state, saved_meta = checkpoint.load(opt_state)
+        if json.loads(json.dumps(saved_meta["train_config"])) != json.loads(json.dumps(config.to_dict())):
+            raise ValueError(f"{directory}: checkpoint was made with different settings; cannot resume")
+        lm = trees["params"]
+        if state.epoch < config.lm_pretrain_epochs:
+            log(f"resuming language-model pretraining after epoch {state.epoch} (step {state.step})")
+
+    def loss_of(lm_tree, ids, lengths, negatives, key):
+        return lm_loss(lm_tree["model"], lm_tree["head"], ids, lengths, negatives, log_expected, key)
+
+    @jax.jit
+    def step(lm_tree, opt_state, ids, lengths, negatives, key):
+        (loss, count), grads = jax.value_and_grad(loss_of, has_aux=True)(
+            lm_tree, ids, lengths, negatives, key
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, lm_tree)
+        return optax.apply_updates(lm_tree, updates), opt_state, loss, count
+
+    evaluate_loss = jax.jit(loss_of)
+
+    def valid_loss(lm_tree) -> float:
+        """Held-out next-token loss, against a fixed draw of negatives, without dropout."""
+        rng = np.random.default_rng([config.seed, 1])
+        negatives = rng.choice(vocab_size, LM_NEGATIVES, p=unigram).astype(np.int32)
+        total = count_sum = 0.0
+        for batch in plan_batches(valid_enc.n_tokens, config.max_tokens, spec):
+            ids, lengths = pad_batch(
+                valid_enc.ids, valid_enc.offsets, batch, config.max_tokens, config.head_tokens
+            )
+            loss, count = evaluate_loss(lm_tree, ids, lengths, negatives, None)
+            total += float(loss) * float(count)
+            count_sum += float(count)
+        return total / max(count_sum, 1.0)
+
+    base_key = jax.random.PRNGKey(config.seed + 7919)  # not the classifier's dropout stream
+    for epoch in range(state.epoch, config.lm_pretrain_epochs):
+        started = time.perf_counter()
+        rng = np.random.default_rng([config.seed, epoch, 2])
+        plan = plan_batches(train_enc.n_tokens, config.max_tokens, spec, rng=rng)
+        total = count_sum = 0.0
+        bar = _progress(len(plan), f"language model {epoch + 1}/{config.lm_pretrain_epochs}", progress)
+        for batch in plan:
+            ids, lengths = pad_batch(
+                train_enc.ids, train_enc.offsets, batch, config.max_tokens, config.head_tokens
+            )
+            negatives = rng.choice(vocab_size, LM_NEGATIVES, p=unigram).astype(np.int32)
+            key = jax.random.fold_in(base_key, state.step)
+            lm, opt_state, loss, count = step(lm, opt_state, ids, lengths, negatives, key)
+            state.step += 1
+            total += float(loss) * float(count)
+            count_sum += float(count)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - started
+        state.seconds += elapsed
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": total / max(count_sum, 1.0),
+            "valid_loss": valid_loss(lm),
+            "seconds": round(elapsed, 1),
+        }
+        state.history.append(record)
+        state.epoch = epoch + 1
+        checkpoint.save({"params": lm, "ema": lm, "best": lm}, opt_state, state, meta)
+        log(
+            f"language model epoch {epoch + 1}: next-token loss {record['train_loss']:.4f} | "
+            f"valid {record['valid_loss']:.4f} | {elapsed:.0f}s"
+        )
+    stage = {
+        "epochs": config.lm_pretrain_epochs,
+        "sampled_negatives": LM_NEGATIVES,
+        "dropout": LM_DROPOUT,
+        "history": state.history,
+        "seconds": round(state.seconds, 1),
+    }
+    return lm["model"], stage
 
 
 def greedy_epoch_average(
