@@ -25,7 +25,15 @@ from batchscore.pretrain import (
     lm_parameters,
     sampling_distribution,
 )
-from tests.test_train import FILLER, QUIET, _small_config, _toy_split, train, write_glove
+from tests.test_train import (
+    FILLER,
+    QUIET,
+    _small_config,
+    _toy_split,
+    interrupted_then_resumed,
+    train,
+    write_glove,
+)
 
 IDS = np.array([[3, 4, 5, 6, 7, 8, 0, 0], [9, 10, 11, 12, 13, 14, 15, 16]], np.int32)
 LENGTHS = np.array([6, 8], np.int32)
@@ -115,21 +123,9 @@ def test_interrupted_pretraining_resumes_exactly(tmp_path):
     config = _small_config(lm_pretrain_epochs=2, epochs=2)
     straight = train(train_part, valid_part, vectors, config, tmp_path / "a", **QUIET)
 
-    def stop_after_first_pretraining_epoch(message: str) -> None:
-        if message.startswith("language model epoch 1:"):  # logged after its checkpoint is saved
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(
-            train_part,
-            valid_part,
-            vectors,
-            config,
-            tmp_path / "b",
-            progress=False,
-            log=stop_after_first_pretraining_epoch,
-        )
-    resumed = train(train_part, valid_part, vectors, config, tmp_path / "b", resume=True, **QUIET)
+    # logged after the pretraining epoch's checkpoint is saved
+    stop_at = "language model epoch 1:"
+    resumed = interrupted_then_resumed(train_part, valid_part, vectors, config, tmp_path / "b", stop_at)
     assert resumed.bundle.card["lm_pretraining"] == {
         **straight.bundle.card["lm_pretraining"],
         "seconds": resumed.bundle.card["lm_pretraining"]["seconds"],

@@ -122,6 +122,19 @@ def _toy_split(tmp_path: Path, rows: int = 300, seed: int = 1):
 QUIET = dict(progress=False, log=lambda m: None)
 
 
+def interrupted_then_resumed(train_part, valid_part, vectors, config, directory: Path, stop_at: str):
+    """Train until the first log line starting with `stop_at`, stopped there as by a kill, then
+    resume with --resume: the run an operator gets after a crash."""
+
+    def stop(message: str) -> None:
+        if message.startswith(stop_at):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(train_part, valid_part, vectors, config, directory, progress=False, log=stop)
+    return train(train_part, valid_part, vectors, config, directory, resume=True, **QUIET)
+
+
 def test_training_learns_a_separable_task(tmp_path):
     vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
     data = _data(toy_reviews(600, 0), "toy")
@@ -152,21 +165,8 @@ def test_resume_continues_exactly(tmp_path):
     config = _small_config(ema_decay=0.9, token_dropout=0.1, embed_lr_scale=0.5)  # every option in play
     straight = train(train_part, valid_part, vectors, config, tmp_path / "a", **quiet)
 
-    def stop_after_first_epoch(message: str) -> None:
-        if message.startswith("epoch 1:"):  # logged right after the epoch's checkpoint is saved
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(
-            train_part,
-            valid_part,
-            vectors,
-            config,
-            tmp_path / "b",
-            progress=False,
-            log=stop_after_first_epoch,
-        )
-    resumed = train(train_part, valid_part, vectors, config, tmp_path / "b", resume=True, **quiet)
+    # "epoch 1:" is logged right after the epoch's checkpoint is saved
+    resumed = interrupted_then_resumed(train_part, valid_part, vectors, config, tmp_path / "b", "epoch 1:")
     assert [h["valid_loss"] for h in resumed.history] == [h["valid_loss"] for h in straight.history]
     for name in ("embedding", "head"):
         for key, value in straight.bundle.params[name].items():
