@@ -150,6 +150,13 @@ def model_card_text(bundle: Bundle) -> str:
     for key in ("command", "seed", "epochs_run", "best_epoch", "training_seconds", "machine"):
         if key in card:
             lines.append(f"{key:10s} {card[key]}")
+    if "lm_pretraining" in card:
+        stage = card["lm_pretraining"]
+        losses = " -> ".join(f"{epoch['valid_loss']:.3f}" for epoch in stage["history"])
+        lines.append(
+            f"pretrain   {stage['epochs']} language-model epochs ({stage['seconds']:.0f} s of "
+            f"training_seconds), validation next-token loss {losses}"
+        )
     for key in ("train_data", "valid_data", "test_data", "embeddings"):
         if key in card:
             lines.append(f"{key:10s} " + ", ".join(f"{k}={v}" for k, v in card[key].items()))

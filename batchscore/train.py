@@ -449,7 +449,7 @@ def train(
         "best_epoch": state.best_epoch,
         **({"averaged_epochs": averaged} if averaged else {}),
         "history": state.history,
-        "training_seconds": round(state.seconds, 1),
+        "training_seconds": round(state.seconds + (lm_record["seconds"] if lm_record else 0.0), 1),
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, {jax.default_backend()}",
         "versions": {"batchscore": __version__, "jax": jax.__version__, "python": platform.python_version()},
         "valid_metrics": {"uncalibrated": _headline(before), "calibrated": _headline(after)},

@@ -25,6 +25,7 @@ from batchscore.pretrain import (
     lm_parameters,
     sampling_distribution,
 )
+from batchscore.runner import model_card_text
 from tests.test_train import (
     FILLER,
     QUIET,
@@ -116,6 +117,9 @@ def test_pretraining_learns_a_predictable_sequence(tmp_path):
     # above the best case; the cycle makes every next word certain
     assert history[-1]["valid_loss"] < 0.5 * history[0]["valid_loss"]
     assert history[-1]["valid_loss"] < 1.0
+    card = result.bundle.card
+    assert card["training_seconds"] >= card["lm_pretraining"]["seconds"] > 0  # both stages counted
+    assert "pretrain   4 language-model epochs" in model_card_text(result.bundle)
 
 
 def test_interrupted_pretraining_resumes_exactly(tmp_path):
