@@ -38,11 +38,11 @@ def sampling_distribution(token_ids: np.ndarray, vocab_size: int) -> np.ndarray:
     return weights / weights.sum()
 
 
-def init_lm_head(config_hidden: int, embed_dim: int, unigram: np.ndarray, seed: int) -> dict:
+def init_lm_head(hidden: int, embed_dim: int, unigram: np.ndarray, seed: int) -> dict:
     """Per-direction projection from LSTM outputs to the embedding space, and a per-word bias
     started at the log frequency, so the first steps need not learn how common each word is."""
-    scale = 1.0 / np.sqrt(config_hidden)
-    projection = jax.random.normal(jax.random.PRNGKey(seed), (2, config_hidden, embed_dim)) * scale
+    scale = 1.0 / np.sqrt(hidden)
+    projection = jax.random.normal(jax.random.PRNGKey(seed), (2, hidden, embed_dim)) * scale
     return {"projection": projection, "bias": jnp.asarray(np.log(unigram + 1e-12), jnp.float32)}
 
 
@@ -115,7 +115,7 @@ def classifier_start(lm_params: dict, classifier_template: dict) -> dict:
     """The classifier's initial parameters: the pretrained embedding and LSTM layers, the
     cross-direction input rows of every later layer at zero (see the module docstring), and the
     template's (freshly initialised) head."""
-    start = {name: value for name, value in classifier_template.items()}
+    start = dict(classifier_template)
     start["embedding"] = lm_params["embedding"]
     for name in classifier_template:
         if not name.startswith("lstm_"):

@@ -325,9 +325,7 @@ def train(
     if resume and checkpoint.exists():
         trees, opt_state, state, saved_meta = checkpoint.load(opt_state)
         params, ema, best_params = (trees[name] for name in Checkpoint.TREES)
-        saved_config = {**TrainConfig().to_dict(), **saved_meta["train_config"]}  # older runs lack new keys
-        if json.loads(json.dumps(saved_config)) != json.loads(json.dumps(config.to_dict())):
-            raise ValueError(f"{checkpoint_dir}: checkpoint was made with different settings; cannot resume")
+        _require_same_settings(saved_meta, config, checkpoint_dir)
         log(f"resuming after epoch {state.epoch} (step {state.step})")
     else:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -471,6 +469,13 @@ def train(
     return TrainResult(bundle, state.history, after, before)
 
 
+def _require_same_settings(saved_meta: dict, config: TrainConfig, directory: Path) -> None:
+    """A checkpoint resumes only the run that wrote it: any other setting would silently mix two runs."""
+    saved_config = {**TrainConfig().to_dict(), **saved_meta["train_config"]}  # older runs lack new keys
+    if json.loads(json.dumps(saved_config)) != json.loads(json.dumps(config.to_dict())):
+        raise ValueError(f"{directory}: checkpoint was made with different settings; cannot resume")
+
+
 def _pretrain_language_model(
     params: dict,
     train_enc: Encoded,
@@ -500,8 +505,7 @@ def _pretrain_language_model(
     meta = {"train_config": config.to_dict(), "stage": "language model"}
     if resume and checkpoint.exists():
         trees, opt_state, state, saved_meta = checkpoint.load(opt_state)
-        if json.loads(json.dumps(saved_meta["train_config"])) != json.loads(json.dumps(config.to_dict())):
-            raise ValueError(f"{directory}: checkpoint was made with different settings; cannot resume")
+        _require_same_settings(saved_meta, config, directory)
         lm = trees["params"]
         if state.epoch < config.lm_pretrain_epochs:
             log(f"resuming language-model pretraining after epoch {state.epoch} (step {state.step})")
