@@ -40,6 +40,7 @@ from batchscore.io.paths import (
     InputFile,
     Location,
     check_outputs_are_not_inputs,
+    check_outputs_are_not_listed_inputs,
     discover_inputs,
     plan_outputs,
 )
@@ -222,6 +223,7 @@ class ScoringJob:
             single = len(inputs) == 1 and _names_one_file(inputs[0], files)
             targets = plan_outputs(files, output, single, filesystem)
             check_outputs_are_not_inputs(files, targets)
+            check_outputs_are_not_listed_inputs(inputs, targets, filesystem)
             good = self._preflight(files, targets, summary)
             interrupts.check("nothing was scored yet", self.options.resume_hint)
             self._score_all(good, summary)

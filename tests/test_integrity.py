@@ -151,6 +151,26 @@ def test_output_may_never_be_an_input(tmp_path, tiny_bundle, reviews_table, flag
     assert source.read_bytes() == original
 
 
+def test_output_inside_an_input_directory_is_refused_on_the_first_night(tmp_path, tiny_bundle, reviews_table):
+    """`run landing/ -o landing/scored/` would work once, then list its own outputs as inputs."""
+    landing = tmp_path / "landing"
+    (landing / "day=1").mkdir(parents=True)
+    pq.write_table(reviews_table, landing / "day=1" / "part-0.parquet")
+    for output in (landing / "scored", landing / "day=1" / "out"):
+        result = run_cli(landing, "-o", output, "--model", tiny_bundle)
+        assert result.exit_code == 2, result.output
+        assert "inside the input directory" in result.output and "_scored" in result.output
+    assert sorted(p.name for p in landing.rglob("*") if p.is_file()) == ["part-0.parquet"]
+    (tmp_path / "alias").symlink_to(landing)
+    assert run_cli(landing, "-o", tmp_path / "alias" / "scored", "--model", tiny_bundle).exit_code == 2
+    # Beside it (a name that merely starts the same) and below an _ folder are fine, night after night.
+    for output in (tmp_path / "landing-scored", landing / "_scored"):
+        for _night in range(2):
+            result = run_cli(landing, "-o", output, "--model", tiny_bundle, "--resume")
+            assert result.exit_code == 0, result.output
+        assert pq.read_table(output / "day=1" / "part-0.parquet").num_rows == reviews_table.num_rows
+
+
 # 5 ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("change", "field"),

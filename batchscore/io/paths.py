@@ -163,7 +163,7 @@ def _list_directory(location: Location) -> list[tuple[Location, str]]:
     out = []
     for path in paths:
         relative = path[len(location.path.rstrip("/")) + 1 :]
-        if any(part[:1] in "._" for part in relative.split("/")):
+        if _skipped_when_listing(relative):
             continue
         if split_extension(relative.rsplit("/", 1)[-1])[1]:
             uri = f"{location.uri.rstrip('/')}/{relative}"
@@ -171,6 +171,10 @@ def _list_directory(location: Location) -> list[tuple[Location, str]]:
     if not out:
         raise NoInputFound(f"{location.uri}: directory holds no .parquet, .csv or .csv.gz files")
     return out
+
+
+def _skipped_when_listing(relative: str) -> bool:
+    return any(part[:1] in "._" for part in relative.split("/"))
 
 
 def _walk_local(root: str) -> list[str]:
@@ -204,6 +208,51 @@ def check_outputs_are_not_inputs(inputs: list[InputFile], outputs: list[Location
         source = input_keys.get(_identity(target))
         if source is not None:
             raise UsageError(f"output {target.uri} is the input {source}; choose another -o")
+
+
+def check_outputs_are_not_listed_inputs(
+    specs: list[str], outputs: list[Location], filesystem: pafs.FileSystem | None = None
+) -> None:
+    """An output below an input directory would be listed as an input by the next run of the same
+    command (refused there as 'output is the input', or scored again): a nightly job that works
+    on its first night and fails on its second. Refused on the first."""
+    for directory in _listed_directories(specs, filesystem):
+        for target in outputs:
+            relative = _relative_below(directory, target)
+            if relative is not None and not _skipped_when_listing(relative):
+                suggestion = f"{directory.uri.rstrip('/')}/_scored/"
+                raise UsageError(
+                    f"output {target.uri} is inside the input directory {directory.uri}, so the next "
+                    f"run would read it as input; choose -o outside it, or below a folder whose name "
+                    f"starts with _ (not listed as input), e.g. -o {suggestion}"
+                )
+
+
+def _listed_directories(specs: list[str], filesystem: pafs.FileSystem | None) -> list[Location]:
+    """The directories whose files the specs take in (as _expand lists them)."""
+    found: list[Location] = []
+    for spec in specs:
+        if any(ch in spec for ch in "*?["):
+            if "://" not in spec and filesystem is None:
+                found.extend(resolve(m) for m in sorted(glob.glob(spec, recursive=True)) if os.path.isdir(m))
+            continue
+        location = resolve(spec, filesystem)
+        if location.is_dir():
+            found.append(location)
+    return found
+
+
+def _relative_below(directory: Location, target: Location) -> str | None:
+    """target's path below directory, or None when it is not below it (links resolved locally)."""
+    if isinstance(directory.filesystem, pafs.LocalFileSystem):
+        if not isinstance(target.filesystem, pafs.LocalFileSystem):
+            return None
+        root, path = os.path.realpath(directory.path), os.path.realpath(target.path)
+        return os.path.relpath(path, root) if os.path.commonpath([root, path]) == root else None
+    if type(directory.filesystem) is not type(target.filesystem):
+        return None
+    root = directory.path.rstrip("/") + "/"
+    return target.path[len(root) :] if target.path.startswith(root) else None
 
 
 def _identity(location: Location) -> tuple:
