@@ -23,6 +23,9 @@ def clean_texts(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarra
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if pa.types.is_dictionary(array.type):  # Spark/pandas categoricals: score the values
         array = array.dictionary_decode()
+    if pa.types.is_string_view(array.type) or pa.types.is_binary_view(array.type):
+        # Arrow's view layouts (DuckDB, Polars, or a Parquet file's stored schema): the same values.
+        array = array.cast(pa.binary() if pa.types.is_binary_view(array.type) else pa.string())
     n = len(array)
     reasons = np.full(n, None, dtype=object)
     type_ = array.type

@@ -343,12 +343,22 @@ def test_type_inference_breaking_midway_is_a_bad_file(tmp_path, tiny_bundle, mon
 
 
 # 11 --------------------------------------------------------------------------------------------
-def test_dictionary_encoded_text_is_scored(tmp_path, tiny_bundle, reviews_table):
+@pytest.mark.parametrize(
+    "layout",
+    [
+        lambda texts: texts.dictionary_encode(),  # Spark/pandas categoricals
+        lambda texts: texts.cast(pa.string_view()),  # DuckDB/Polars views
+        lambda texts: texts.cast(pa.large_string()),
+        lambda texts: texts.cast(pa.binary_view()),
+    ],
+    ids=["dictionary", "string_view", "large_string", "binary_view"],
+)
+def test_every_arrow_text_layout_is_scored_like_plain_strings(tmp_path, tiny_bundle, reviews_table, layout):
     texts = reviews_table.column("text")
     plain = pa.table({"text": texts})
-    pq.write_table(pa.table({"text": texts.dictionary_encode()}), tmp_path / "dict.parquet")
+    pq.write_table(pa.table({"text": layout(texts)}), tmp_path / "other.parquet")
     pq.write_table(plain, tmp_path / "plain.parquet")
-    score_files([tmp_path / "dict.parquet"], tmp_path / "a.parquet", tiny_bundle)
+    score_files([tmp_path / "other.parquet"], tmp_path / "a.parquet", tiny_bundle)
     score_files([tmp_path / "plain.parquet"], tmp_path / "b.parquet", tiny_bundle)
     a, b = pq.read_table(tmp_path / "a.parquet"), pq.read_table(tmp_path / "b.parquet")
     assert a.column("error").null_count == a.num_rows
