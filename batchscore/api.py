@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from batchscore.bundle import Bundle, load_bundle
 from batchscore.pipeline import OUTPUT_COLUMNS, RunOptions, ScoringJob, output_names
+from batchscore.validation import not_string
 
 SCORE_COLUMNS = [c for c in OUTPUT_COLUMNS if c != "row"]
 _PANDAS_TYPES = {
@@ -55,8 +56,20 @@ class Model:
 
     def predict(self, texts: Sequence[str | None]) -> pd.DataFrame:
         """One row per text, in order: label, prob_positive, prob_negative, n_tokens, truncated, error."""
-        table = pa.table({"text": pa.array(list(texts), pa.string())})
-        return _to_pandas(self._job.score_table(table, "text").select(SCORE_COLUMNS))
+        return self._score_values(list(texts))
+
+    def _score_values(self, values: list) -> pd.DataFrame:
+        """Python objects, as a list or an object column may hold them: a value that is not a string
+        (a number among texts) is that row's error, as in a file, not an exception for the call."""
+        misfits = {
+            i: not_string(type(v).__name__) for i, v in enumerate(values) if not _is_text_or_missing(v)
+        }
+        texts = [None if i in misfits or _is_missing(v) else v for i, v in enumerate(values)]
+        table = pa.table({"text": pa.array(texts, pa.string())})
+        scores = _to_pandas(self._job.score_table(table, "text").select(SCORE_COLUMNS))
+        for row, reason in misfits.items():
+            scores.loc[row, "error"] = reason
+        return scores
 
     def score_table(self, table: pa.Table, text_column: str = "text") -> pa.Table:
         """The table's columns (the text dropped, clashing names prefixed `input_`) plus the scores:
@@ -67,8 +80,12 @@ class Model:
         """score_table for pandas: the frame's own columns, dtypes and index are kept as they are."""
         if text_column not in frame.columns:
             raise KeyError(f"no text column {text_column!r}; columns are {list(frame.columns)}")
-        texts = pa.Table.from_pandas(frame[[text_column]], preserve_index=False)
-        scores = _to_pandas(self._job.score_table(texts, text_column).select(SCORE_COLUMNS))
+        column = frame[text_column]
+        if column.dtype == object:  # plain Python values, possibly mixed: checked one by one
+            scores = self._score_values(column.tolist())
+        else:  # typed (string, categorical, numeric): the same column checks as a file's
+            texts = pa.Table.from_pandas(frame[[text_column]], preserve_index=False)
+            scores = _to_pandas(self._job.score_table(texts, text_column).select(SCORE_COLUMNS))
         scores.index = frame.index
         names = output_names(list(frame.columns), text_column, keep_text=False)
         kept = frame[list(names)].rename(columns=names)
@@ -86,6 +103,14 @@ def load_model(
     bundle = load_bundle(path)
     options = RunOptions(device=device, max_tokens=max_tokens, precision=precision)
     return Model(bundle, ScoringJob(bundle, options))
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (pd.api.types.is_scalar(value) and not isinstance(value, str) and pd.isna(value))
+
+
+def _is_text_or_missing(value: object) -> bool:
+    return isinstance(value, str) or _is_missing(value)
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:

@@ -78,6 +78,25 @@ def test_predict_one_row_per_text_and_bad_rows_are_rows(model):
     assert out["n_tokens"].tolist()[3:] == [2, 7]
 
 
+def test_values_that_are_not_text_are_row_errors_not_exceptions(model):
+    """An object column from a messy frame (a number or a list among the texts) fails only its rows."""
+    values = ["good film", 42, None, float("nan"), ["bad"], "bad acting"]
+    expected_errors = [
+        None,
+        "text is int, not a string",
+        "null text",
+        "null text",
+        "text is list, not a string",
+        None,
+    ]
+    plain = model.predict(["good film", "bad acting"])
+    for out in (model.predict(values), model.score_frame(pd.DataFrame({"text": values}))):
+        assert out["error"].astype(object).where(out["error"].notna(), None).tolist() == expected_errors
+        assert out["label"].isna().tolist() == [False, True, True, True, True, False]
+        scored = out.iloc[[0, 5]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(scored, plain)
+
+
 def test_threads_share_one_model(model, reviews_table):
     texts = reviews_table.column("text").to_pylist()
     chunks = [texts[i : i + 37] for i in range(0, len(texts), 37)]
