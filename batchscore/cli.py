@@ -520,12 +520,16 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
 )
-def train(**options) -> None:
+@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
+def train(debug: bool, **options) -> None:
     """Train a model bundle (GloVe -> 2-layer BiLSTM -> first+last [+ pooled] -> Dense)."""
     from batchscore.train import run_training
 
     command = "batchscore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_training(command=command, log=_logger(), **options)
+    try:
+        run_training(command=command, log=_logger(), **options)
+    except Exception as err:
+        _fail(err, debug)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from batchscore.errors import InputError
+
 LABEL_NAMES = ("negative", "positive")
+_SHORT_LABEL_NAMES = ("neg", "pos")  # aclImdb's folder names
 
 
-class DataError(ValueError):
+class DataError(InputError, ValueError):
     """Labeled data that cannot be used as given; the message names file, row and column."""
 
 
@@ -30,6 +33,14 @@ class LabeledData:
 
     def take(self, rows: np.ndarray) -> LabeledData:
         return LabeledData(self.texts.take(pa.array(rows)), self.labels[rows], self.source)
+
+    def require_both_labels(self, role: str) -> None:
+        """A classifier trained, or stopped and calibrated, on one label only learns a constant:
+        refused instead of written as a model that looks trained."""
+        counts = np.bincount(self.labels, minlength=len(LABEL_NAMES))
+        if counts.min() == 0:
+            have = ", ".join(f"{n:,} {name}" for name, n in zip(LABEL_NAMES, counts, strict=True))
+            raise DataError(f"{self.source}: the {role} rows hold one label only ({have}); both are needed")
 
     def content_sha256(self) -> str:
         """A hash of texts and labels, recorded in model cards to identify the data."""
@@ -71,7 +82,8 @@ def read_labeled(path: str | Path, text_column: str = "text", label_column: str 
 def _normalise_labels(column: pa.Array, path: Path, label_column: str) -> np.ndarray:
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         lowered = pc.utf8_lower(pc.utf8_trim_whitespace(column))
-        column = pc.index_in(lowered, value_set=pa.array(LABEL_NAMES))
+        names = pa.array([*LABEL_NAMES, *_SHORT_LABEL_NAMES])  # index modulo 2 is the label
+        column = pc.bit_wise_and(pc.index_in(lowered, value_set=names), 1)
     elif pa.types.is_boolean(column.type):
         column = column.cast(pa.int8())
     valid = (
@@ -81,12 +93,14 @@ def _normalise_labels(column: pa.Array, path: Path, label_column: str) -> np.nda
     )
     if valid is None:
         raise DataError(
-            f"{path}: column {label_column!r} has type {column.type}; use 0/1 or negative/positive"
+            f"{path}: column {label_column!r} has type {column.type}; use 0/1, negative/positive or neg/pos"
         )
     valid = pc.fill_null(valid, False)
     if not pc.all(valid).as_py():
         row = pc.index(valid, False).as_py()
-        raise DataError(f"{path}: row {row}: column {label_column!r} is not 0/1 or negative/positive")
+        raise DataError(
+            f"{path}: row {row}: column {label_column!r} is not 0/1, negative/positive or neg/pos"
+        )
     return column.to_numpy(zero_copy_only=False).astype(np.int8)
 
 

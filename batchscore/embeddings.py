@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from batchscore.errors import InputError
 from batchscore.vocab import PAD_ID, Vocab
 
 PACKAGED_GLOVE = "glove-6b-50d"
@@ -65,7 +66,7 @@ def _load_glove_text(path: Path) -> WordVectors:
         first = handle.readline().rstrip("\n").split(" ")
     dim = len(first) - 1
     if dim < 1:
-        raise ValueError(f"{path}: line 1 is not 'word v1 v2 ...': {' '.join(first)[:80]!r}")
+        raise InputError(f"{path}: line 1 is not 'word v1 v2 ...': {' '.join(first)[:80]!r}")
     names = ["word", *(f"v{i}" for i in range(dim))]
     try:
         table = pacsv.read_csv(
@@ -79,7 +80,7 @@ def _load_glove_text(path: Path) -> WordVectors:
             ),
         )
     except pa.ArrowInvalid as err:
-        raise ValueError(f"{path}: not a GloVe text file with {dim} values per line: {err}") from err
+        raise InputError(f"{path}: not a GloVe text file with {dim} values per line: {err}") from err
     vectors = np.stack([table.column(n).to_numpy() for n in names[1:]], axis=1).astype(np.float32)
     return WordVectors(table.column("word").combine_chunks(), vectors, str(path))
 

@@ -30,6 +30,7 @@ from batchscore.datasets import LabeledData
 from batchscore.drift import Profile
 from batchscore.embeddings import WordVectors, embedding_matrix
 from batchscore.encoding import Encoded, encode
+from batchscore.errors import UsageError
 from batchscore.evaluate import classification_report, fit_temperature, paired_comparison
 from batchscore.model import ModelConfig, SentimentBiLSTM, flatten_params, init_params, unflatten_params
 from batchscore.pretrain import (
@@ -305,7 +306,7 @@ def train(
     lm_record = None
     if config.lm_pretrain_epochs > 0:
         if start is not None:
-            raise ValueError("--lm-pretrain-epochs starts from GloVe, not from --init-model's bundle")
+            raise UsageError("--lm-pretrain-epochs starts from GloVe, not from --init-model's bundle")
         lm_params, lm_record = _pretrain_language_model(
             params,
             train_enc,
@@ -473,7 +474,7 @@ def _require_same_settings(saved_meta: dict, config: TrainConfig, directory: Pat
     """A checkpoint resumes only the run that wrote it: any other setting would silently mix two runs."""
     saved_config = {**TrainConfig().to_dict(), **saved_meta["train_config"]}  # older runs lack new keys
     if json.loads(json.dumps(saved_config)) != json.loads(json.dumps(config.to_dict())):
-        raise ValueError(f"{directory}: checkpoint was made with different settings; cannot resume")
+        raise UsageError(f"{directory}: checkpoint was made with different settings; cannot resume")
 
 
 def _pretrain_language_model(
@@ -624,7 +625,7 @@ def _initial_bundle(config: TrainConfig, vectors: WordVectors, valid_data: Label
     bundle = load_bundle(config.init_model)
     trained_on = bundle.card.get("valid_data", {}).get("sha256")
     if trained_on is None or trained_on != valid_data.content_sha256():
-        raise ValueError(
+        raise UsageError(
             f"--init-model {config.init_model}: this run's validation rows ({valid_data.source}, sha256 "
             f"{valid_data.content_sha256()[:12]}) are not the ones the bundle was trained with (card: "
             f"{(trained_on or 'none recorded')[:12]}); use the same --seed and --valid-fraction, or --valid"
@@ -637,7 +638,7 @@ def _initial_bundle(config: TrainConfig, vectors: WordVectors, valid_data: Label
     }
     have = {key: getattr(bundle.model, key) for key in wanted}
     if have != wanted:
-        raise ValueError(f"--init-model {config.init_model}: its model is {have}, this run's is {wanted}")
+        raise UsageError(f"--init-model {config.init_model}: its model is {have}, this run's is {wanted}")
     return bundle
 
 
@@ -706,6 +707,8 @@ def run_training(
         train_data, valid_data = data, read_labeled(valid_path, text_column, label_column)
     else:
         train_data, valid_data = split_validation(data, valid_fraction, config.seed)
+    train_data.require_both_labels("training")
+    valid_data.require_both_labels("validation")
     log(f"training rows {len(train_data)}, validation rows {len(valid_data)}")
     vectors = load_word_vectors(embeddings)
     checkpoint_dir = checkpoint_dir or output.with_name(output.name + ".checkpoint")
@@ -755,7 +758,7 @@ def evaluate_bundle(
     report = classification_report(probs, data.labels, encoded.n_tokens, label_names=bundle.labels)
     if against is not None:
         if against.labels != bundle.labels:
-            raise ValueError(f"cannot compare models with labels {bundle.labels} and {against.labels}")
+            raise UsageError(f"cannot compare models with labels {bundle.labels} and {against.labels}")
         _, other_probs = bundle_probabilities(against, data.texts, spec)
         report["comparison"] = paired_comparison(probs, other_probs, data.labels)
     return report

@@ -16,6 +16,7 @@ from batchscore.bundle import save_bundle
 from batchscore.cli import main
 from batchscore.datasets import LabeledData, split_validation
 from batchscore.embeddings import load_word_vectors
+from batchscore.errors import UsageError
 from batchscore.model import ModelConfig, init_params
 from batchscore.pretrain import (
     classifier_start,
@@ -153,7 +154,7 @@ def test_pretraining_option_is_checked(tmp_path):
     plain = train(train_part, valid_part, vectors, _small_config(epochs=1), tmp_path / "a", **QUIET)
     save_bundle(plain.bundle, tmp_path / "model")
     config = _small_config(epochs=1, lm_pretrain_epochs=1, init_model=str(tmp_path / "model"))
-    with pytest.raises(ValueError, match="--lm-pretrain-epochs"):
+    with pytest.raises(UsageError, match="--lm-pretrain-epochs"):
         train(train_part, valid_part, vectors, config, tmp_path / "b", **QUIET)
     arguments = ["train", "--train", str(tmp_path), "-o", str(tmp_path / "m"), "--lm-pretrain-epochs", "-1"]
     result = CliRunner().invoke(main, arguments)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -18,6 +19,7 @@ from batchscore.bundle import load_bundle, save_bundle
 from batchscore.cli import main
 from batchscore.datasets import LabeledData, read_labeled, split_validation
 from batchscore.embeddings import embedding_matrix, load_word_vectors
+from batchscore.errors import InputError, UsageError
 from batchscore.evaluate import (
     classification_report,
     expected_calibration_error,
@@ -85,7 +87,7 @@ def test_glove_file_with_punctuation_words(tmp_path):
 def test_bad_glove_file_is_reported(tmp_path):
     path = tmp_path / "g.txt"
     path.write_text("a 0.1 0.2\nb 0.3\n")
-    with pytest.raises(ValueError, match=r"g\.txt"):
+    with pytest.raises(InputError, match=r"g\.txt"):
         load_word_vectors(str(path))
 
 
@@ -171,6 +173,10 @@ def test_resume_continues_exactly(tmp_path):
     for name in ("embedding", "head"):
         for key, value in straight.bundle.params[name].items():
             np.testing.assert_array_equal(value, resumed.bundle.params[name][key])
+    # resuming that checkpoint with another setting would mix two runs in one bundle: refused
+    with pytest.raises(UsageError, match="different settings"):
+        changed = dataclasses.replace(config, dropout=0.3)
+        train(train_part, valid_part, vectors, changed, tmp_path / "b", resume=True, **quiet)
 
 
 def test_crash_inside_a_checkpoint_commit_resumes_exactly(tmp_path, monkeypatch):
@@ -276,11 +282,31 @@ def test_aclimdb_folder_layout(tmp_path):
 
 
 def test_string_labels_and_bad_labels(tmp_path):
-    pq.write_table(pa.table({"text": ["a", "b"], "label": ["Positive", "negative"]}), tmp_path / "ok.parquet")
-    assert read_labeled(tmp_path / "ok.parquet").labels.tolist() == [1, 0]
+    labels = ["Positive", "negative", " pos", "NEG"]
+    pq.write_table(pa.table({"text": ["a", "b", "c", "d"], "label": labels}), tmp_path / "ok.parquet")
+    assert read_labeled(tmp_path / "ok.parquet").labels.tolist() == [1, 0, 1, 0]
     pq.write_table(pa.table({"text": ["a", "b"], "label": ["positive", "meh"]}), tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match=r"bad.parquet: row 1: column 'label'"):
         read_labeled(tmp_path / "bad.parquet")
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["positive"] * 40, "the training rows hold one label only (0 negative, 36 positive)"),
+        (["positive", "meh"] * 20, "row 1: column 'label' is not 0/1"),
+    ],
+)
+def test_train_command_refuses_unusable_labels_in_one_line(tmp_path, labels, message):
+    """Exit 3 (bad input) with the file named, no traceback, and no bundle that looks trained."""
+    table = toy_reviews(40, 5).set_column(1, "label", pa.array(labels))
+    pq.write_table(table, tmp_path / "train.parquet")
+    glove = write_glove(tmp_path / "g.txt", dim=5)
+    args = ["train", "--train", tmp_path / "train.parquet", "--embeddings", glove, "-o", tmp_path / "m"]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 3, result.output
+    assert "train.parquet" in result.output and message in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "m").exists()
 
 
 def test_metrics_match_hand_computation():
@@ -391,7 +417,7 @@ def test_init_model_continues_from_a_bundle(tmp_path):
         tuned.bundle.params["head"]["kernel"], start.params["head"]["kernel"], atol=1e-3
     )
     assert tuned.history[0]["valid_accuracy"] == pytest.approx(first.valid_report["accuracy"], abs=0.02)
-    with pytest.raises(ValueError, match="init-model"):
+    with pytest.raises(UsageError, match="init-model"):
         train(
             train_part,
             valid_part,
@@ -402,7 +428,7 @@ def test_init_model_continues_from_a_bundle(tmp_path):
         )
     # another split (e.g. another --seed) would validate on rows the bundle trained on: refused
     other_train, other_valid = split_validation(_data(toy_reviews(300, 1), "toy"), 0.2, seed=7)
-    with pytest.raises(ValueError, match="validation rows"):
+    with pytest.raises(UsageError, match="validation rows"):
         config = _small_config(epochs=1, init_model=str(tmp_path / "first"))
         train(other_train, other_valid, vectors, config, tmp_path / "d", **quiet)
 
