@@ -75,6 +75,8 @@ def read_labeled(path: str | Path, text_column: str = "text", label_column: str 
     if texts.null_count:
         row = pc.index(pc.is_null(texts), True).as_py()
         raise DataError(f"{path}: row {row}: column {text_column!r} is null")
+    if len(texts) == 0:
+        raise DataError(f"{path}: no rows")
     labels = _normalise_labels(table.column(label_column).combine_chunks(), path, label_column)
     return LabeledData(texts, labels, str(path))
 

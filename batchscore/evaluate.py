@@ -26,12 +26,13 @@ def expected_calibration_error(prob_positive: np.ndarray, labels: np.ndarray, bi
     return float(total)
 
 
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve via the rank-sum statistic (ties get average ranks)."""
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC curve via the rank-sum statistic (ties get average ranks); None when the
+    rows hold one label only (undefined; None is JSON's null, where NaN breaks strict parsers)."""
     positives = labels == 1
     n_pos, n_neg = int(positives.sum()), int((~positives).sum())
     if n_pos == 0 or n_neg == 0:
-        return float("nan")
+        return None
     order = np.argsort(scores, kind="mergesort")
     ranks = np.empty(scores.size, np.float64)
     sorted_scores = scores[order]
@@ -65,7 +66,7 @@ def classification_report(
         per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": actual_n}
     report = {
         "rows": int(labels.size),
-        "accuracy": float((predicted == labels).mean()) if labels.size else float("nan"),
+        "accuracy": float((predicted == labels).mean()),
         "per_class": per_class,
         "roc_auc": roc_auc(prob_positive, labels),
         "ece": expected_calibration_error(prob_positive, labels),
@@ -167,11 +168,15 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp((lo + hi) / 2))
 
 
+def _fixed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def format_report(report: dict) -> str:
     """A human table of classification_report's output."""
     lines = [
-        f"rows {report['rows']:,}   accuracy {report['accuracy']:.4f}   ROC-AUC {report['roc_auc']:.4f}   "
-        f"ECE {report['ece']:.4f}   log loss {report['log_loss']:.4f}",
+        f"rows {report['rows']:,}   accuracy {report['accuracy']:.4f}   "
+        f"ROC-AUC {_fixed(report['roc_auc'])}   ECE {report['ece']:.4f}   log loss {report['log_loss']:.4f}",
         "",
         f"{'class':10s} {'precision':>9s} {'recall':>9s} {'f1':>9s} {'support':>9s}",
     ]

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -268,6 +269,17 @@ def test_train_and_evaluate_commands(tmp_path):
     comparison = report["comparison"]
     assert comparison["rows"] == 100 and comparison["difference"] == 0 and comparison["mcnemar_p"] == 1
     assert comparison["accuracy"] == comparison["other_accuracy"] == report["accuracy"]
+    # a file of one label only (all the positive reviews of a day): ROC-AUC is undefined, and the
+    # report stays strict JSON (null, not NaN, which jq and JavaScript refuse)
+    positives = pq.read_table(tmp_path / "test.parquet").filter(pc.equal(pc.field("label"), 1))
+    pq.write_table(positives, tmp_path / "positive.parquet")
+    positive = str(tmp_path / "positive.parquet")
+    one_label = CliRunner().invoke(main, ["evaluate", positive, "--json", "--model", model])
+    assert one_label.exit_code == 0, one_label.output
+    strict = json.loads(one_label.output, parse_constant=lambda name: pytest.fail(f"{name} in --json output"))
+    assert strict["roc_auc"] is None and strict["rows"] == positives.num_rows
+    text = CliRunner().invoke(main, ["evaluate", positive, "--model", model])
+    assert "ROC-AUC n/a" in text.output
 
 
 def test_aclimdb_folder_layout(tmp_path):
@@ -288,6 +300,10 @@ def test_string_labels_and_bad_labels(tmp_path):
     pq.write_table(pa.table({"text": ["a", "b"], "label": ["positive", "meh"]}), tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match=r"bad.parquet: row 1: column 'label'"):
         read_labeled(tmp_path / "bad.parquet")
+    empty = pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.int8())})
+    pq.write_table(empty, tmp_path / "empty.parquet")
+    with pytest.raises(InputError, match=r"empty.parquet: no rows"):
+        read_labeled(tmp_path / "empty.parquet")
 
 
 @pytest.mark.parametrize(
