@@ -109,6 +109,12 @@ class RunOptions:
             problems.append(f"precision must be one of {PRECISIONS} (got {self.precision!r})")
         if self.overwrite and self.resume:
             problems.append("overwrite and resume exclude each other")
+        if self.id_column is not None and self.id_column == self.text_column and not self.keep_text:
+            # the output drops the text column, and an id column replaces `row`: no way back to the input
+            problems.append(
+                f"id_column {self.id_column!r} is the text column, which the output leaves out: "
+                "name another id column, or add --keep-text"
+            )
         problems += self.drift.problems()
         if problems:
             raise UsageError("; ".join(problems))

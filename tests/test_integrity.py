@@ -215,6 +215,18 @@ def test_nonsense_sizes_are_usage_errors(tmp_path, tiny_bundle, reviews_table, o
     assert not (tmp_path / "r.scored.parquet").exists()
 
 
+def test_id_column_that_is_the_dropped_text_column_is_refused(tmp_path, tiny_bundle, reviews_table):
+    """The output would have neither the text nor `row`: nothing to join it back to the input by."""
+    pq.write_table(reviews_table, tmp_path / "r.parquet")
+    result = run_cli(tmp_path / "r.parquet", "--model", tiny_bundle, "--id-column", "text")
+    assert result.exit_code == 2 and "--keep-text" in result.output
+    assert not (tmp_path / "r.scored.parquet").exists()
+    kept = run_cli(tmp_path / "r.parquet", "--model", tiny_bundle, "--id-column", "text", "--keep-text")
+    assert kept.exit_code == 0, kept.output
+    out = pq.read_table(tmp_path / "r.scored.parquet")
+    assert out.column("text").equals(reviews_table.column("text")) and "row" not in out.column_names
+
+
 def test_library_callers_get_the_same_checks():
     for bad in ({"max_tokens": 0}, {"max_tokens": -1}, {"window_rows": 0}, {"max_error_rate": float("nan")}):
         with pytest.raises(UsageError):
