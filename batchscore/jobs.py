@@ -58,6 +58,16 @@ def _known_keys(path: Path, name: str, table: dict, schema) -> dict:
     return known
 
 
+def _placeholders(path: Path, key: str, value: str) -> set[str]:
+    """The {names} in a path template; a stray brace is the job file's error, named as such."""
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as err:
+        raise JobSpecError(
+            f"{path}: [job] {key} = {value!r}: {err} (placeholders look like {{date}})"
+        ) from err
+
+
 def _drift_policy(path: Path, table) -> DriftPolicy:
     """[job.drift]: overrides of the drift thresholds and fail_on_drift, each key checked."""
     if not isinstance(table, dict):
@@ -117,12 +127,17 @@ class JobSpec:
         for key, allowed in _CHOICES.items():
             if key in job and job[key] not in allowed:
                 raise JobSpecError(f"{path}: [job] {key} = {job[key]!r}; expected one of {list(allowed)}")
-        placeholders = {name for _, name, _, _ in string.Formatter().parse(job["input"]) if name is not None}
+        placeholders = _placeholders(path, "input", job["input"])
         if placeholders - set(_PLACEHOLDERS):
             unknown_names = ", ".join("{" + p + "}" for p in sorted(placeholders - set(_PLACEHOLDERS)))
             known_names = ", ".join("{" + p + "}" for p in _PLACEHOLDERS)
             raise JobSpecError(
                 f"{path}: [job] input uses unknown placeholder(s) {unknown_names}; known: {known_names}"
+            )
+        if _placeholders(path, "output", job["output"]):
+            raise JobSpecError(
+                f"{path}: [job] output = {job['output']!r} takes no placeholders: each date is written "
+                "to its own partition below it, OUTPUT/date=YYYY-MM-DD/"
             )
         spec = cls(**job)
         try:

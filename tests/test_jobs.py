@@ -91,6 +91,17 @@ def test_job_command_and_bad_specs(job_setup, tmp_path):
     bad.write_text('[job]\nname = "x"\ninput = "a"\noutput = "b"\nthreshold = 3\n')
     with pytest.raises(BatchscoreError, match=r"unknown \[job\] keys \['threshold'\]"):
         JobSpec.load(bad)
+    # a date in output would make a literal "{date}" folder: each date already gets its partition
+    for paths, message in (
+        ('input = "a/{date}"\noutput = "b/{date}"', r"output = 'b/\{date\}' takes no placeholders"),
+        ('input = "a/{date"\noutput = "b"', r"\[job\] input = 'a/\{date': expected '\}'"),
+        ('input = "a"\noutput = "b/{"', r"\[job\] output = 'b/\{': Single '\{'"),
+    ):
+        bad.write_text(f'[job]\nname = "x"\n{paths}\n')
+        with pytest.raises(BatchscoreError, match=message):
+            JobSpec.load(bad)
+        result = CliRunner().invoke(main, ["job", str(bad), "--date", "2026-11-27"])
+        assert result.exit_code == 2 and "bad.toml" in result.output
 
 
 def test_shipped_job_definitions_parse():
