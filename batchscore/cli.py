@@ -258,10 +258,12 @@ def predict(texts, model, as_json) -> None:
     for result in results:
         if as_json:
             click.echo(json.dumps(result))
+        elif result["error"] is not None:  # no probabilities to show, only why
+            click.echo(f"{'error':8s}  {result['error']:29s}  {result['text'][:60]!r}")
         else:
             click.echo(
-                f"{result['label'] or 'error':8s}  positive {result['prob_positive'] or 0:.3f}  "
-                f"negative {result['prob_negative'] or 0:.3f}  {result['text'][:60]!r}"
+                f"{result['label']:8s}  positive {result['prob_positive']:.3f}  "
+                f"negative {result['prob_negative']:.3f}  {result['text'][:60]!r}"
             )
 
 

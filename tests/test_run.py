@@ -205,6 +205,11 @@ def test_predict_prints_label_and_probabilities(tiny_bundle):
     assert first["label"] in ("positive", "negative")
     assert abs(first["prob_positive"] + first["prob_negative"] - 1) < 1e-9
     assert second["error"] == "empty text"
+    # the text form says why a row has no score, instead of printing probabilities of 0
+    text = CliRunner().invoke(main, ["predict", "good film", "", "--model", str(tiny_bundle)])
+    scored, failed = text.output.strip().splitlines()
+    assert scored.split()[0] == first["label"] and f"positive {first['prob_positive']:.3f}" in scored
+    assert failed.split()[:3] == ["error", "empty", "text"] and "positive" not in failed
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
