@@ -491,6 +491,12 @@ class ScoringJob:
             writer = PartWriter(target, fingerprint)
             writer.remove_leftovers()
             task = FileTask(source, target, reader, writer, lock, fingerprint)
+            if target.is_dir():  # no flag may replace it: --overwrite would fail only after scoring
+                raise OutputError(
+                    f"{target.uri} is a directory (a Spark-style dataset?), and batchscore writes one "
+                    f"Parquet file per input: name a file inside it ({target.uri.rstrip('/')}/"
+                    f"{source.stem}.parquet) or another one"
+                )
             if target.exists():
                 done = read_file_metadata(target).get("fingerprint") == json.dumps(fingerprint)
                 if self.options.resume and done:

@@ -151,6 +151,22 @@ def test_output_may_never_be_an_input(tmp_path, tiny_bundle, reviews_table, flag
     assert source.read_bytes() == original
 
 
+@pytest.mark.parametrize("flags", [[], ["--resume"], ["--overwrite"]])
+def test_output_named_like_an_existing_directory_is_refused_before_scoring(
+    tmp_path, tiny_bundle, reviews_table, flags
+):
+    """A Spark-style `x.parquet/` dataset directory: never replaced, and said before any work."""
+    pq.write_table(reviews_table, tmp_path / "r.parquet")
+    dataset = tmp_path / "x.parquet"
+    dataset.mkdir()
+    (dataset / "part-0.parquet").write_bytes(b"precious")
+    result = run_cli(tmp_path / "r.parquet", "-o", dataset, "--model", tiny_bundle, *flags)
+    assert result.exit_code == 5 and "is a directory" in result.output
+    assert "rows 0 (0 scored now" in result.output  # refused in the preflight, nothing computed
+    assert [p.name for p in dataset.iterdir()] == ["part-0.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.parquet", "x.parquet"]
+
+
 def test_output_inside_an_input_directory_is_refused_on_the_first_night(tmp_path, tiny_bundle, reviews_table):
     """`run landing/ -o landing/scored/` would work once, then list its own outputs as inputs."""
     landing = tmp_path / "landing"
