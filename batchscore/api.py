@@ -61,10 +61,15 @@ class Model:
     def _score_values(self, values: list) -> pd.DataFrame:
         """Python objects, as a list or an object column may hold them: a value that is not a string
         (a number among texts) is that row's error, as in a file, not an exception for the call."""
-        misfits = {
-            i: not_string(type(v).__name__) for i, v in enumerate(values) if not _is_text_or_missing(v)
-        }
-        texts = [None if i in misfits or _is_missing(v) else v for i, v in enumerate(values)]
+        texts: list[str | None] = []
+        misfits: dict[int, str] = {}
+        for i, value in enumerate(values):
+            if isinstance(value, str):
+                texts.append(value)
+                continue
+            texts.append(None)  # missing (None, NaN, pd.NA) is "null text"; anything else is named
+            if not (value is None or (pd.api.types.is_scalar(value) and pd.isna(value))):
+                misfits[i] = not_string(type(value).__name__)
         table = pa.table({"text": pa.array(texts, pa.string())})
         scores = _to_pandas(self._job.score_table(table, "text").select(SCORE_COLUMNS))
         for row, reason in misfits.items():
@@ -103,14 +108,6 @@ def load_model(
     bundle = load_bundle(path)
     options = RunOptions(device=device, max_tokens=max_tokens, precision=precision)
     return Model(bundle, ScoringJob(bundle, options))
-
-
-def _is_missing(value: object) -> bool:
-    return value is None or (pd.api.types.is_scalar(value) and not isinstance(value, str) and pd.isna(value))
-
-
-def _is_text_or_missing(value: object) -> bool:
-    return isinstance(value, str) or _is_missing(value)
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:

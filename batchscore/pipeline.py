@@ -229,7 +229,7 @@ class ScoringJob:
             single = len(inputs) == 1 and _names_one_file(inputs[0], files)
             targets = plan_outputs(files, output, single, filesystem)
             check_outputs_are_not_inputs(files, targets)
-            check_outputs_are_not_listed_inputs(inputs, targets, filesystem)
+            check_outputs_are_not_listed_inputs(files, targets)
             good = self._preflight(files, targets, summary)
             interrupts.check("nothing was scored yet", self.options.resume_hint)
             self._score_all(good, summary)
@@ -483,6 +483,12 @@ class ScoringJob:
 
     def _open(self, source: InputFile, target: Location) -> FileTask:
         """Lock the output, then decide: already complete (skip), continue, or start afresh."""
+        if target.is_dir():  # no flag may replace it: --overwrite would fail only after scoring
+            raise OutputError(
+                f"{target.uri} is a directory (a Spark-style dataset?), and batchscore writes one "
+                f"Parquet file per input: name a file inside it ({target.uri.rstrip('/')}/"
+                f"{source.stem}.parquet) or another one"
+            )
         lock = OutputLock(target)
         lock.acquire(self.options.command or f"scoring {source}")
         try:
@@ -491,12 +497,6 @@ class ScoringJob:
             writer = PartWriter(target, fingerprint)
             writer.remove_leftovers()
             task = FileTask(source, target, reader, writer, lock, fingerprint)
-            if target.is_dir():  # no flag may replace it: --overwrite would fail only after scoring
-                raise OutputError(
-                    f"{target.uri} is a directory (a Spark-style dataset?), and batchscore writes one "
-                    f"Parquet file per input: name a file inside it ({target.uri.rstrip('/')}/"
-                    f"{source.stem}.parquet) or another one"
-                )
             if target.exists():
                 done = read_file_metadata(target).get("fingerprint") == json.dumps(fingerprint)
                 if self.options.resume and done:

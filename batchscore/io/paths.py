@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -64,6 +64,7 @@ class InputFile:
     location: Location
     format: str  # "parquet" | "csv"
     relative: str = ""  # the path below the directory it was found in (its name otherwise)
+    listed_under: Location | None = None  # that directory; None for a file named or globbed itself
 
     @property
     def stem(self) -> str:
@@ -103,14 +104,20 @@ def discover_inputs(specs: list[str], filesystem: pafs.FileSystem | None = None)
     """Expand files, directories (recursively) and globs into a sorted, de-duplicated file list."""
     found: dict[str, InputFile] = {}
     for spec in specs:
-        for location, relative in _expand(spec, filesystem):
-            found.setdefault(location.path, _as_input(location, relative))
+        for location, relative, directory in _expand(spec, filesystem):
+            first = found.setdefault(location.path, _as_input(location, relative, directory))
+            if first.listed_under is None and directory is not None:  # named and listed: both count
+                found[location.path] = replace(first, listed_under=directory)
     if not found:
         raise NoInputFound(f"no input files found in {', '.join(specs)}")
     return sorted(found.values(), key=lambda f: f.location.path)
 
 
-def _expand(spec: str, filesystem: pafs.FileSystem | None) -> list[tuple[Location, str]]:
+# (file, its path below the listed directory or its name, that directory or None)
+_Found = tuple[Location, str, Location | None]
+
+
+def _expand(spec: str, filesystem: pafs.FileSystem | None) -> list[_Found]:
     if any(ch in spec for ch in "*?["):
         return _glob(spec, filesystem)
     location = resolve(spec, filesystem)
@@ -122,25 +129,25 @@ def _expand(spec: str, filesystem: pafs.FileSystem | None) -> list[tuple[Locatio
         raise NoInputFound(f"{spec}: no such file or directory")
     if info.type == pafs.FileType.Directory:
         return _list_directory(location)
-    return [(location, location.name)]
+    return [(location, location.name, None)]
 
 
-def _glob(spec: str, filesystem: pafs.FileSystem | None) -> list[tuple[Location, str]]:
+def _glob(spec: str, filesystem: pafs.FileSystem | None) -> list[_Found]:
     if "://" not in spec and filesystem is None:
         matches = sorted(glob.glob(spec, recursive=True))
         if not matches:
             raise NoInputFound(f"{spec}: the pattern matches no files")
-        out: list[tuple[Location, str]] = []
+        out: list[_Found] = []
         for match in matches:
             location = resolve(match)
-            out.extend(_list_directory(location) if location.is_dir() else [(location, location.name)])
+            out.extend(_list_directory(location) if location.is_dir() else [(location, location.name, None)])
         return out
     base_uri, _, pattern = spec.rpartition("/")
     base = resolve(base_uri, filesystem)
     selector = pafs.FileSelector(base.path, recursive=False, allow_not_found=True)
     names = [info for info in base.filesystem.get_file_info(selector) if info.type == pafs.FileType.File]
-    out = [
-        (base.child(info.base_name), info.base_name)
+    out: list[_Found] = [
+        (base.child(info.base_name), info.base_name, None)
         for info in names
         if fnmatch.fnmatch(info.base_name, pattern)
     ]
@@ -149,7 +156,7 @@ def _glob(spec: str, filesystem: pafs.FileSystem | None) -> list[tuple[Location,
     return out
 
 
-def _list_directory(location: Location) -> list[tuple[Location, str]]:
+def _list_directory(location: Location) -> list[_Found]:
     """Supported files below a directory; hidden and `_`-prefixed entries (markers, temp files) skipped."""
     try:
         if isinstance(location.filesystem, pafs.LocalFileSystem):
@@ -167,7 +174,7 @@ def _list_directory(location: Location) -> list[tuple[Location, str]]:
             continue
         if split_extension(relative.rsplit("/", 1)[-1])[1]:
             uri = f"{location.uri.rstrip('/')}/{relative}"
-            out.append((Location(location.filesystem, path, uri), relative))
+            out.append((Location(location.filesystem, path, uri), relative, location))
     if not out:
         raise NoInputFound(f"{location.uri}: directory holds no .parquet, .csv or .csv.gz files")
     return out
@@ -210,13 +217,12 @@ def check_outputs_are_not_inputs(inputs: list[InputFile], outputs: list[Location
             raise UsageError(f"output {target.uri} is the input {source}; choose another -o")
 
 
-def check_outputs_are_not_listed_inputs(
-    specs: list[str], outputs: list[Location], filesystem: pafs.FileSystem | None = None
-) -> None:
+def check_outputs_are_not_listed_inputs(inputs: list[InputFile], outputs: list[Location]) -> None:
     """An output below an input directory would be listed as an input by the next run of the same
     command (refused there as 'output is the input', or scored again): a nightly job that works
     on its first night and fails on its second. Refused on the first."""
-    for directory in _listed_directories(specs, filesystem):
+    directories = {f.listed_under.path: f.listed_under for f in inputs if f.listed_under is not None}
+    for directory in directories.values():
         for target in outputs:
             relative = _relative_below(directory, target)
             if relative is not None and not _skipped_when_listing(relative):
@@ -226,20 +232,6 @@ def check_outputs_are_not_listed_inputs(
                     f"run would read it as input; choose -o outside it, or below a folder whose name "
                     f"starts with _ (not listed as input), e.g. -o {suggestion}"
                 )
-
-
-def _listed_directories(specs: list[str], filesystem: pafs.FileSystem | None) -> list[Location]:
-    """The directories whose files the specs take in (as _expand lists them)."""
-    found: list[Location] = []
-    for spec in specs:
-        if any(ch in spec for ch in "*?["):
-            if "://" not in spec and filesystem is None:
-                found.extend(resolve(m) for m in sorted(glob.glob(spec, recursive=True)) if os.path.isdir(m))
-            continue
-        location = resolve(spec, filesystem)
-        if location.is_dir():
-            found.append(location)
-    return found
 
 
 def _relative_below(directory: Location, target: Location) -> str | None:
@@ -265,13 +257,13 @@ def _identity(location: Location) -> tuple:
     return ("path", type(location.filesystem).__name__, location.path.rstrip("/"))
 
 
-def _as_input(location: Location, relative: str = "") -> InputFile:
+def _as_input(location: Location, relative: str = "", listed_under: Location | None = None) -> InputFile:
     ext = split_extension(location.name)[1]
     if not ext:
         raise InputError(
             f"{location.uri}: unsupported file type (batchscore reads .parquet, .csv and .csv.gz)"
         )
-    return InputFile(location, FORMATS[ext], relative)
+    return InputFile(location, FORMATS[ext], relative, listed_under)
 
 
 def plan_outputs(
