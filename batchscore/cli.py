@@ -488,6 +488,14 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
     help="First train the LSTM layers to predict each next token of the training texts, in both "
     "reading directions, for this many epochs (language-model pretraining; labels unused; 0: off).",
 )
+@click.option(
+    "--weight-drop",
+    type=click.FloatRange(min=0.0, max=1.0, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Share of the LSTMs' hidden-to-hidden weights dropped, with one mask per training batch "
+    "(DropConnect on the recurrence; classifier training only; 0: off).",
+)
 @click.option("--ema-decay", default=0.0, show_default=True, help="Ship an EMA of the weights (0: off).")
 @click.option(
     "--average-epochs",

@@ -74,6 +74,7 @@ class TrainConfig:
     init_model: str = ""  # a bundle to continue from (its vocabulary and weights); "" = GloVe + random
     adversarial_epsilon: float = 0.0  # L2 size of the per-review embedding perturbation (0: off)
     lm_pretrain_epochs: int = 0  # epochs of language-model pretraining on the training texts first
+    weight_drop: float = 0.0  # share of recurrent (hidden-to-hidden) weights dropped per batch (0: off)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -191,6 +192,23 @@ def adversarial_push(towards_loss: jax.Array, epsilon: float) -> jax.Array:
     return jax.lax.stop_gradient(epsilon * towards_loss / (norms + 1e-12))
 
 
+def drop_recurrent_weights(params: dict, rate: float, key: jax.Array) -> dict:
+    """`params` with each LSTM layer's hidden-to-hidden weights under one DropConnect mask per batch
+    (Wan et al., 2013; Merity et al., 2018's weight drop).
+
+    Dropout on the outputs cannot reach the recurrence without breaking what the cell carries from
+    step to step; a mask on W_h, the same for every step, regularises the recurrence itself. Kept
+    weights are scaled by 1 / (1 - rate), so inference uses the plain weights unchanged.
+    """
+    dropped = dict(params)
+    layers = sorted(name for name in params if name.startswith("lstm_"))
+    for name, layer_key in zip(layers, jax.random.split(key, len(layers)), strict=True):
+        w_hidden = params[name]["w_hidden"]
+        keep = jax.random.bernoulli(layer_key, 1.0 - rate, w_hidden.shape)
+        dropped[name] = {**params[name], "w_hidden": jnp.where(keep, w_hidden / (1.0 - rate), 0.0)}
+    return dropped
+
+
 def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransformation, config: TrainConfig):
     def loss_fn(params, perturbation, ids, lengths, labels, weights, key):
         drop_key = key
@@ -198,6 +216,9 @@ def _make_train_step(model: SentimentBiLSTM, optimizer: optax.GradientTransforma
             drop_key, token_key = jax.random.split(key)
             hide = jax.random.bernoulli(token_key, config.token_dropout, ids.shape) & (ids > UNK_ID)
             ids = jnp.where(hide, UNK_ID, ids)
+        if config.weight_drop > 0:
+            drop_key, weight_key = jax.random.split(drop_key)
+            params = drop_recurrent_weights(params, config.weight_drop, weight_key)
         logits = model.apply(
             {"params": params},
             ids,

@@ -31,7 +31,13 @@ from batchscore.evaluate import (
 from batchscore.model import ModelConfig, SentimentBiLSTM, init_params
 from batchscore.runner import predict_texts
 from batchscore.scoring import softmax
-from batchscore.train import TrainConfig, adversarial_push, greedy_epoch_average, train
+from batchscore.train import (
+    TrainConfig,
+    adversarial_push,
+    drop_recurrent_weights,
+    greedy_epoch_average,
+    train,
+)
 from batchscore.vocab import Vocab
 
 POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant"]
@@ -482,3 +488,37 @@ def test_adversarial_training_learns_and_is_recorded(tmp_path):
     assert result.valid_report["accuracy"] > 0.9
     assert result.bundle.card["train_config"]["adversarial_epsilon"] == 0.3
     assert not np.array_equal(result.bundle.params["head"]["kernel"], plain.bundle.params["head"]["kernel"])
+
+
+def test_weight_drop_masks_only_the_recurrent_weights_and_keeps_their_expected_value():
+    config = ModelConfig(vocab_size=50, embed_dim=6, hidden=40, num_layers=2, pooling=("max",))
+    params = init_params(config, seed=1)
+    dropped = drop_recurrent_weights(params, 0.3, jax.random.PRNGKey(5))
+    for name in ("lstm_0", "lstm_1"):
+        plain, masked = np.asarray(params[name]["w_hidden"]), np.asarray(dropped[name]["w_hidden"])
+        zeroed = masked == 0.0
+        assert 0.25 < zeroed.mean() < 0.35
+        np.testing.assert_allclose(masked[~zeroed], plain[~zeroed] / 0.7, rtol=1e-6)  # E[masked] = plain
+        for other in ("w_input", "bias"):
+            np.testing.assert_array_equal(dropped[name][other], params[name][other])
+    np.testing.assert_array_equal(dropped["head"]["kernel"], params["head"]["kernel"])
+    # each layer and each batch (key) gets its own mask
+    assert not np.array_equal(dropped["lstm_0"]["w_hidden"] == 0, dropped["lstm_1"]["w_hidden"] == 0)
+    again = drop_recurrent_weights(params, 0.3, jax.random.PRNGKey(6))
+    assert not np.array_equal(again["lstm_0"]["w_hidden"] == 0, dropped["lstm_0"]["w_hidden"] == 0)
+
+
+def test_weight_drop_training_learns_and_is_recorded(tmp_path):
+    vectors, train_part, valid_part = _toy_split(tmp_path, rows=600, seed=0)
+    plain = train(train_part, valid_part, vectors, _small_config(), tmp_path / "a", **QUIET)
+    result = train(train_part, valid_part, vectors, _small_config(weight_drop=0.3), tmp_path / "b", **QUIET)
+    assert result.valid_report["accuracy"] > 0.9
+    assert result.bundle.card["train_config"]["weight_drop"] == 0.3
+    assert not np.array_equal(result.bundle.params["head"]["kernel"], plain.bundle.params["head"]["kernel"])
+
+
+def test_weight_drop_option_is_checked(tmp_path):
+    result = CliRunner().invoke(
+        main, ["train", "--train", str(tmp_path), "-o", str(tmp_path / "m"), "--weight-drop", "1"]
+    )
+    assert result.exit_code == 2 and "--weight-drop" in result.output
