@@ -354,10 +354,23 @@ def test_a_file_that_turns_bad_midway_is_skipped_like_any_bad_file(tmp_path, tin
     (landing / "good.csv").write_text("id,text\n1,fine\n")
     summary = score_files([landing], tmp_path / "out", tiny_bundle, skip_bad_files=True, window_rows=256)
     assert len(summary.bad_files) == 1 and "bad.csv" in summary.bad_files[0]
-    assert "after row" in summary.bad_files[0]
+    assert "in row 2,000 (" in summary.bad_files[0] and "'2001,ragged,row,here'" in summary.bad_files[0]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.parquet"]
     with pytest.raises(InputError, match=r"bad\.csv"):
         score_files([landing / "bad.csv"], tmp_path / "o.parquet", tiny_bundle, window_rows=256)
+
+
+@pytest.mark.parametrize("first_rows", [1, 3000])  # in the first block (parsed on opening) or later
+def test_a_ragged_csv_row_is_named_by_its_row_number(tmp_path, tiny_bundle, monkeypatch, first_rows):
+    monkeypatch.setattr(readers, "_CSV_BLOCK", 1 << 12)
+    rows = "".join(f'{i},"good film, number {i}\nsecond line"\n' for i in range(first_rows))
+    (tmp_path / "r.csv").write_text("id,text\n" + rows + "x,fine,extra\n" + "y,fine\n")
+    with pytest.raises(InputError) as raised:
+        score_files([tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle)
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'r.csv'}: CSV parse error in row {first_rows:,} (")
+    assert f"record {first_rows + 2} of the file" in message and "got 3: 'x,fine,extra'" in message
+    assert not (tmp_path / "o.parquet").exists()
 
 
 def test_type_inference_breaking_midway_is_a_bad_file(tmp_path, tiny_bundle, monkeypatch):

@@ -84,7 +84,11 @@ class ShardReader:
         except _ARROW_ERRORS as err:
             raise self._fail("not a readable Parquet file (corrupt or truncated?)", err) from err
 
-    def _open_csv(self, column_types: dict | None, block_size: int) -> pacsv.CSVStreamingReader:
+    def _open_csv(
+        self, column_types: dict | None, block_size: int, on_invalid_row=None
+    ) -> pacsv.CSVStreamingReader:
+        """`on_invalid_row`: pyarrow's handler for a malformed row; given, the file is parsed on one
+        thread, the only way pyarrow knows each row's number."""
         location = self.source.location
         try:
             if location.filesystem.get_file_info(location.path).size == 0:
@@ -92,14 +96,20 @@ class ShardReader:
             stream = location.filesystem.open_input_stream(location.path, compression="detect")
             return pacsv.open_csv(
                 stream,
-                read_options=pacsv.ReadOptions(block_size=block_size),
+                read_options=pacsv.ReadOptions(block_size=block_size, use_threads=on_invalid_row is None),
                 parse_options=pacsv.ParseOptions(
-                    delimiter=self.options.csv_delimiter, newlines_in_values=True
+                    delimiter=self.options.csv_delimiter,
+                    newlines_in_values=True,
+                    invalid_row_handler=on_invalid_row,
                 ),
                 convert_options=pacsv.ConvertOptions(column_types=column_types or {}, check_utf8=False),
             )
         except InputError:
             raise
+        except pa.ArrowInvalid as err:  # the first block is parsed on opening
+            if on_invalid_row is not None:
+                raise
+            raise self._csv_parse_failure(column_types or {}, block_size, "cannot read as CSV", err) from err
         except _ARROW_ERRORS as err:
             raise self._fail("cannot read as CSV", err) from err
 
@@ -259,12 +269,47 @@ class ShardReader:
             except pa.ArrowInvalid as err:
                 # A row longer than a block: read again with bigger blocks, after the rows already given.
                 if "straddl" not in str(err) or block >= _CSV_MAX_BLOCK:
-                    raise self._fail(f"CSV parse error after row {skip_rows + emitted:,}", err) from err
+                    raise self._csv_parse_failure(
+                        types, block, f"CSV parse error after row {skip_rows + emitted:,}", err
+                    ) from err
                 block *= 4
             except _ARROW_ERRORS as err:
-                raise self._fail(f"CSV parse error after row {skip_rows + emitted:,}", err) from err
+                raise self._csv_parse_failure(
+                    types, block, f"CSV parse error after row {skip_rows + emitted:,}", err
+                ) from err
             finally:
                 reader.close()
+
+    def _csv_parse_failure(self, types: dict, block: int, problem: str, err: Exception) -> InputError:
+        """The error for a CSV that stopped parsing, naming the malformed row when there is one
+        (else `problem` and pyarrow's message).
+
+        The fast, multi-threaded reader does not know row numbers, so this (failure-only) path reads
+        the file again on one thread and lets pyarrow's invalid-row handler say which row it is.
+        """
+        invalid: list = []
+
+        def note(row) -> str:
+            invalid.append(row)
+            return "error"
+
+        try:
+            reader = self._open_csv(types, block, on_invalid_row=note)
+            try:
+                for _ in reader:
+                    pass
+            finally:
+                reader.close()
+        except (*_ARROW_ERRORS, InputError):
+            pass
+        if invalid and invalid[0].number is not None:
+            row = invalid[0]
+            return self._fail(
+                f"CSV parse error in row {row.number - 2:,} (counted from 0 after the header, like the "
+                f"output's row column; record {row.number} of the file): expected "
+                f"{row.expected_columns} columns, got {row.actual_columns}: {row.text[:200]!r}"
+            )
+        return self._fail(problem, err)
 
 
 def _drop_first(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
