@@ -13,6 +13,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batchscore.errors import InputError
+from batchscore.io.readers import FirstInvalidRow
 
 LABEL_NAMES = ("negative", "positive")
 _SHORT_LABEL_NAMES = ("neg", "pos")  # aclImdb's folder names
@@ -57,14 +58,25 @@ def read_labeled(path: str | Path, text_column: str = "text", label_column: str 
     if path.is_dir():
         return _read_imdb_folder(path)
     name = path.name.lower()
-    if name.endswith(".parquet"):
-        table = pq.read_table(path, columns=None)
-    elif name.endswith((".csv", ".csv.gz")):
-        table = pacsv.read_csv(path)
-    else:
+    if not name.endswith((".parquet", ".csv", ".csv.gz")):
         raise DataError(
             f"{path}: unsupported labeled data (use .parquet, .csv, .csv.gz or an aclImdb folder)"
         )
+    first_invalid = FirstInvalidRow()
+    try:
+        if name.endswith(".parquet"):
+            table = pq.read_table(path, columns=None)
+        else:  # one thread: pyarrow then numbers a malformed row (a training file reads in a second)
+            table = pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(use_threads=False),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=first_invalid),
+            )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as err:
+        kind = "Parquet" if name.endswith(".parquet") else "CSV"
+        raise DataError(
+            f"{path}: {first_invalid.describe() or f'not a readable {kind} file: {err}'}"
+        ) from err
     for column in (text_column, label_column):
         if column not in table.column_names:
             raise DataError(f"{path}: no column {column!r}; columns are {table.column_names}")

@@ -331,6 +331,35 @@ def test_train_command_refuses_unusable_labels_in_one_line(tmp_path, labels, mes
     assert "Traceback" not in result.output and not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "ragged.csv",
+            'label,text\n1,"good\nfilm"\n0,bad film\n1,"ok, fine",extra\n0,nice\n',
+            "CSV parse error in row 2 (counted from 0 after the header, like the output's row column; "
+            "record 4 of the file): expected 2 columns, got 3: '1,\"ok, fine\",extra'",
+        ),
+        ("corrupt.parquet", "not parquet at all", "not a readable Parquet file"),
+    ],
+)
+def test_unreadable_labeled_data_is_a_data_error_naming_file_and_row(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(InputError) as raised:
+        read_labeled(tmp_path / name)
+    assert str(raised.value).startswith(f"{tmp_path / name}: ") and message in str(raised.value)
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / name)])
+    assert result.exit_code == 3 and message in result.output and "Traceback" not in result.output
+
+
+def test_labeled_csv_keeps_newlines_inside_quoted_texts(tmp_path):
+    texts = [f"review {i} line one\nline two, with a comma" for i in range(40000)]  # 2 MB: past a block
+    rows = "".join(f'{i % 2},"{text}"\n' for i, text in enumerate(texts))
+    (tmp_path / "l.csv").write_text("label,text\n" + rows)
+    data = read_labeled(tmp_path / "l.csv")
+    assert data.texts.to_pylist() == texts and data.labels.tolist() == [i % 2 for i in range(40000)]
+
+
 def test_metrics_match_hand_computation():
     labels = np.array([1, 1, 1, 0, 0, 0, 1, 0])
     probs = np.array([0.9, 0.8, 0.4, 0.3, 0.6, 0.1, 0.7, 0.2])

@@ -287,14 +287,9 @@ class ShardReader:
         The fast, multi-threaded reader does not know row numbers, so this (failure-only) path reads
         the file again on one thread and lets pyarrow's invalid-row handler say which row it is.
         """
-        invalid: list = []
-
-        def note(row) -> str:
-            invalid.append(row)
-            return "error"
-
+        first_invalid = FirstInvalidRow()
         try:
-            reader = self._open_csv(types, block, on_invalid_row=note)
+            reader = self._open_csv(types, block, on_invalid_row=first_invalid)
             try:
                 for _ in reader:
                     pass
@@ -302,14 +297,31 @@ class ShardReader:
                 reader.close()
         except (*_ARROW_ERRORS, InputError):
             pass
-        if invalid and invalid[0].number is not None:
-            row = invalid[0]
-            return self._fail(
-                f"CSV parse error in row {row.number - 2:,} (counted from 0 after the header, like the "
-                f"output's row column; record {row.number} of the file): expected "
-                f"{row.expected_columns} columns, got {row.actual_columns}: {row.text[:200]!r}"
-            )
-        return self._fail(problem, err)
+        return self._fail(first_invalid.describe() or problem, None if first_invalid.describe() else err)
+
+
+class FirstInvalidRow:
+    """A pyarrow `invalid_row_handler` that keeps the first malformed CSV row and stops the parse
+    there (pyarrow numbers rows only when it parses on one thread)."""
+
+    def __init__(self) -> None:
+        self.row: pacsv.InvalidRow | None = None
+
+    def __call__(self, row: pacsv.InvalidRow) -> str:
+        self.row = self.row or row
+        return "error"
+
+    def describe(self) -> str | None:
+        """The row in the terms of batchscore's output (0-based `row` after the header) and of the
+        file (pyarrow's record number, the header being record 1)."""
+        row = self.row
+        if row is None or row.number is None:
+            return None
+        return (
+            f"CSV parse error in row {row.number - 2:,} (counted from 0 after the header, like the "
+            f"output's row column; record {row.number} of the file): expected "
+            f"{row.expected_columns} columns, got {row.actual_columns}: {row.text[:200]!r}"
+        )
 
 
 def _drop_first(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
