@@ -322,6 +322,9 @@ def report(root, output) -> None:
     click.echo(f"wrote {output} ({nights} night(s))", err=True)
 
 
+_SHARE = click.FloatRange(min=0.0, max=1.0, max_open=True)  # a dropout rate, a decay: 1 would stop learning
+
+
 def _training_data_options(train_help: str):
     """--train, --valid and --valid-fraction: how training split its data (train and
     reference-profile must redo the same split)."""
@@ -329,6 +332,7 @@ def _training_data_options(train_help: str):
     def decorate(command):
         command = click.option(
             "--valid-fraction",
+            type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True),
             default=0.1,
             show_default=True,
             help="Share of --train held out for validation.",
@@ -461,16 +465,26 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
     help="Where per-epoch checkpoints go. Default: OUTPUT.checkpoint next to the bundle.",
 )
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of an identical run.")
-@click.option("--epochs", default=8, show_default=True)
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--learning-rate", default=2e-3, show_default=True)
-@click.option("--weight-decay", default=1e-4, show_default=True)
-@click.option("--dropout", default=0.4, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option(
-    "--token-dropout", default=0.0, show_default=True, help="Share of training tokens replaced by <unk>."
+    "--learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=2e-3, show_default=True
+)
+@click.option("--weight-decay", type=click.FloatRange(min=0.0), default=1e-4, show_default=True)
+@click.option("--dropout", type=_SHARE, default=0.4, show_default=True)
+@click.option(
+    "--token-dropout",
+    type=_SHARE,
+    default=0.0,
+    show_default=True,
+    help="Share of training tokens replaced by <unk>.",
 )
 @click.option(
-    "--embed-lr-scale", default=1.0, show_default=True, help="Learning-rate factor for the embeddings."
+    "--embed-lr-scale",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    show_default=True,
+    help="Learning-rate factor for the embeddings (0: keep the pretrained vectors fixed).",
 )
 @click.option(
     "--adversarial-epsilon",
@@ -490,13 +504,15 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
 )
 @click.option(
     "--weight-drop",
-    type=click.FloatRange(min=0.0, max=1.0, max_open=True),
+    type=_SHARE,
     default=0.0,
     show_default=True,
     help="Share of the LSTMs' hidden-to-hidden weights dropped, with one mask per training batch "
     "(DropConnect on the recurrence; classifier training only; 0: off).",
 )
-@click.option("--ema-decay", default=0.0, show_default=True, help="Ship an EMA of the weights (0: off).")
+@click.option(
+    "--ema-decay", type=_SHARE, default=0.0, show_default=True, help="Ship an EMA of the weights (0: off)."
+)
 @click.option(
     "--average-epochs",
     is_flag=True,
@@ -514,17 +530,33 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Continue from this bundle's weights and vocabulary (a fine-tune) instead of GloVe + random.",
 )
-@click.option("--hidden", default=100, show_default=True, help="LSTM units per direction.")
-@click.option("--num-layers", default=2, show_default=True)
-@click.option("--max-tokens", default=400, show_default=True, help="Truncation length (head + tail kept).")
 @click.option(
-    "--head-tokens", default=100, show_default=True, help="Tokens kept from the start of a long review."
+    "--hidden", type=click.IntRange(min=1), default=100, show_default=True, help="LSTM units per direction."
+)
+@click.option("--num-layers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=400,
+    show_default=True,
+    help="Truncation length (head + tail kept).",
 )
 @click.option(
-    "--min-count", default=2, show_default=True, help="Keep training tokens seen at least this often."
+    "--head-tokens",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Tokens kept from the start of a long review.",
 )
-@click.option("--max-vocab", default=60000, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--min-count",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Keep training tokens seen at least this often.",
+)
+@click.option("--max-vocab", type=click.IntRange(min=1), default=60000, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option(

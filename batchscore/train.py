@@ -76,6 +76,13 @@ class TrainConfig:
     lm_pretrain_epochs: int = 0  # epochs of language-model pretraining on the training texts first
     weight_drop: float = 0.0  # share of recurrent (hidden-to-hidden) weights dropped per batch (0: off)
 
+    def __post_init__(self) -> None:
+        if self.head_tokens > self.max_tokens:
+            raise UsageError(
+                f"--head-tokens {self.head_tokens} is more than --max-tokens {self.max_tokens}: a long "
+                "review keeps its first head-tokens and last (max - head) tokens"
+            )
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -546,8 +546,33 @@ def test_weight_drop_training_learns_and_is_recorded(tmp_path):
     assert not np.array_equal(result.bundle.params["head"]["kernel"], plain.bundle.params["head"]["kernel"])
 
 
-def test_weight_drop_option_is_checked(tmp_path):
-    result = CliRunner().invoke(
-        main, ["train", "--train", str(tmp_path), "-o", str(tmp_path / "m"), "--weight-drop", "1"]
-    )
-    assert result.exit_code == 2 and "--weight-drop" in result.output
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--epochs", "0"),  # wrote the untrained initial weights as a model, exit 0
+        ("--batch-size", "0"),
+        ("--learning-rate", "-0.001"),  # trained towards the wrong label
+        ("--weight-decay", "-1"),
+        ("--dropout", "1.5"),
+        ("--token-dropout", "1"),
+        ("--weight-drop", "1"),
+        ("--ema-decay", "1"),  # the shipped average would stay the random initial weights
+        ("--embed-lr-scale", "-1"),
+        ("--hidden", "0"),  # ended in "float division by zero"
+        ("--num-layers", "0"),
+        ("--max-tokens", "0"),
+        ("--head-tokens", "-1"),
+        ("--min-count", "0"),
+        ("--max-vocab", "0"),
+        ("--valid-fraction", "1"),
+        ("--seed", "-1"),
+        ("--head-tokens", "600"),  # more than --max-tokens 400
+    ],
+)
+def test_train_options_are_checked_before_any_work(tmp_path, option, value):
+    pq.write_table(toy_reviews(40, 5), tmp_path / "train.parquet")
+    args = ["train", "--train", str(tmp_path / "train.parquet"), "-o", str(tmp_path / "m"), option, value]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert option in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists() and not (tmp_path / "m.checkpoint").exists()
