@@ -323,6 +323,13 @@ def report(root, output) -> None:
 
 
 _SHARE = click.FloatRange(min=0.0, max=1.0, max_open=True)  # a dropout rate, a decay: 1 would stop learning
+_AT_LEAST_1 = click.IntRange(min=1)
+_NOT_NEGATIVE = click.FloatRange(min=0.0)
+
+
+def _setting(name: str, kind: click.ParamType, default: float, help: str | None = None):
+    """A training setting: a number within its range (checked before any work), default shown."""
+    return click.option(name, type=kind, default=default, show_default=True, help=help)
 
 
 def _training_data_options(train_help: str):
@@ -465,54 +472,40 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
     help="Where per-epoch checkpoints go. Default: OUTPUT.checkpoint next to the bundle.",
 )
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of an identical run.")
-@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option(
-    "--learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=2e-3, show_default=True
-)
-@click.option("--weight-decay", type=click.FloatRange(min=0.0), default=1e-4, show_default=True)
-@click.option("--dropout", type=_SHARE, default=0.4, show_default=True)
-@click.option(
-    "--token-dropout",
-    type=_SHARE,
-    default=0.0,
-    show_default=True,
-    help="Share of training tokens replaced by <unk>.",
-)
-@click.option(
+@_setting("--epochs", _AT_LEAST_1, 8)
+@_setting("--batch-size", _AT_LEAST_1, 64)
+@_setting("--learning-rate", click.FloatRange(min=0.0, min_open=True), 2e-3)
+@_setting("--weight-decay", _NOT_NEGATIVE, 1e-4)
+@_setting("--dropout", _SHARE, 0.4)
+@_setting("--token-dropout", _SHARE, 0.0, "Share of training tokens replaced by <unk>.")
+@_setting(
     "--embed-lr-scale",
-    type=click.FloatRange(min=0.0),
-    default=1.0,
-    show_default=True,
-    help="Learning-rate factor for the embeddings (0: keep the pretrained vectors fixed).",
+    _NOT_NEGATIVE,
+    1.0,
+    "Learning-rate factor for the embeddings (0: keep the pretrained vectors fixed).",
 )
-@click.option(
+@_setting(
     "--adversarial-epsilon",
-    type=click.FloatRange(min=0.0),
-    default=0.0,
-    show_default=True,
-    help="Also train on each review's embeddings pushed this L2 distance along its loss gradient "
+    _NOT_NEGATIVE,
+    0.0,
+    "Also train on each review's embeddings pushed this L2 distance along its loss gradient "
     "(adversarial training; about 2x the step cost; 0: off).",
 )
-@click.option(
+@_setting(
     "--lm-pretrain-epochs",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="First train the LSTM layers to predict each next token of the training texts, in both "
+    click.IntRange(min=0),
+    0,
+    "First train the LSTM layers to predict each next token of the training texts, in both "
     "reading directions, for this many epochs (language-model pretraining; labels unused; 0: off).",
 )
-@click.option(
+@_setting(
     "--weight-drop",
-    type=_SHARE,
-    default=0.0,
-    show_default=True,
-    help="Share of the LSTMs' hidden-to-hidden weights dropped, with one mask per training batch "
+    _SHARE,
+    0.0,
+    "Share of the LSTMs' hidden-to-hidden weights dropped, with one mask per training batch "
     "(DropConnect on the recurrence; classifier training only; 0: off).",
 )
-@click.option(
-    "--ema-decay", type=_SHARE, default=0.0, show_default=True, help="Ship an EMA of the weights (0: off)."
-)
+@_setting("--ema-decay", _SHARE, 0.0, "Ship an EMA of the weights (0: off).")
 @click.option(
     "--average-epochs",
     is_flag=True,
@@ -530,33 +523,13 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Continue from this bundle's weights and vocabulary (a fine-tune) instead of GloVe + random.",
 )
-@click.option(
-    "--hidden", type=click.IntRange(min=1), default=100, show_default=True, help="LSTM units per direction."
-)
-@click.option("--num-layers", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option(
-    "--max-tokens",
-    type=click.IntRange(min=1),
-    default=400,
-    show_default=True,
-    help="Truncation length (head + tail kept).",
-)
-@click.option(
-    "--head-tokens",
-    type=click.IntRange(min=0),
-    default=100,
-    show_default=True,
-    help="Tokens kept from the start of a long review.",
-)
-@click.option(
-    "--min-count",
-    type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help="Keep training tokens seen at least this often.",
-)
-@click.option("--max-vocab", type=click.IntRange(min=1), default=60000, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_setting("--hidden", _AT_LEAST_1, 100, "LSTM units per direction.")
+@_setting("--num-layers", _AT_LEAST_1, 2)
+@_setting("--max-tokens", _AT_LEAST_1, 400, "Truncation length (head + tail kept).")
+@_setting("--head-tokens", click.IntRange(min=0), 100, "Tokens kept from the start of a long review.")
+@_setting("--min-count", _AT_LEAST_1, 2, "Keep training tokens seen at least this often.")
+@_setting("--max-vocab", _AT_LEAST_1, 60000)
+@_setting("--seed", click.IntRange(min=0), 0)
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option(
