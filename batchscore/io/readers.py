@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -85,7 +85,10 @@ class ShardReader:
             raise self._fail("not a readable Parquet file (corrupt or truncated?)", err) from err
 
     def _open_csv(
-        self, column_types: dict | None, block_size: int, on_invalid_row=None
+        self,
+        column_types: dict | None,
+        block_size: int,
+        on_invalid_row: Callable[[pacsv.InvalidRow], str] | None = None,
     ) -> pacsv.CSVStreamingReader:
         """`on_invalid_row`: pyarrow's handler for a malformed row; given, the file is parsed on one
         thread, the only way pyarrow knows each row's number."""
@@ -297,7 +300,8 @@ class ShardReader:
                 reader.close()
         except (*_ARROW_ERRORS, InputError):
             pass
-        return self._fail(first_invalid.describe() or problem, None if first_invalid.describe() else err)
+        located = first_invalid.describe()
+        return self._fail(located) if located else self._fail(problem, err)
 
 
 class FirstInvalidRow:
