@@ -13,7 +13,7 @@ import numpy as np
 
 # Widths chosen by measurement (benchmarks/README.md): finer steps where IMDb-like reviews are dense.
 DEFAULT_BOUNDARIES = (32, 64, 96, 128, 160, 192, 256, 320, 400, 512, 768, 1024)
-MIN_BATCH_ROWS = 64  # below 64 rows XLA:CPU picks a matmul path whose rounding depends on the row count
+MIN_BATCH_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,21 @@ def plan_batches(
     max_tokens: int,
     spec: BucketSpec,
     rng: np.random.Generator | None = None,
+    *,
+    one_shape_per_width: bool = False,
 ) -> list[Batch]:
     """Group row positions into batches of similar length.
 
     Without `rng` the plan is deterministic (longest bucket first, stable order
     within a bucket). With `rng`, rows are shuffled within buckets and batches are
     shuffled, which is what training wants.
+
+    `one_shape_per_width` (scoring): every batch of a width has exactly `spec.rows_for(width)` rows
+    and each row stays in its own length's bucket, so a row is always computed in the same compiled
+    shape whatever else is in its window. Matmul libraries pick their blocking by shape and CPU
+    (cache sizes, vector width), so this is what keeps a row's scores bit-identical across batch-mates,
+    windows, shards and resumes on every CPU (docs/determinism.md). Training keeps the older plan
+    (power-of-two padding, partial batches topped up with narrower rows) so its runs reproduce.
     """
     lengths = np.minimum(np.asarray(lengths), max_tokens)
     widths = np.array(spec.widths(max_tokens))
@@ -75,13 +84,11 @@ def plan_batches(
         per_batch = spec.rows_for(width)
         for start in range(0, rows.size, per_batch):
             chunk = [rows[start : start + per_batch]]
-            padded = padded_row_count(chunk[0].size)
-            free = padded - chunk[0].size if rng is None else 0
-            # Scoring: a partial batch takes rows of narrower buckets (next narrower first) into the
-            # rows it pads up to a power of two. Those rows are computed anyway and a shorter row fits
-            # any wider width, so each one moved up is one fewer for its own bucket: fewer, fuller
-            # batches, most of all for small windows. Scores do not change (rows are independent of
-            # batch-mates and padding, see MIN_BATCH_ROWS). Training keeps its buckets pure.
+            padded = per_batch if one_shape_per_width else padded_row_count(chunk[0].size)
+            free = padded - chunk[0].size if rng is None and not one_shape_per_width else 0
+            # Training's deterministic plan (batch counts, validation loss): a partial batch takes rows
+            # of narrower buckets (next narrower first) into the rows it pads up to a power of two, so
+            # there are fewer, fuller batches. Shuffled training batches keep their buckets pure.
             for narrower in range(bucket - 1, -1, -1):
                 if free == 0:
                     break

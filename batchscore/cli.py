@@ -13,7 +13,32 @@ import click
 from batchscore import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Program(click.Group):
+    """Click's own errors (unknown option, bad value) in batchscore's one-line form, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            result = super().main(args, prog_name or "batchscore", complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as err:  # a bare `batchscore`: the help, as asked
+            click.echo(err.format_message())
+            sys.exit(0)
+        except click.UsageError as err:
+            where = err.ctx.command_path if err.ctx is not None else "batchscore"
+            message = f"{err.format_message()} (see '{where} --help')"
+            click.echo(f"{_stamp()}batchscore: error: {message}", err=True)
+            sys.exit(err.exit_code)
+        except click.ClickException as err:
+            click.echo(f"{_stamp()}batchscore: error: {err.format_message()}", err=True)
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo(f"{_stamp()}batchscore: error: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=_Program, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="batchscore")
 def main() -> None:
     """Score review text for sentiment in batch: Parquet/CSV shards in, scored Parquet out.
@@ -322,6 +347,18 @@ def report(root, output) -> None:
     click.echo(f"wrote {output} ({nights} night(s))", err=True)
 
 
+# The bundled model's training settings (its model card has the full command); --recipe imdb.
+RECIPES = {
+    "imdb": {
+        "epochs": "8",
+        "dropout": "0.5",
+        "ema_decay": "0.998",
+        "max_tokens": "500",
+        "head_tokens": "125",
+        "pooling": "max,mean",
+    }
+}
+
 _SHARE = click.FloatRange(min=0.0, max=1.0, max_open=True)  # a dropout rate, a decay: 1 would stop learning
 _AT_LEAST_1 = click.IntRange(min=1)
 _NOT_NEGATIVE = click.FloatRange(min=0.0)
@@ -535,11 +572,26 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
 )
+@click.option(
+    "--recipe",
+    type=click.Choice(sorted(RECIPES)),
+    default=None,
+    help="Start from a named recipe's settings; options given on the command line override it. "
+    "'imdb' is the bundled model's: "
+    + " ".join(f"--{key.replace('_', '-')} {value}" for key, value in RECIPES["imdb"].items()),
+)
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
-def train(debug: bool, **options) -> None:
-    """Train a model bundle (GloVe -> 2-layer BiLSTM -> first+last [+ pooled] -> Dense)."""
+@click.pass_context
+def train(ctx: click.Context, debug: bool, recipe: str | None, **options) -> None:
+    """Train a model bundle (GloVe -> 2-layer BiLSTM -> first+last [+ pooled] -> Dense).
+
+    The bundle is named after its output directory. --recipe imdb trains the bundled model's recipe.
+    """
     from batchscore.train import run_training
 
+    for key, value in RECIPES.get(recipe, {}).items():
+        if ctx.get_parameter_source(key) is click.core.ParameterSource.DEFAULT:
+            options[key] = tuple(value.split(",")) if key == "pooling" else type(options[key])(value)
     command = "batchscore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         run_training(command=command, log=_logger(), **options)

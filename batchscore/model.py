@@ -400,5 +400,14 @@ def table_forward_logits(
         inputs, step_gates = project(*next_layer_inputs(outputs, lengths), p["w_input"], p["bias"]), jnp.stack
     last = params[f"lstm_{config.num_layers - 1}"]["w_hidden"]
     features = recur_to_features(inputs, last, lengths, config.pooling, compute, step_gates=step_gates)
-    head = params["head"]
-    return features @ head["kernel"] + head["bias"]
+    return row_wise_head(features, params["head"])
+
+
+def row_wise_head(features: jax.Array, head: dict) -> jax.Array:
+    """The head as a multiply and a sum over features, not a matmul.
+
+    With two output columns XLA:CPU's matmul splits the long feature axis across threads in a
+    way that depends on the batch's row count, so a row's logits would move at 1e-7 with its
+    batch; a plain reduction adds each row's terms in one fixed order (docs/determinism.md).
+    """
+    return jnp.sum(features[:, :, None] * head["kernel"][None], axis=1) + head["bias"]

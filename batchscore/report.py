@@ -63,6 +63,11 @@ class RunSummary:
         self.status = "interrupted" if isinstance(err, Interrupted) else "failed"
         self.exit_code, self.error = err.exit_code, str(err)
 
+    @property
+    def did_work(self) -> bool:
+        """Whether anything was scored, committed, found complete or skipped: worth a summary."""
+        return bool(self.files_scored or self.files_skipped_done or self.bad_files or self.rows_scored_now)
+
     def add_rows(self, table: pa.Table) -> None:
         """Count a scored table (fresh, or an output already complete from an earlier run)."""
         self.rows += table.num_rows
@@ -116,6 +121,22 @@ class RunSummary:
             "drift": self.drift,
         }
 
+    def _rows_line(self, rate: str) -> str:
+        """Rows of finished outputs, and (on a stop) the rows committed in parts of unfinished ones."""
+        if self.status == "ok":
+            if not self.seconds:
+                return f"  rows {self.rows:,}"
+            return (
+                f"  rows {self.rows:,} ({self.rows_scored_now:,} scored now, in {self.seconds:.1f}s: {rate})"
+            )
+        line = f"  rows {self.rows:,} in finished outputs"
+        if self.rows_scored_now:
+            line += (
+                f"; {self.rows_scored_now:,} scored and committed by this run in {self.seconds:.1f}s "
+                "(kept: resuming continues after them)"
+            )
+        return line
+
     def format(self) -> str:
         d = self.to_dict()
         rate = (
@@ -128,10 +149,10 @@ class RunSummary:
             f"batchscore: {self.files_scored} file(s) scored"
             + (f", {self.files_skipped_done} already complete" if self.files_skipped_done else "")
             + (f", {len(self.bad_files)} bad file(s) skipped" if self.bad_files else ""),
-            f"  rows {self.rows:,} ({self.rows_scored_now:,} scored now, in {self.seconds:.1f}s: {rate})"
-            if self.seconds
-            else f"  rows {self.rows:,}",
-            "  labels " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.labels.items())) or "none"),
+            self._rows_line(rate),
+            "  labels "
+            + (", ".join(f"{k} {v:,}" for k, v in sorted(self.labels.items())) or "none")
+            + (" (finished outputs only)" if self.status != "ok" and self.labels else ""),
             f"  errors {self.error_rows:,} ({self.error_rate:.2%})"
             + (": " + ", ".join(f"{k} {v:,}" for k, v in self.errors.most_common()) if self.errors else ""),
             f"  truncated {self.truncated_rows:,}",
@@ -142,6 +163,12 @@ class RunSummary:
             lines.append(f"  compute {self.compute}")
         if self.drift is not None:
             lines.append(f"  {summary_line(self.drift)}")
+            if self.drift.get("status") in ("warn", "alert"):
+                lines.append(
+                    "  (drift compares this input with the model's validation reviews: text of other "
+                    "lengths or wording than the model knows; scores are written anyway, and the exit "
+                    "code changes only with --fail-on-drift. See 'Drift' in the README.)"
+                )
         if len(self.outputs) == 1:
             lines.append(f"  output {self.outputs[0]}")
         elif self.outputs:

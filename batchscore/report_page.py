@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import pyarrow.fs as pafs
 
-from batchscore.errors import BatchscoreError, InputError, NoInputFound
+from batchscore.errors import InputError, NoInputFound, require_extra
 from batchscore.io.paths import Location, resolve
 
 METRICS_DIR = "_metrics"
@@ -47,11 +47,8 @@ def collect_metrics(root: str) -> list[dict]:
 
 def render(nights: list[dict], root: str) -> str:
     """The page as one HTML string."""
-    try:
-        import plotly.graph_objects as go
-        from plotly.offline import get_plotlyjs
-    except ImportError as err:
-        raise BatchscoreError("batchscore report needs plotly: pip install 'batchscore[report]'") from err
+    go = require_extra("plotly.graph_objects", "report", "batchscore report")
+    get_plotlyjs = require_extra("plotly.offline", "report", "batchscore report").get_plotlyjs
     latest = nights[-1]
     drift = latest.get("drift") or {}
     figures = [_trend_figure(go, nights), _drift_figure(go, nights), _histogram_figure(go, latest)]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from batchscore.bundle import Bundle, load_bundle
-from batchscore.errors import BatchscoreError
+from batchscore.errors import BatchscoreError, require_extra
 from batchscore.interrupts import stop_on_signals
 from batchscore.pipeline import RunOptions, ScoringJob
 from batchscore.report import ProgressListener, RunSummary
@@ -47,6 +47,7 @@ def _run_scoring(
         try:
             listener = bar or ProgressListener()
             if engine == "ray":
+                require_extra("ray.data", "ray", "--engine ray")
                 from batchscore.engines.ray import RayScoringJob
 
                 job = RayScoringJob(bundle, model, options, ray_address, progress=listener, log=log)
@@ -60,7 +61,8 @@ def _run_scoring(
         # Every exit is observable: the summary of what was done goes out with the failure.
         summary = (job.summary if job is not None else None) or RunSummary()
         summary.record_failure(err)
-        _report(summary, summary_json, log)
+        # A refusal before any work is its one error line (the caller prints it), not an empty summary.
+        _report(summary, summary_json, log if summary.did_work else None)
         err.summary = summary
         raise
     if summary.bad_files:
@@ -69,9 +71,11 @@ def _run_scoring(
     return summary
 
 
-def _report(summary: RunSummary, summary_json: Path | str | None, log: Callable[[str], None]) -> None:
-    """The summary on stderr, and as JSON in a file (written atomically) or on stdout for "-"."""
-    log(summary.format())
+def _report(summary: RunSummary, summary_json: Path | str | None, log: Callable[[str], None] | None) -> None:
+    """The summary on stderr (unless `log` is None), and as JSON in a file (written atomically) or on
+    stdout for "-"."""
+    if log is not None:
+        log(summary.format())
     if summary_json is None:
         return
     text = json.dumps(summary.to_dict(), indent=2) + "\n"

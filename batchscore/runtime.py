@@ -7,6 +7,7 @@ same shapes every night, so compiled programs are kept on disk and reused.
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 import jax
@@ -78,6 +79,36 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_features(flags: set[str] | None = None) -> str:
+    """The vector features that decide which kernels and roundings a CPU gets, e.g. "AVX-512, BF16"."""
+    flags = cpu_flags() if flags is None else flags
+    if "avx512f" in flags:
+        isa = "AVX-512"
+    elif "avx2" in flags:
+        isa = "AVX2"
+    elif {"asimd", "neon"} & flags:
+        isa = "SVE" if "sve" in flags else "NEON"
+    else:
+        isa = "no AVX2"
+    native_bf16 = bool({"avx512_bf16", "amx_bf16", "bf16"} & flags)
+    return f"{isa}{', BF16' if native_bf16 else ''}"
+
+
+def cpu_summary() -> str:
+    """Model name, core count and features, for test and benchmark output."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "CPU part"):
+                    name = value.strip()
+                    break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores, {cpu_features()}"
+
+
 def recurrence_path(device: jax.Device) -> str:
     """ "cudnn" on a GPU (one fused kernel for the whole recurrence), else "scan" (XLA loop, CPU).
     BATCHSCORE_GPU_RNN=scan keeps the scan on a GPU, to compare the two."""
@@ -98,9 +129,8 @@ def choose_precision(requested: str, device: jax.Device) -> tuple[str, str]:
         path = "cuDNN LSTM" if recurrence_path(device) == "cudnn" else "scan LSTM"
         return requested, f"{device.platform} ({device.device_kind}), {path}, {matmuls}"
     flags = cpu_flags()
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     native_bf16 = bool({"avx512_bf16", "amx_bf16", "bf16"} & flags)
-    features = f"{isa}{', BF16' if native_bf16 else ''}"
+    features = cpu_features(flags)
     if requested == "bfloat16" and not native_bf16:
         return "float32", f"cpu ({features}), float32 matmuls (bfloat16 asked: no native BF16 on this CPU)"
     return requested, f"cpu ({features}), {requested} matmuls"

@@ -67,7 +67,7 @@ class Scorer:
         if rows.size == 0:
             return Dispatched(0, [])
         lengths = encoded.n_tokens[rows]
-        plan = plan_batches(lengths, self.truncation.max_tokens, self.spec)
+        plan = plan_batches(lengths, self.truncation.max_tokens, self.spec, one_shape_per_width=True)
 
         def pad(batch):
             return pad_batch(

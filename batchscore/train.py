@@ -763,6 +763,7 @@ def run_training(
             "test_metrics": {**_headline(report), "accuracy_by_length": report["accuracy_by_length"]},
         }
         bundle = replace(bundle, card=card)
+    bundle = replace(bundle, name=output.resolve().name)  # its own name in every output it scores
     sha = save_bundle(bundle, output, weights_dtype=WEIGHTS_DTYPE)
     log(f"wrote model bundle {output} (weights sha256 {sha[:12]})")
     return result

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 
-CPU_FLAGS = ("--xla_cpu_experimental_onednn_custom_call=true",)
+# Matmuls go to XLA's own (Eigen) kernels: the same compiled code on every x86-64 CPU, and with one
+# shape per batch width (batching.plan_batches) a row's result does not depend on its batch.
+# YNNPACK and oneDNN pick kernels at run time by CPU; on AVX2 their rounding moved with the row count.
+CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_use_xnnpack=false")
 CPU_DEVICES_ENV = "BATCHSCORE_CPU_DEVICES"
 
 

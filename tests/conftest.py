@@ -22,6 +22,14 @@ from batchscore.vocab import Vocab
 # Compiled programs are shared by the test processes (the CLI subprocesses too), never ~/.cache.
 os.environ.setdefault("BATCHSCORE_COMPILATION_CACHE", tempfile.mkdtemp(prefix="batchscore-jax-"))
 
+
+def pytest_report_header(config) -> list[str]:
+    """Say which CPU ran the suite: rounding (and so a failing bit-identity test) depends on it."""
+    from batchscore.runtime import cpu_summary
+
+    return [f"batchscore CPU: {cpu_summary()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"]
+
+
 WORDS = [
     "good",
     "great",

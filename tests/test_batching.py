@@ -91,7 +91,8 @@ def test_host_workers_do_not_change_encoding_or_scores(tiny_bundle, reviews_tabl
 
 
 def test_partial_batches_take_narrower_rows_into_their_padding():
-    """Scoring plan: a bucket's last batch fills its padding rows with shorter rows, never longer."""
+    """Training's deterministic plan (batch counts, validation loss): a bucket's last batch fills its
+    padding rows with shorter rows, never longer."""
     spec = BucketSpec(boundaries=(8, 16), token_budget=64 * 16, max_rows=64)
     lengths = np.array([16] * 10 + [8] * 70 + [3] * 5)
     batches = plan_batches(lengths, 16, spec)

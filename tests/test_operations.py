@@ -141,7 +141,10 @@ def test_malformed_toml_is_exit_2(tmp_path):
 def test_no_input_for_the_date_is_exit_8_and_creates_no_partition(job_setup, tmp_path):  # noqa: F811
     result = cli("job", job_setup, "--date", "2026-11-30", "--no-progress")
     assert result.exit_code == 8 and "the pattern matches no files" in result.output
-    assert not (tmp_path / "scored" / "date=2026-11-30").exists()
+    assert not (tmp_path / "scored").exists()  # a job that never ran here creates no output root
+    assert cli("job", job_setup, "--date", "2026-11-28", "--no-progress").exit_code == 0
+    result = cli("job", job_setup, "--date", "2026-11-30", "--no-progress")
+    assert result.exit_code == 8 and not (tmp_path / "scored" / "date=2026-11-30").exists()
     metrics = json.loads((tmp_path / "scored" / "_metrics" / "date=2026-11-30" / "metrics.json").read_text())
     assert metrics["exit_code"] == 8
 

@@ -1,0 +1,54 @@
+"""Scores of one synthetic set under several batch plans, as JSON: run by test_portability under an
+emulated CPU (qemu), so that a machine with AVX-512 also checks what an AVX2-only machine computes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pyarrow as pa
+
+from batchscore.batching import BucketSpec
+from batchscore.encoding import encode
+from batchscore.model import ModelConfig, init_params
+from batchscore.scoring import Scorer, Truncation
+from batchscore.text import TokenizerConfig
+from batchscore.vocab import Vocab
+from tests.conftest import WORDS, random_review
+
+
+def differing(a: np.ndarray, b: np.ndarray) -> int:
+    return int((a != b).sum())
+
+
+def main() -> None:
+    vocab = Vocab(["<pad>", "<unk>", *WORDS, ".", "!", "?"])
+    config = ModelConfig(vocab_size=len(vocab), embed_dim=8, hidden=6, num_layers=2, pooling=("max",))
+    params = init_params(config, 3)
+    rng = random.Random(11)
+    texts = [random_review(rng, rng.choice([1, 3, 8, 20, 40, 70, 120])) for _ in range(300)]
+    encoded = encode(pa.array(texts), vocab, TokenizerConfig())
+    scorer = Scorer(config, params, Truncation(48, 12), BucketSpec(token_budget=4096))
+    together = scorer.logits(encoded)
+    order = np.random.default_rng(0).permutation(len(texts))
+    windows = [scorer.logits(encoded, np.arange(s, min(s + 37, 300))) for s in range(0, 300, 37)]
+    alone = [differing(scorer.logits(encoded, np.array([r]))[0], together[r]) for r in (0, 7, 299)]
+    from numpy._core._multiarray_umath import __cpu_features__ as features  # numpy's own cpuid reading
+
+    print(
+        json.dumps(
+            {
+                "avx2": bool(features.get("AVX2")),
+                "avx512f": bool(features.get("AVX512F")),
+                "permuted": differing(scorer.logits(encoded, order), together[order]),
+                "every_third": differing(scorer.logits(encoded, np.arange(0, 300, 3)), together[::3]),
+                "alone": sum(alone),
+                "windows_of_37": differing(np.concatenate(windows), together),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
