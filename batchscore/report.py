@@ -167,7 +167,7 @@ class RunSummary:
                 lines.append(
                     "  (drift compares this input with the model's validation reviews: text of other "
                     "lengths or wording than the model knows; scores are written anyway, and the exit "
-                    "code changes only with --fail-on-drift. See 'Drift' in the README.)"
+                    "code changes only with --fail-on-drift.)"
                 )
         if len(self.outputs) == 1:
             lines.append(f"  output {self.outputs[0]}")

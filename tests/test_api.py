@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -117,38 +116,3 @@ def test_info_describes_the_model(model):
 def test_missing_text_column_is_a_clear_error(model):
     with pytest.raises(KeyError, match="no text column 'body'"):
         model.score_frame(pd.DataFrame({"text": ["x"]}), text_column="body")
-
-
-def readme_examples() -> list[str]:
-    """The runnable ```python blocks of README's "From Python" section."""
-    section = README.read_text().split("## From Python", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
-
-
-@pytest.mark.slow
-def test_readme_examples_run(tmp_path, tiny_bundle, monkeypatch, reviews_table):
-    """Notebook, orchestrator task and (with Ray installed) Ray Data examples; Spark is documented only."""
-    notebook, task, spark, ray_data = readme_examples()
-    assert "mapInArrow" in spark
-    pq.write_table(reviews_table, tmp_path / "reviews.parquet")
-    (tmp_path / "landing").mkdir()
-    pq.write_table(reviews_table, tmp_path / "landing" / "part-0.parquet")
-    monkeypatch.chdir(tmp_path)
-
-    def run(code: str) -> None:
-        code = code.replace("batchscore.load_model()", f"batchscore.load_model({str(tiny_bundle)!r})")
-        exec(compile(code, "README.md", "exec"), {})
-
-    run(notebook)
-    run(task)
-    assert pq.read_table(tmp_path / "scored" / "reviews.parquet").num_rows == reviews_table.num_rows
-    try:
-        import ray
-    except ImportError:
-        pytest.skip("the Ray example needs batchscore[ray]")
-    try:
-        run(ray_data)
-    finally:
-        ray.shutdown()  # the example started a local Ray; later tests start their own
-    ray_rows = pq.read_table(tmp_path / "scored-ray")
-    assert ray_rows.num_rows == reviews_table.num_rows and "prob_positive" in ray_rows.column_names
