@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from batchscore.bundle import Bundle, load_bundle
 from batchscore.pipeline import OUTPUT_COLUMNS, RunOptions, ScoringJob, output_names
-from batchscore.validation import not_string
+from batchscore.validation import INVALID_UTF8, not_string
 
 SCORE_COLUMNS = [c for c in OUTPUT_COLUMNS if c != "row"]
 _PANDAS_TYPES = {
@@ -54,8 +54,17 @@ class Model:
             "test_metrics": card.get("test_metrics", {}),
         }
 
-    def predict(self, texts: Sequence[str | None]) -> pd.DataFrame:
-        """One row per text, in order: label, prob_positive, prob_negative, n_tokens, truncated, error."""
+    def predict(self, texts: Sequence[str | None] | str | pa.Array | pa.ChunkedArray) -> pd.DataFrame:
+        """One row per text, in order: label, prob_positive, prob_negative, n_tokens, truncated, error.
+
+        A single string is one text (not one per character); an Arrow array is checked like a file's
+        column (so a non-string array gives every row that type's error).
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if isinstance(texts, pa.Array | pa.ChunkedArray):
+            table = pa.table({"text": texts})
+            return _to_pandas(self._job.score_table(table, "text").select(SCORE_COLUMNS))
         return self._score_values(list(texts))
 
     def _score_values(self, values: list) -> pd.DataFrame:
@@ -65,7 +74,11 @@ class Model:
         misfits: dict[int, str] = {}
         for i, value in enumerate(values):
             if isinstance(value, str):
-                texts.append(value)
+                if value.isascii() or _encodes(value):
+                    texts.append(value)
+                else:  # a lone surrogate (from bytes decoded with surrogateescape): not text
+                    texts.append(None)
+                    misfits[i] = INVALID_UTF8
                 continue
             texts.append(None)  # missing (None, NaN, pd.NA) is "null text"; anything else is named
             if not (value is None or (pd.api.types.is_scalar(value) and pd.isna(value))):
@@ -89,8 +102,12 @@ class Model:
         if column.dtype == object:  # plain Python values, possibly mixed: checked one by one
             scores = self._score_values(column.tolist())
         else:  # typed (string, categorical, numeric): the same column checks as a file's
-            texts = pa.Table.from_pandas(frame[[text_column]], preserve_index=False)
-            scores = _to_pandas(self._job.score_table(texts, text_column).select(SCORE_COLUMNS))
+            try:
+                texts = pa.Table.from_pandas(frame[[text_column]], preserve_index=False)
+            except UnicodeEncodeError:  # a lone surrogate in a string column: that row's error
+                scores = self._score_values(column.tolist())
+            else:
+                scores = _to_pandas(self._job.score_table(texts, text_column).select(SCORE_COLUMNS))
         scores.index = frame.index
         names = output_names(list(frame.columns), text_column, keep_text=False)
         kept = frame[list(names)].rename(columns=names)
@@ -108,6 +125,14 @@ def load_model(
     bundle = load_bundle(path)
     options = RunOptions(device=device, max_tokens=max_tokens, precision=precision)
     return Model(bundle, ScoringJob(bundle, options))
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:

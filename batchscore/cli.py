@@ -276,8 +276,8 @@ def predict(texts, model, as_json) -> None:
     """
     from batchscore.runner import predict_texts
 
-    if list(texts) == ["-"]:
-        texts = [line.rstrip("\r\n") for line in sys.stdin]
+    if list(texts) == ["-"]:  # bytes that are not UTF-8 become that line's error, not a crash
+        texts = [line.decode("utf-8", "surrogateescape").rstrip("\r\n") for line in sys.stdin.buffer]
     try:
         results = predict_texts(list(texts), _load_bundle(model))
     except Exception as err:
@@ -461,7 +461,7 @@ def job(spec, day, progress, quiet, debug) -> None:
     from batchscore.jobs import run_job
 
     try:
-        when = date.fromisoformat(day) if day else datetime.now(UTC).date() - timedelta(days=1)
+        when = date.fromisoformat(day) if day is not None else datetime.now(UTC).date() - timedelta(days=1)
     except ValueError:
         raise click.BadParameter(f"{day!r} is not YYYY-MM-DD", param_hint="--date") from None
     from batchscore.interrupts import stop_on_signals

@@ -19,7 +19,8 @@ from contextlib import contextmanager
 
 from batchscore.errors import Interrupted
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP too: a closed terminal or a scheduler ending a session must stop as cleanly as SIGTERM.
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _requested: list[int] = []
 _deferring = False
 

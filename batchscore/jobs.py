@@ -25,6 +25,7 @@ from batchscore.batching import BucketSpec
 from batchscore.drift import DriftPolicy
 from batchscore.errors import BatchscoreError, NoInputFound, OutputError, UsageError
 from batchscore.io.paths import Location, resolve
+from batchscore.io.safe_files import create_marker, is_local, write_bytes_atomically
 from batchscore.pipeline import RunOptions
 from batchscore.report import RunSummary
 
@@ -109,6 +110,8 @@ class JobSpec:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as err:
             raise JobSpecError(f"{path}: cannot read job definition: {err}") from err
+        except UnicodeDecodeError as err:
+            raise JobSpecError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
         except tomllib.TOMLDecodeError as err:
             raise JobSpecError(f"{path}: not valid TOML: {err}") from err
         job = data.get("job")
@@ -127,6 +130,9 @@ class JobSpec:
         for key, allowed in _CHOICES.items():
             if key in job and job[key] not in allowed:
                 raise JobSpecError(f"{path}: [job] {key} = {job[key]!r}; expected one of {list(allowed)}")
+        for key in ("name", "input", "output"):
+            if not job[key].strip():  # "" would mean the current directory (input) or / (output)
+                raise JobSpecError(f"{path}: [job] {key} is empty")
         placeholders = _placeholders(path, "input", job["input"])
         if placeholders - set(_PLACEHOLDERS):
             unknown_names = ", ".join("{" + p + "}" for p in sorted(placeholders - set(_PLACEHOLDERS)))
@@ -233,8 +239,11 @@ def run_job(spec_path: Path, day: date, progress: bool | None = None, log=print)
             "_SUCCESS not written"
         )
     else:
-        with fs.open_output_stream(paths.success.path):
-            pass
+        if is_local(fs):
+            create_marker(paths.success.path)
+        else:
+            with fs.open_output_stream(paths.success.path):
+                pass
         log(f"job {spec.name} for {day.isoformat()}: wrote {paths.success.uri}")
     return metrics
 
@@ -268,9 +277,13 @@ def _write_metrics(
         "versions": {"batchscore": __version__, "python": platform.python_version()},
         **summary.to_dict(),
     }
+    data = (json.dumps(metrics, indent=2) + "\n").encode("utf-8")
     fs.create_dir(paths.metrics.parent().path)
+    if is_local(fs):  # a planted name is replaced, never written through (safe_files)
+        write_bytes_atomically(paths.metrics.path, data)
+        return metrics
     tmp = paths.metrics.sibling(".metrics.json.tmp")
     with fs.open_output_stream(tmp.path) as handle:
-        handle.write((json.dumps(metrics, indent=2) + "\n").encode("utf-8"))
+        handle.write(data)
     fs.move(tmp.path, paths.metrics.path)  # atomic: a reader never sees half a file
     return metrics

@@ -42,6 +42,7 @@ from batchscore.io.paths import (
     check_outputs_are_not_inputs,
     check_outputs_are_not_listed_inputs,
     discover_inputs,
+    is_pattern,
     plan_outputs,
 )
 from batchscore.io.readers import ReadOptions, ShardReader
@@ -769,6 +770,6 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
 
 def _names_one_file(spec: str, files: list[InputFile]) -> bool:
     """Whether the single INPUT the user gave is one file (not a directory or a glob)."""
-    if any(ch in spec for ch in "*?["):
+    if is_pattern(spec):
         return False
     return len(files) == 1 and files[0].location.uri == spec

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from batchscore.bundle import Bundle, load_bundle
-from batchscore.errors import BatchscoreError, require_extra
+from batchscore.errors import BatchscoreError, UsageError, require_extra
 from batchscore.interrupts import stop_on_signals
+from batchscore.io.safe_files import write_to_named_target
 from batchscore.pipeline import RunOptions, ScoringJob
 from batchscore.report import ProgressListener, RunSummary
 
@@ -30,6 +30,10 @@ def run_scoring(
     ray_address: str | None = None,
 ) -> RunSummary:
     """`batchscore run`: score, print the summary to stderr, optionally save it as JSON."""
+    if summary_json is not None and str(summary_json) != "-":
+        folder = Path(summary_json).parent
+        if not folder.is_dir():  # found now, not after hours of scoring (and never hiding the run's code)
+            raise UsageError(f"--summary-json {summary_json}: directory {folder} does not exist")
     with stop_on_signals():
         return _run_scoring(
             inputs, output, model, options, progress, summary_json, log, filesystem, engine, ray_address
@@ -83,10 +87,7 @@ def _report(summary: RunSummary, summary_json: Path | str | None, log: Callable[
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path = Path(summary_json)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_to_named_target(str(summary_json), text.encode("utf-8"))
 
 
 class _ProgressBar(ProgressListener):

@@ -219,7 +219,7 @@ def same_profile(output: Path, reference: pa.Table) -> bool:
     return pq.read_schema(output).metadata[key] == reference.schema.metadata[key]
 
 
-@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
 @pytest.mark.parametrize(
     ("step", "nth"), [("part written", 1), ("manifest updated", 20), ("output written", 1)]
 )

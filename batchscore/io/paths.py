@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import stat
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
@@ -102,12 +103,19 @@ def resolve(uri: str, filesystem: pafs.FileSystem | None = None) -> Location:
 
 def discover_inputs(specs: list[str], filesystem: pafs.FileSystem | None = None) -> list[InputFile]:
     """Expand files, directories (recursively) and globs into a sorted, de-duplicated file list."""
-    found: dict[str, InputFile] = {}
+    found: dict[tuple, InputFile] = {}
     for spec in specs:
+        if not spec.strip():  # "" would otherwise mean the current directory, every file below it
+            raise UsageError("an input path is empty; name a file, a directory or a glob")
         for location, relative, directory in _expand(spec, filesystem):
-            first = found.setdefault(location.path, _as_input(location, relative, directory))
-            if first.listed_under is None and directory is not None:  # named and listed: both count
-                found[location.path] = replace(first, listed_under=directory)
+            key = _identity(location)  # one file reached twice (a link beside it, two specs): once
+            candidate = _as_input(location, relative, directory)
+            first = found.get(key)
+            if first is None or (_is_link(first.location) and not _is_link(location)):
+                listed = directory if first is None else first.listed_under or directory
+                found[key] = replace(candidate, listed_under=listed)
+            elif first.listed_under is None and directory is not None:  # named and listed: both count
+                found[key] = replace(first, listed_under=directory)
     if not found:
         raise NoInputFound(f"no input files found in {', '.join(specs)}")
     return sorted(found.values(), key=lambda f: f.location.path)
@@ -118,7 +126,7 @@ _Found = tuple[Location, str, Location | None]
 
 
 def _expand(spec: str, filesystem: pafs.FileSystem | None) -> list[_Found]:
-    if any(ch in spec for ch in "*?["):
+    if is_pattern(spec, filesystem):
         return _glob(spec, filesystem)
     location = resolve(spec, filesystem)
     try:
@@ -129,7 +137,38 @@ def _expand(spec: str, filesystem: pafs.FileSystem | None) -> list[_Found]:
         raise NoInputFound(f"{spec}: no such file or directory")
     if info.type == pafs.FileType.Directory:
         return _list_directory(location)
+    _require_regular_file(location)
     return [(location, location.name, None)]
+
+
+def is_pattern(spec: str, filesystem: pafs.FileSystem | None = None) -> bool:
+    """A glob, unless a path of that very name exists: `reviews[1].csv` is that file if it exists."""
+    return any(ch in spec for ch in "*?[") and not _exists_as_named(spec, filesystem)
+
+
+def _exists_as_named(spec: str, filesystem: pafs.FileSystem | None) -> bool:
+    if "://" not in spec and filesystem is None:
+        return os.path.lexists(spec)
+    try:
+        location = resolve(spec, filesystem)
+        return location.filesystem.get_file_info(location.path).type != pafs.FileType.NotFound
+    except (OSError, InputError):
+        return False
+
+
+def _is_link(location: Location) -> bool:
+    return isinstance(location.filesystem, pafs.LocalFileSystem) and os.path.islink(location.path)
+
+
+def _require_regular_file(location: Location) -> None:
+    """A FIFO or a device would block the reader forever (signals cannot interrupt native reads)."""
+    if isinstance(location.filesystem, pafs.LocalFileSystem):
+        try:
+            regular = stat.S_ISREG(os.stat(location.path).st_mode)
+        except OSError as err:
+            raise InputError(f"{location.uri}: cannot read: {err}") from err
+        if not regular:
+            raise InputError(f"{location.uri}: not a regular file (a FIFO, socket or device); not read")
 
 
 def _glob(spec: str, filesystem: pafs.FileSystem | None) -> list[_Found]:
@@ -140,7 +179,11 @@ def _glob(spec: str, filesystem: pafs.FileSystem | None) -> list[_Found]:
         out: list[_Found] = []
         for match in matches:
             location = resolve(match)
-            out.extend(_list_directory(location) if location.is_dir() else [(location, location.name, None)])
+            if location.is_dir():
+                out.extend(_list_directory(location))
+            else:
+                _require_regular_file(location)
+                out.append((location, location.name, None))
         return out
     base_uri, _, pattern = spec.rpartition("/")
     base = resolve(base_uri, filesystem)

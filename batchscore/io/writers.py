@@ -25,6 +25,13 @@ import pyarrow.parquet as pq
 
 from batchscore.errors import OutputError
 from batchscore.io.paths import Location
+from batchscore.io.safe_files import (
+    arrow_sink,
+    is_local,
+    make_private_dir,
+    open_lock_file,
+    replace_atomically,
+)
 
 MANIFEST = "manifest.json"
 METADATA_PREFIX = "batchscore."
@@ -82,9 +89,12 @@ class PartWriter:
     def has_partial(self) -> bool:
         return self.work.exists()
 
+    def _work_is_planted_link(self) -> bool:
+        return is_local(self.work.filesystem) and os.path.islink(self.work.path)
+
     def resume(self) -> Progress:
         """Pick up committed parts if they were made from the same input and settings."""
-        manifest = self._read_manifest()
+        manifest = None if self._work_is_planted_link() else self._read_manifest()
         if manifest is None or manifest.get("fingerprint") != self.fingerprint:
             self.discard()
             return self.progress
@@ -94,7 +104,9 @@ class PartWriter:
         return self.progress
 
     def discard(self) -> None:
-        if self.work.exists():
+        if self._work_is_planted_link():  # never delete through a link into someone else's folder
+            os.unlink(self.work.path)
+        elif self.work.exists():
             self.work.filesystem.delete_dir(self.work.path)
         self.progress = Progress()
 
@@ -134,7 +146,7 @@ class PartWriter:
         """Write one window's rows (in the file's schema) and commit them in the manifest, together
         with `tally` (totals over all committed rows, kept for the caller: it comes back on resume)."""
         if self.progress.parts == 0:
-            self._guard("create the work directory", self.work.filesystem.create_dir, self.work.path)
+            self._create_work_dir()
         schema = self.schema()
         if schema is None:
             self._schema = table.schema
@@ -156,9 +168,15 @@ class PartWriter:
 
     def mark_complete(self) -> None:
         if self.progress.parts == 0:
-            self._guard("create the work directory", self.work.filesystem.create_dir, self.work.path)
+            self._create_work_dir()
         self.progress.complete = True
         self._write_manifest()
+
+    def _create_work_dir(self) -> None:
+        if is_local(self.work.filesystem):
+            self._guard("create the work directory", make_private_dir, self.work.path)
+        else:
+            self._guard("create the work directory", self.work.filesystem.create_dir, self.work.path)
 
     def _write_manifest(self) -> None:
         payload = {
@@ -169,10 +187,8 @@ class PartWriter:
             "tally": self.progress.tally,
         }
         data = json.dumps(payload, indent=1).encode("utf-8")
-        tmp = self.work.child(f".{MANIFEST}.tmp")
-        self._guard("write the manifest", _write_bytes, tmp, data)
         self._guard(
-            "commit the manifest", self.work.filesystem.move, tmp.path, self.work.child(MANIFEST).path
+            "commit the manifest", self._write_with, self.work.child(MANIFEST), lambda h: h.write(data)
         )
 
     def assemble(self, metadata: dict[str, str]) -> None:
@@ -213,6 +229,9 @@ class PartWriter:
     @staticmethod
     def _write_with(location: Location, write) -> None:
         """Write to a temporary sibling, then rename onto `location` (removing the temp on failure)."""
+        if is_local(location.filesystem):
+            replace_atomically(location.path, lambda handle: write(arrow_sink(handle)))
+            return
         tmp = location.sibling(f".{location.name}.tmp-{os.getpid()}")
         try:
             with location.filesystem.open_output_stream(tmp.path) as handle:
@@ -225,11 +244,6 @@ class PartWriter:
             except OSError:
                 pass
             raise
-
-
-def _write_bytes(location: Location, data: bytes) -> None:
-    with location.filesystem.open_output_stream(location.path) as handle:
-        handle.write(data)
 
 
 class OutputLock:
@@ -253,7 +267,9 @@ class OutputLock:
         while True:
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = open_lock_file(path)
+            except OutputError:
+                raise
             except OSError as err:
                 raise OutputError(f"{self.target.uri}: cannot create the lock file {path}: {err}") from err
             try:

@@ -1,0 +1,112 @@
+"""Files batchscore creates on a local disk, made so that a planted name cannot redirect them.
+
+In a directory that others can write, any name batchscore picks in advance (a lock, a temporary
+file) may already be a symlink, a hard link or a FIFO put there to make the run overwrite, truncate
+or block on something else. So: temporary files get unpredictable names and are created with
+O_EXCL | O_NOFOLLOW and written through that descriptor; a final name is only ever replaced by
+rename(2), which replaces a symlink itself, never its target; a lock file must be a regular file
+with one link. Object stores have no links, so their paths keep pyarrow's plain calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from collections.abc import Callable
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from batchscore.errors import OutputError
+
+CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def is_local(filesystem: pafs.FileSystem) -> bool:
+    return isinstance(filesystem, pafs.LocalFileSystem)
+
+
+def temporary_name(path: str) -> str:
+    """A sibling name nobody can guess in advance: `.NAME.tmp-PID-RANDOM`."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(6)}")
+
+
+def replace_atomically(path: str, write: Callable[[BinaryIO], None], mode: int = 0o644) -> None:
+    """Write a new file through `write` and rename it onto `path` (a reader sees old or new, whole).
+
+    `path` itself may be anything but a directory; whatever is there is replaced, not written into.
+    """
+    tmp = temporary_name(path)
+    fd = os.open(tmp, CREATE_NEW, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomically(path: str, data: bytes) -> None:
+    replace_atomically(path, lambda handle: handle.write(data))
+
+
+def arrow_sink(handle: BinaryIO) -> pa.NativeFile:
+    """A Python binary file as the output stream pyarrow's writers take."""
+    return pa.PythonFile(handle, mode="w")
+
+
+def create_marker(path: str) -> None:
+    """An empty file at `path` (a `_SUCCESS`), replacing whatever name is there, never following it."""
+    replace_atomically(path, lambda handle: None)
+
+
+def write_to_named_target(path: str, data: bytes) -> None:
+    """Output the user named (e.g. --summary-json): a FIFO, a terminal or /dev/null is written into,
+    as the user asked; a regular file or a new name is replaced atomically."""
+    try:
+        info = os.stat(path)  # the user's own name: following their symlink is what they asked for
+    except FileNotFoundError:
+        info = None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise OutputError(f"{path}: is a directory")
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return
+    write_bytes_atomically(path, data)
+
+
+def open_lock_file(path: str) -> int:
+    """A descriptor of the lock file at `path`, created if missing; refuses anything but a plain file
+    of its own (a symlink, a FIFO, a hard link to another file)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        if os.path.islink(path):
+            message = "the lock file's name is a symbolic link; remove it and rerun"
+            raise OutputError(f"{path}: {message}") from err
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        what = "has other hard links" if stat.S_ISREG(info.st_mode) else "is not a regular file"
+        raise OutputError(f"{path}: the lock file {what}; remove it and rerun")
+    return fd
+
+
+def make_private_dir(path: str) -> None:
+    """Create the directory `path` (parents as needed); an existing one must be a real directory."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o755)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise OutputError(f"{path}: exists and is not a directory (a symbolic link?); remove it and rerun")

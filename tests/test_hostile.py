@@ -1,0 +1,200 @@
+"""A hostile or shared directory: planted links and FIFOs, odd names and empty specs, API odd types.
+
+Each test plants what an attacker or a careless neighbour could, then checks that batchscore
+neither writes through it, nor blocks on it, nor scores the wrong data, and says why in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from batchscore.api import load_model
+from batchscore.cli import main
+from tests.test_jobs import job_setup  # noqa: F401  (the fixture)
+
+
+def cli(*args):
+    words = [*map(str, args)]
+    return CliRunner().invoke(main, [*words, "--no-progress"] if words[0] == "run" else words)
+
+
+@pytest.fixture
+def victim(tmp_path):
+    """A file outside the output directory that nothing may touch."""
+    path = tmp_path / "elsewhere" / "victim.txt"
+    path.parent.mkdir()
+    path.write_text("precious\n")
+    return path
+
+
+@pytest.fixture
+def source(tmp_path, reviews_table):
+    path = tmp_path / "in" / "reviews.parquet"
+    path.parent.mkdir()
+    pq.write_table(reviews_table, path)
+    return path
+
+
+def test_a_planted_lock_symlink_is_refused_and_its_target_untouched(tmp_path, tiny_bundle, source, victim):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".r.parquet.lock").symlink_to(victim)
+    result = cli("run", source, "-o", out / "r.parquet", "--model", tiny_bundle)
+    assert result.exit_code == 5, result.output
+    assert "symbolic link" in result.output and len(result.output.strip().splitlines()) == 1
+    assert victim.read_text() == "precious\n"
+    assert not (out / "r.parquet").exists()
+
+
+def test_a_dangling_lock_symlink_creates_nothing_where_it_points(tmp_path, tiny_bundle, source):
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "elsewhere-new"
+    (out / ".r.parquet.lock").symlink_to(target)
+    assert cli("run", source, "-o", out / "r.parquet", "--model", tiny_bundle).exit_code == 5
+    assert not target.exists()
+
+
+def test_a_lock_hard_linked_to_another_file_is_refused(tmp_path, tiny_bundle, source, victim):
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(victim, out / ".r.parquet.lock")
+    result = cli("run", source, "-o", out / "r.parquet", "--model", tiny_bundle)
+    assert result.exit_code == 5 and "hard links" in result.output
+    assert victim.read_text() == "precious\n"
+
+
+def test_an_output_name_planted_as_a_symlink_is_replaced_not_written_through(
+    tmp_path, tiny_bundle, source, victim
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "r.parquet").symlink_to(victim)
+    result = cli("run", source, "-o", out / "r.parquet", "--model", tiny_bundle, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "precious\n"
+    assert not (out / "r.parquet").is_symlink() and pq.read_table(out / "r.parquet").num_rows == 300
+
+
+def test_a_planted_parts_directory_link_is_not_followed(tmp_path, tiny_bundle, source):
+    out, elsewhere = tmp_path / "out", tmp_path / "someone-elses"
+    out.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    (out / ".r.parquet.parts").symlink_to(elsewhere, target_is_directory=True)
+    result = cli("run", source, "-o", out / "r.parquet", "--model", tiny_bundle, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert (elsewhere / "keep.txt").read_text() == "mine" and sorted(os.listdir(elsewhere)) == ["keep.txt"]
+
+
+def test_summary_json_into_a_fifo_is_written_into_it(tmp_path, tiny_bundle, source):
+    fifo = tmp_path / "summary.fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    result = cli("run", source, "-o", tmp_path / "r.parquet", "--model", tiny_bundle, "--summary-json", fifo)
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert json.loads(received[0])["status"] == "ok"
+    assert fifo.is_fifo()  # still the FIFO, not replaced by a regular file
+
+
+def test_summary_json_in_a_missing_directory_is_refused_before_any_work(tmp_path, tiny_bundle, source):
+    result = cli("run", source, "-o", tmp_path / "r.parquet", "--model", tiny_bundle,
+                 "--summary-json", tmp_path / "nope" / "s.json")  # fmt: skip
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert not (tmp_path / "r.parquet").exists()
+
+
+def test_job_markers_planted_as_symlinks_are_replaced(job_setup, tmp_path, victim):  # noqa: F811
+    partition = tmp_path / "scored" / "date=2026-11-28"
+    metrics = tmp_path / "scored" / "_metrics" / "date=2026-11-28"
+    partition.mkdir(parents=True)
+    metrics.mkdir(parents=True)
+    (partition / "_SUCCESS").symlink_to(victim)
+    (metrics / "metrics.json").symlink_to(victim)
+    result = cli("job", job_setup, "--date", "2026-11-28", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "precious\n"
+    assert not (partition / "_SUCCESS").is_symlink()
+    assert json.loads((metrics / "metrics.json").read_text())["exit_code"] == 0
+
+
+@pytest.mark.parametrize("spec", ["", "   "])
+def test_an_empty_input_is_a_usage_error_not_the_current_directory(tmp_path, tiny_bundle, spec, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("run", spec, "-o", "out", "--model", tiny_bundle)
+    assert result.exit_code == 2 and "empty" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key", ["input", "output"])
+def test_an_empty_job_path_is_a_job_file_error(job_setup, key):  # noqa: F811
+    text = job_setup.read_text().splitlines()
+    job_setup.write_text("\n".join(f'{key} = ""' if line.startswith(f"{key} =") else line for line in text))
+    result = cli("job", job_setup, "--date", "2026-11-28")
+    assert result.exit_code == 2 and f"[job] {key} is empty" in result.output
+
+
+def test_a_job_file_that_is_not_utf8_names_the_file(tmp_path):
+    spec = tmp_path / "job.toml"
+    spec.write_bytes(b'[job]\nname = "caf\xe9"\n')
+    result = cli("job", spec)
+    assert result.exit_code == 2 and "job.toml" in result.output and "UTF-8" in result.output
+
+
+def test_an_existing_path_with_glob_characters_is_that_file(tmp_path, tiny_bundle, reviews_table):
+    pq.write_table(reviews_table.slice(0, 10), tmp_path / "reviews[1].parquet")
+    pq.write_table(reviews_table.slice(10, 5), tmp_path / "reviews1.parquet")  # what the pattern matches
+    result = cli("run", tmp_path / "reviews[1].parquet", "-o", tmp_path / "o.parquet", "--model", tiny_bundle)
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(tmp_path / "o.parquet").num_rows == 10
+
+
+def test_a_file_reached_twice_through_a_link_is_scored_once(tmp_path, tiny_bundle, source):
+    (source.parent / "again.parquet").symlink_to(source)
+    result = cli("run", source.parent, "-o", tmp_path / "out", "--model", tiny_bundle)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["reviews.parquet"]
+
+
+def test_a_fifo_matched_by_a_glob_is_refused_not_waited_on(tmp_path, tiny_bundle, source):
+    os.mkfifo(source.parent / "stuck.parquet")
+    done = subprocess.run(
+        [sys.executable, "-m", "batchscore", "run", f"{source.parent}/*.parquet", "-o", str(tmp_path / "o"),
+         "--model", str(tiny_bundle), "--no-progress"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 3 and "not a regular file" in done.stderr
+
+
+def test_api_takes_one_string_arrow_arrays_and_lone_surrogates(tiny_bundle):
+    model = load_model(tiny_bundle)
+    assert len(model.predict("one whole text")) == 1
+    arrow = model.predict(pa.array(["good film", None]))
+    assert arrow["error"].tolist()[1] == "null text" and arrow["label"].notna().tolist() == [True, False]
+    assert model.predict(["bad \udcff bytes", "fine"])["error"].tolist()[0] == "invalid UTF-8"
+    texts = pd.Series(["x \ud800", "ok"], dtype=object)  # pandas' Arrow strings cannot hold one
+    frame = model.score_frame(pd.DataFrame({"text": texts}))
+    assert frame["error"].tolist()[0] == "invalid UTF-8"
+
+
+def test_predict_from_stdin_with_invalid_bytes_scores_the_good_lines(tiny_bundle):
+    done = subprocess.run(
+        [sys.executable, "-m", "batchscore", "predict", "--model", str(tiny_bundle), "-"],
+        input=b"good film\n\xff\n", capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.decode().splitlines()
+    assert len(lines) == 2 and "invalid UTF-8" in lines[1] and "Traceback" not in done.stderr.decode()
