@@ -171,6 +171,7 @@ class JobSpec:
             precision=self.precision,
             drift=self.drift,
             resume=True,  # reruns of a date skip finished shards and continue partial ones
+            partition_keys=("date",),  # an input column `date` must not shadow the partition's
         )
 
 
@@ -196,6 +197,8 @@ def run_job(spec_path: Path, day: date, progress: bool | None = None, log=print)
     paths = job_paths(spec, day)
     fs = paths.partition.filesystem
     log(f"job {spec.name} for {day.isoformat()}: {spec.input_for(day)} -> {paths.partition.uri}")
+    owner = paths.partition.parent().child(OWNER_FILE)
+    _check_owner(spec, owner)
     if paths.success.exists():
         fs.delete_file(paths.success.path)  # a rerun is not a success until it finishes
     # No partition is created here: the run creates it only once its inputs passed the preflight.
@@ -226,12 +229,15 @@ def run_job(spec_path: Path, day: date, progress: bool | None = None, log=print)
     except BatchscoreError as err:  # a failed night is recorded too, with its exit code and counts
         summary = getattr(err, "summary", None) or summary or RunSummary()
         summary.record_failure(err)
+        if owner.parent().exists():
+            _claim(spec, owner)
         if isinstance(err, NoInputFound) and not paths.partition.parent().exists():
             # Nothing landed and the job never ran here: create no output root just to say so.
             log(f"job {spec.name}: nothing to score and no output root yet; no metrics.json written")
         else:
             _write_metrics(spec, day, started, paths, summary, fs)
         raise
+    _claim(spec, owner)
     metrics = _write_metrics(spec, day, started, paths, summary, fs)
     if summary.bad_files:
         log(
@@ -246,6 +252,39 @@ def run_job(spec_path: Path, day: date, progress: bool | None = None, log=print)
                 pass
         log(f"job {spec.name} for {day.isoformat()}: wrote {paths.success.uri}")
     return metrics
+
+
+OWNER_FILE = "_batchscore_job.json"  # which job owns an output root (`_`: readers skip it)
+
+
+def _owner_record(spec: JobSpec) -> dict:
+    return {"job": spec.name, "input": spec.input}
+
+
+def _check_owner(spec: JobSpec, owner: Location) -> None:
+    """Two jobs writing one output root would delete each other's outputs as stale: refuse."""
+    try:
+        with owner.filesystem.open_input_stream(owner.path) as handle:
+            recorded = json.loads(handle.read().decode("utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as err:
+        raise OutputError(f"{owner.uri}: cannot read which job owns this output root: {err}") from err
+    if recorded != _owner_record(spec):
+        raise OutputError(
+            f"{owner.parent().uri} belongs to job {recorded.get('job')!r} (input {recorded.get('input')!r}), "
+            f"not {spec.name!r} (input {spec.input!r}); give each job its own output, or remove {owner.uri} "
+            "if this job took it over"
+        )
+
+
+def _claim(spec: JobSpec, owner: Location) -> None:
+    data = json.dumps(_owner_record(spec)).encode("utf-8")
+    if is_local(owner.filesystem):
+        write_bytes_atomically(owner.path, data)
+    else:
+        with owner.filesystem.open_output_stream(owner.path) as handle:
+            handle.write(data)
 
 
 def _stale_outputs(partition: Location, outputs: list[str]) -> list[str]:

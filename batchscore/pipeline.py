@@ -9,6 +9,7 @@ them are short, so memory stays bounded by a few windows whatever the input size
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import queue
@@ -85,6 +86,7 @@ class RunOptions:
     drift: DriftPolicy = field(default_factory=DriftPolicy)
     command: str = ""  # recorded in the output lock, so a second run can say who holds it
     resume_hint: str = interrupts.RESUME_HINT  # what an interrupted run tells the operator to do
+    partition_keys: tuple[str, ...] = ()  # Hive keys of the folders written into (a job's "date")
 
     def __post_init__(self) -> None:
         """Reject values that would otherwise fail late, loop, or silently change the scores."""
@@ -338,6 +340,9 @@ class ScoringJob:
             "csv_infer_types": str(self.options.csv_infer_types),
             "precision": self.precision,
             "input_types": json.dumps({name: str(t) for name, t in self.input_types.items()}),
+            # the compiled shapes: a resume under other batch settings could round differently
+            "batch_plan": json.dumps(dataclasses.astuple(self.options.buckets)),
+            "partition_keys": ",".join(self.options.partition_keys),
         }
 
     # ---- files: open, stream, finish ----------------------------------------------------------
@@ -661,7 +666,10 @@ class ScoringJob:
         columns: dict[str, pa.Array] = {}
         if with_row and not self.options.id_column:
             columns["row"] = pa.array(np.arange(window.first_row, window.first_row + n, dtype=np.int64))
-        renamed = output_names(window.table.column_names, self.options.text_column, self.options.keep_text)
+        renamed = output_names(
+            window.table.column_names, self.options.text_column, self.options.keep_text,
+            self.options.partition_keys,
+        )  # fmt: skip
         for name, out_name in renamed.items():
             if name == self.options.text_column:
                 columns[out_name] = window.texts
@@ -685,16 +693,21 @@ class ScoringJob:
         return pa.table(columns)
 
 
-def output_names(input_columns: list[str], text_column: str, keep_text: bool) -> dict[str, str]:
+def output_names(
+    input_columns: list[str], text_column: str, keep_text: bool, partition_keys: tuple[str, ...] = ()
+) -> dict[str, str]:
     """Input column -> its name in the output. Every kept input column survives under a unique name:
-    one named like an output column gets `input_` prefixes until the name is free (so `row` and
-    `input_row` both survive, as `input_input_row` and `input_row`)."""
+    one named like an output column, or like a partition key of the folders it is written into (a
+    job's `date`, which readers would otherwise take from the folder name instead), gets `input_`
+    prefixes until the name is free (so `row` and `input_row` both survive, as `input_input_row`
+    and `input_row`)."""
+    reserved = {*OUTPUT_COLUMNS, *partition_keys}
     kept = [c for c in input_columns if keep_text or c != text_column]
-    taken = set(OUTPUT_COLUMNS) | {c for c in kept if c not in OUTPUT_COLUMNS}
+    taken = reserved | {c for c in kept if c not in reserved}
     names = {}
     for column in kept:
         name = column
-        if column in OUTPUT_COLUMNS:
+        if column in reserved:
             while name in taken:
                 name = f"input_{name}"
             taken.add(name)

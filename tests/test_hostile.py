@@ -198,3 +198,45 @@ def test_predict_from_stdin_with_invalid_bytes_scores_the_good_lines(tiny_bundle
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert len(lines) == 2 and "invalid UTF-8" in lines[1] and "Traceback" not in done.stderr.decode()
+
+
+def test_two_jobs_cannot_share_one_output_root(job_setup, tmp_path):  # noqa: F811
+    assert cli("job", job_setup, "--date", "2026-11-28", "--no-progress").exit_code == 0
+    other = tmp_path / "other.toml"
+    other.write_text(job_setup.read_text().replace('name = "nightly_test"', 'name = "another"'))
+    before = sorted(p.name for p in (tmp_path / "scored" / "date=2026-11-28").iterdir())
+    result = cli("job", other, "--date", "2026-11-28", "--no-progress")
+    assert result.exit_code == 5 and "belongs to job 'nightly_test'" in result.output
+    assert sorted(p.name for p in (tmp_path / "scored" / "date=2026-11-28").iterdir()) == before
+    assert (
+        cli("job", job_setup, "--date", "2026-11-28", "--no-progress").exit_code == 0
+    )  # its owner still may
+
+
+def test_an_input_column_named_like_the_partition_key_is_renamed(job_setup, tmp_path):  # noqa: F811
+    import duckdb
+
+    landing = tmp_path / "landing" / "2026-11-28"
+    for part in landing.iterdir():
+        table = pq.read_table(part)
+        pq.write_table(table.append_column("date", pa.array(["1999-01-01"] * table.num_rows)), part)
+    assert cli("job", job_setup, "--date", "2026-11-28", "--no-progress").exit_code == 0
+    root = tmp_path / "scored"
+    frame = pd.read_parquet(root)  # refused before: the column and the partition key collided
+    assert set(frame["input_date"]) == {"1999-01-01"} and set(frame["date"].astype(str)) == {"2026-11-28"}
+    rows = duckdb.sql(
+        f"select distinct date, input_date from read_parquet('{root}/*/*.parquet', hive_partitioning=true)"
+    )
+    assert [tuple(map(str, r)) for r in rows.fetchall()] == [("2026-11-28", "1999-01-01")]
+
+
+def test_folders_a_glob_matched_are_kept_below_the_output(tmp_path, tiny_bundle, reviews_table):
+    for country in ("fr", "de"):
+        (tmp_path / "landing" / f"country={country}").mkdir(parents=True)
+        pq.write_table(
+            reviews_table.slice(0, 5), tmp_path / "landing" / f"country={country}" / "part-0.parquet"
+        )
+    result = cli("run", f"{tmp_path}/landing/country=*", "-o", tmp_path / "out", "--model", tiny_bundle)
+    assert result.exit_code == 0, result.output
+    outputs = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.parquet"))
+    assert outputs == ["country=de/part-0.parquet", "country=fr/part-0.parquet"]

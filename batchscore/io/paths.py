@@ -176,14 +176,19 @@ def _glob(spec: str, filesystem: pafs.FileSystem | None) -> list[_Found]:
         matches = sorted(glob.glob(spec, recursive=True))
         if not matches:
             raise NoInputFound(f"{spec}: the pattern matches no files")
+        base = _literal_prefix(spec)  # folders the pattern matched are kept below -o (country=fr/...)
         out: list[_Found] = []
         for match in matches:
             location = resolve(match)
+            below_base = os.path.relpath(match, base)
             if location.is_dir():
-                out.extend(_list_directory(location))
+                out.extend(
+                    (found, f"{below_base}/{relative}", directory)
+                    for found, relative, directory in _list_directory(location)
+                )
             else:
                 _require_regular_file(location)
-                out.append((location, location.name, None))
+                out.append((location, below_base, None))
         return out
     base_uri, _, pattern = spec.rpartition("/")
     base = resolve(base_uri, filesystem)
@@ -197,6 +202,17 @@ def _glob(spec: str, filesystem: pafs.FileSystem | None) -> list[_Found]:
     if not out:
         raise NoInputFound(f"{spec}: the pattern matches no files")
     return out
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The folder a glob starts from: its leading path components without glob characters."""
+    parts = pattern.split(os.sep)
+    literal = []
+    for part in parts[:-1]:
+        if any(ch in part for ch in "*?["):
+            break
+        literal.append(part)
+    return os.sep.join(literal) or ("/" if pattern.startswith("/") else ".")
 
 
 def _list_directory(location: Location) -> list[_Found]:
