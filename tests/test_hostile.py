@@ -240,3 +240,51 @@ def test_folders_a_glob_matched_are_kept_below_the_output(tmp_path, tiny_bundle,
     assert result.exit_code == 0, result.output
     outputs = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.parquet"))
     assert outputs == ["country=de/part-0.parquet", "country=fr/part-0.parquet"]
+
+
+def test_readers_after_a_kill_see_committed_outputs_only(tmp_path, tiny_bundle, reviews_table, monkeypatch):
+    """pandas, pyarrow.dataset and DuckDB's recursive glob read the finished file, never the parts."""
+    import duckdb
+    import pyarrow.dataset as ds
+
+    from tests.test_integrity import crashed_run
+
+    (tmp_path / "in").mkdir()
+    pq.write_table(reviews_table.slice(0, 100), tmp_path / "in" / "done.parquet")
+    pq.write_table(reviews_table, tmp_path / "in" / "killed.parquet")
+    out = tmp_path / "out"
+    crashed_run(monkeypatch, [tmp_path / "in"], out, tiny_bundle, "manifest updated", 2, window_rows=100)
+    assert list(out.glob(".killed.parquet.parts/part-*"))  # the interrupted file's parts are there
+    assert len(pd.read_parquet(out)) == 100
+    assert ds.dataset(out, format="parquet").count_rows() == 100
+    assert duckdb.sql(f"select count(*) from read_parquet('{out}/**/*.parquet')").fetchall() == [(100,)]
+
+
+@pytest.mark.parametrize("name", ["u.csv", "u.csv.gz"])
+def test_a_quote_never_closed_is_a_data_error_not_lost_rows(tmp_path, tiny_bundle, name):
+    import gzip
+
+    lines = ["review_id,text", *(f'{i},"review {i} was fine"' for i in range(500)), '500,"I loved it']
+    lines += [f'{i},"more {i}"' for i in range(501, 1000)]
+    data = ("\n".join(lines) + "\n").encode()
+    (tmp_path / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    result = cli("run", tmp_path / name, "-o", tmp_path / "o.parquet", "--model", tiny_bundle)
+    assert result.exit_code == 3 and "row 500 (column 'text'): a quoted field is not closed" in result.output
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_a_stray_quote_in_an_unquoted_field_is_read_as_written(tmp_path, tiny_bundle):
+    (tmp_path / "s.csv").write_text('review_id,text\n1,the 12" pizza was great\n2,"a\nmultiline one"\n')
+    result = cli(
+        "run", tmp_path / "s.csv", "-o", tmp_path / "o.parquet", "--model", tiny_bundle, "--keep-text"
+    )
+    assert result.exit_code == 3  # odd quotes and a line break: refused, never silently merged
+    (tmp_path / "t.csv").write_text('review_id,text\n1,the 12" pizza was great\n2,fine\n')
+    result = cli(
+        "run", tmp_path / "t.csv", "-o", tmp_path / "t.parquet", "--model", tiny_bundle, "--keep-text"
+    )
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(tmp_path / "t.parquet").column("text").to_pylist() == [
+        'the 12" pizza was great',
+        "fine",
+    ]

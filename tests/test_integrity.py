@@ -434,9 +434,9 @@ def test_unreadable_manifest_stops_the_run_and_keeps_the_parts(
     manifest.mkdir()  # reading it now fails with an error that is not "file not found"
     with pytest.raises(OutputError, match="manifest"):
         score_files([source], out, tiny_bundle, window_rows=100, resume=True)
-    assert sorted(p.name for p in work.glob("part-*.parquet")) == [
-        "part-000000.parquet",
-        "part-000001.parquet",
+    assert sorted(p.name for p in work.glob("part-*")) == [
+        "part-000000.parquet-part",
+        "part-000001.parquet-part",
     ]
     manifest.rmdir()
     manifest.write_bytes(saved)

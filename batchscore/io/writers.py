@@ -34,6 +34,14 @@ from batchscore.io.safe_files import (
 )
 
 MANIFEST = "manifest.json"
+
+
+def part_name(index: int) -> str:
+    """Committed parts are Parquet, but not named *.parquet: a recursive `**/*.parquet` reader
+    (DuckDB, a glob) must not take an interrupted run's parts for data."""
+    return f"part-{index:06d}.parquet-part"
+
+
 METADATA_PREFIX = "batchscore."
 
 # Called with the name of each commit step as it completes ("part written", "manifest updated",
@@ -152,7 +160,7 @@ class PartWriter:
             self._schema = table.schema
         elif table.schema != schema:
             table = table.cast(schema)
-        name = f"part-{self.progress.parts:06d}.parquet"
+        name = part_name(self.progress.parts)
         self._guard("write a part", self._write_atomic, self.work.child(name), table)
         _step_done("part written")
         self.progress.parts += 1
@@ -162,7 +170,7 @@ class PartWriter:
         _step_done("manifest updated")
 
     def _committed_schema(self) -> pa.Schema:
-        first = self.work.child("part-000000.parquet")
+        first = self.work.child(part_name(0))
         with first.filesystem.open_input_file(first.path) as handle:
             return pq.read_schema(handle)
 
@@ -196,7 +204,7 @@ class PartWriter:
         schema = self.schema().with_metadata(
             {f"{METADATA_PREFIX}{k}".encode(): str(v).encode() for k, v in metadata.items()}
         )
-        parts = [self.work.child(f"part-{i:06d}.parquet") for i in range(self.progress.parts)]
+        parts = [self.work.child(part_name(i)) for i in range(self.progress.parts)]
 
         def write(handle):
             with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
