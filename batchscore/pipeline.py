@@ -221,6 +221,7 @@ class ScoringJob:
         self, inputs: list[str], output: str | None, filesystem: pafs.FileSystem | None = None
     ) -> RunSummary:
         started = time.perf_counter()
+        _allow_many_open_files()
         # Created first and kept on the job: a failed run still reports what it did (runner.py).
         summary = self.summary = RunSummary(
             model={"name": self.bundle.name, "weights_sha256": self.bundle.weights_sha256},
@@ -779,6 +780,21 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
         except queue.Full:
             continue
     return False
+
+
+def _allow_many_open_files() -> None:
+    """Every file of a window group holds its lock and reader open until it is written, so a window
+    of a thousand one-row shards needs a thousand descriptors: lift the soft limit to the hard one."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard)
+            )
+    except (ImportError, ValueError, OSError):
+        pass  # not POSIX, or not allowed: the run goes on with the limit it has
 
 
 def _names_one_file(spec: str, files: list[InputFile]) -> bool:

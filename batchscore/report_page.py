@@ -11,14 +11,17 @@ from __future__ import annotations
 import html
 import itertools
 import json
+import os
 from datetime import UTC, datetime
 
 import pyarrow.fs as pafs
 
-from batchscore.errors import InputError, NoInputFound, require_extra
-from batchscore.io.paths import Location, resolve
+from batchscore.errors import InputError, NoInputFound, UsageError, require_extra
+from batchscore.io.paths import Location, require_regular_file, resolve
+from batchscore.io.safe_files import is_local, write_bytes_atomically
 
 METRICS_DIR = "_metrics"
+SOURCE_KEY = "_metrics_file"  # where a night's metrics were read from, for error messages
 STATUS_COLOURS = {"ok": "#1a7f37", "warn": "#9a6700", "alert": "#cf222e", "failed": "#cf222e"}
 DATE_AXIS = {"type": "category", "title": "date"}  # one slot per night, not a time scale
 
@@ -35,11 +38,15 @@ def collect_metrics(root: str) -> list[dict]:
         path = Location(base.filesystem, info.path, f"{base.uri}/{name}").child("metrics.json")
         if not path.exists():
             continue
+        require_regular_file(path)  # a FIFO would block the report forever
         try:
             with path.filesystem.open_input_stream(path.path) as handle:
-                nights.append(json.loads(handle.read().decode("utf-8")))
+                night = json.loads(handle.read().decode("utf-8"))
         except (OSError, ValueError) as err:
             raise InputError(f"{path.uri}: not a readable metrics.json: {err}") from err
+        if not isinstance(night, dict):
+            raise InputError(f"{path.uri}: not a metrics.json (a JSON object was expected)")
+        nights.append({**night, SOURCE_KEY: path.uri})
     if not nights:
         raise NoInputFound(f"{base.uri}: no date=*/metrics.json found; is {root} a job's output root?")
     return sorted(nights, key=lambda m: str(m.get("date", "")))
@@ -88,12 +95,33 @@ per bin with the model's validation rows; see README "Drift" for what each signa
 
 def write_report(root: str, output: str) -> int:
     """Build the page for `root` and write it to `output` (local path or URI); returns the nights."""
-    nights = collect_metrics(root)
-    page = render(nights, root)
     target = resolve(output)
-    with target.filesystem.open_output_stream(target.path) as handle:
-        handle.write(page.encode("utf-8"))
+    if is_local(target.filesystem) and not os.path.isdir(os.path.dirname(target.path)):
+        raise UsageError(f"-o {output}: directory {os.path.dirname(target.path)} does not exist")
+    nights = collect_metrics(root)
+    try:
+        page = render(nights, root)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise InputError(
+            f"{_unrenderable(nights, root)}: a metrics.json without the expected fields ({err!r})"
+        ) from err
+    data = page.encode("utf-8")
+    if is_local(target.filesystem):
+        write_bytes_atomically(target.path, data)
+    else:
+        with target.filesystem.open_output_stream(target.path) as handle:
+            handle.write(data)
     return len(nights)
+
+
+def _unrenderable(nights: list[dict], root: str) -> str:
+    """Which night's file breaks the page, found by rendering each night alone (failure path only)."""
+    for night in nights:
+        try:
+            render([night], root)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return str(night.get(SOURCE_KEY, root))
+    return root
 
 
 COLUMNS = (

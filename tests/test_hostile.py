@@ -288,3 +288,48 @@ def test_a_stray_quote_in_an_unquoted_field_is_read_as_written(tmp_path, tiny_bu
         'the 12" pizza was great',
         "fine",
     ]
+
+
+@pytest.mark.slow
+def test_more_shards_than_the_soft_open_file_limit(tmp_path, tiny_bundle, reviews_table):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for i in range(300):
+        pq.write_table(reviews_table.slice(i, 1), landing / f"s{i:04d}.parquet")
+    command = f"ulimit -Sn 256 && exec {sys.executable} -m batchscore run {landing} -o {tmp_path / 'out'} "
+    done = subprocess.run(
+        ["bash", "-c", command + f"--model {tiny_bundle} --no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "out").glob("*.parquet"))) == 300
+
+
+def test_an_output_name_too_long_for_its_siblings_is_refused_before_scoring(
+    tmp_path, tiny_bundle, reviews_table
+):
+    source = tmp_path / ("a" * 235 + ".parquet")
+    pq.write_table(reviews_table.slice(0, 5), source)
+    result = cli("run", source, "--model", tiny_bundle)
+    assert result.exit_code == 5 and "too long" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
+
+
+def test_report_refuses_fifos_odd_metrics_and_missing_folders(tmp_path):
+    page = str(tmp_path / "r.html")
+    night = tmp_path / "root" / "_metrics" / "date=2026-11-28"
+    night.mkdir(parents=True)
+    (night / "metrics.json").write_text("[1, 2]")
+    result = cli("report", tmp_path / "root", "-o", tmp_path / "r.html")
+    assert result.exit_code == 3 and "metrics.json: not a metrics.json" in result.output
+    result = cli("report", tmp_path / "root", "-o", tmp_path / "missing" / "r.html")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    (night / "metrics.json").unlink()
+    os.mkfifo(night / "metrics.json")
+    done = subprocess.run(
+        [sys.executable, "-m", "batchscore", "report", str(tmp_path / "root"), "-o", page],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 3 and "not a regular file" in done.stderr

@@ -137,7 +137,7 @@ def _expand(spec: str, filesystem: pafs.FileSystem | None) -> list[_Found]:
         raise NoInputFound(f"{spec}: no such file or directory")
     if info.type == pafs.FileType.Directory:
         return _list_directory(location)
-    _require_regular_file(location)
+    require_regular_file(location)
     return [(location, location.name, None)]
 
 
@@ -160,7 +160,7 @@ def _is_link(location: Location) -> bool:
     return isinstance(location.filesystem, pafs.LocalFileSystem) and os.path.islink(location.path)
 
 
-def _require_regular_file(location: Location) -> None:
+def require_regular_file(location: Location) -> None:
     """A FIFO or a device would block the reader forever (signals cannot interrupt native reads)."""
     if isinstance(location.filesystem, pafs.LocalFileSystem):
         try:
@@ -187,7 +187,7 @@ def _glob(spec: str, filesystem: pafs.FileSystem | None) -> list[_Found]:
                     for found, relative, directory in _list_directory(location)
                 )
             else:
-                _require_regular_file(location)
+                require_regular_file(location)
                 out.append((location, below_base, None))
         return out
     base_uri, _, pattern = spec.rpartition("/")
@@ -325,6 +325,20 @@ def _as_input(location: Location, relative: str = "", listed_under: Location | N
     return InputFile(location, FORMATS[ext], relative, listed_under)
 
 
+# The longest name made beside an output: `.NAME.tmp-PID-RANDOM` (safe_files.temporary_name).
+_SIBLING_NAME_EXTRA = len(".") + len(".tmp-") + 7 + 1 + 12
+_NAME_MAX = 255  # bytes per path component on Linux and macOS filesystems
+
+
+def _require_short_enough(target: Location, source: InputFile) -> None:
+    """Found before hours of scoring, not at the final rename (ENAMETOOLONG on every --resume)."""
+    if len(target.name.encode("utf-8")) + _SIBLING_NAME_EXTRA > _NAME_MAX:
+        raise OutputError(
+            f"{source}: its output name {target.name[:40]}... is too long for the files written beside it "
+            f"(at most {_NAME_MAX - _SIBLING_NAME_EXTRA} bytes); rename the input or name the output with -o"
+        )
+
+
 def plan_outputs(
     inputs: list[InputFile], output: str | None, single_input: bool, filesystem: pafs.FileSystem | None = None
 ) -> list[Location]:
@@ -339,15 +353,21 @@ def plan_outputs(
     if single_input and len(inputs) == 1:
         source = inputs[0]
         if output is None:
-            return [source.location.sibling(source.stem + SCORED_SUFFIX)]
+            target = source.location.sibling(source.stem + SCORED_SUFFIX)
+            _require_short_enough(target, source)
+            return [target]
         if output.lower().endswith(".parquet"):
-            return [resolve(output, filesystem)]
+            target = resolve(output, filesystem)
+            _require_short_enough(target, source)
+            return [target]
     if output is None:
         raise OutputError("several input files (or a directory): pass -o DIR for the scored shards")
     if output.lower().endswith(".parquet"):
         raise OutputError(f"-o {output}: several inputs need an output directory, not a .parquet file")
     directory = resolve(output, filesystem)
     outputs = [directory.child(f.relative_stem + ".parquet") for f in inputs]
+    for source, target in zip(inputs, outputs, strict=True):
+        _require_short_enough(target, source)
     seen: dict[str, InputFile] = {}
     for source, target in zip(inputs, outputs, strict=True):
         if target.path in seen:
