@@ -32,10 +32,56 @@ def _handle(signum: int, frame) -> None:
     _requested.append(signum)
 
 
+STOP_GRACE_ENV = "BATCHSCORE_STOP_GRACE_SECONDS"  # how long a stop may take before it is forced
+
+
 def install_for_process() -> None:
     """The program's first act: from here on no signal becomes a traceback or "Aborted!" (exit 1)."""
     for sig in _SIGNALS:
         signal.signal(sig, _handle)
+    _watch_for_stuck_stops()
+
+
+def _watch_for_stuck_stops() -> None:
+    """A stop within a bounded time, even while the main thread sits in native code (a remote read
+    retrying, a blocked open), where Python's handler cannot run until that call returns.
+
+    The C-level handler still writes each signal's number to the wake-up pipe; a thread reading it
+    gives the orderly stop a grace period, then ends the process with 130. Ending at any instant is
+    safe: committed work is on disk and the next run resumes after it.
+    """
+    grace = float(os.environ.get(STOP_GRACE_ENV, "") or 30)
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    try:
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except ValueError:  # not the main thread: no watchdog, the handlers alone
+        os.close(read_fd)
+        os.close(write_fd)
+        return
+    wanted = {int(sig) for sig in _SIGNALS}
+
+    def watch() -> None:
+        while True:
+            received = os.read(read_fd, 64)
+            if not received:
+                return
+            if wanted & set(received):
+                timer = threading.Timer(grace, _force_exit, args=(grace,))
+                timer.daemon = True
+                timer.start()
+                return
+
+    threading.Thread(target=watch, name="batchscore-stop-watch", daemon=True).start()
+
+
+def _force_exit(grace: float) -> None:
+    os.write(
+        2,
+        f"batchscore: still busy {grace:.0f} s after the stop signal (a native call that does not "
+        "return); exiting now, committed work is kept (rerun to resume)\n".encode(),
+    )
+    os._exit(Interrupted.exit_code)
 
 
 def stop_requested() -> bool:

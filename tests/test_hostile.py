@@ -333,3 +333,30 @@ def test_report_refuses_fifos_odd_metrics_and_missing_folders(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 3 and "not a regular file" in done.stderr
+
+
+def test_a_stop_signal_ends_the_process_even_inside_a_native_call_that_never_returns(tmp_path):
+    """A blocked read (a remote store retrying, a FIFO with no writer) keeps Python's handler from
+    running; the watchdog still ends the process, 130, within the grace period."""
+    fifo = tmp_path / "never.fifo"
+    os.mkfifo(fifo)
+    script = (
+        "import sys, pyarrow.fs as fs\n"
+        "from batchscore import interrupts\n"
+        "interrupts.install_for_process()\n"
+        "with interrupts.stop_on_signals():\n"
+        "    print('ready', flush=True)\n"
+        "    fs.LocalFileSystem().open_input_stream(sys.argv[1]).read()\n"
+    )
+    env = {**os.environ, "BATCHSCORE_STOP_GRACE_SECONDS": "2"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(fifo)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(__import__("signal").SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and "still busy 2 s after the stop signal" in stderr
