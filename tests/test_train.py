@@ -259,6 +259,7 @@ def test_train_and_evaluate_commands(tmp_path):
     assert result.exit_code == 0, result.output
     bundle = load_bundle(tmp_path / "model")
     assert bundle.model.embed_dim == 5 and bundle.card["seed"] == 0
+    assert bundle.name == "model"  # its own name, not the bundled model's
     assert bundle.card["command"].startswith("batchscore ") and "test_metrics" in bundle.card
     assert (tmp_path / "model.checkpoint" / "state.json").exists()
     evaluated = CliRunner().invoke(

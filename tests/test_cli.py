@@ -1,0 +1,106 @@
+"""First contact with the command line: one-line errors, honest summaries, the recipe, the extras."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from unittest import mock
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from batchscore.cli import main
+from batchscore.report import RunSummary
+
+
+def stderr_lines(*args: str) -> tuple[int, list[str]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "batchscore", *args], capture_output=True, text=True, timeout=300
+    )
+    return done.returncode, done.stderr.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["run", "--bogus", "x"], "No such option '--bogus'"),
+        (["run"], "Missing argument 'INPUTS...'"),
+        (["run", "x.parquet", "--max-tokens", "0"], "'--max-tokens': 0 is not in the range"),
+        (["train", "--epochs", "0", "-o", "m"], "'--epochs'"),
+    ],
+)
+def test_click_usage_errors_are_one_batchscore_line_exit_2(args, says):
+    code, lines = stderr_lines(*args)
+    assert code == 2 and len(lines) == 1, lines
+    assert "batchscore: error:" in lines[0] and says in lines[0] and "--help" in lines[0]
+
+
+def test_a_refusal_before_any_work_prints_the_error_line_alone(tmp_path, tiny_bundle, reviews_table):
+    pq.write_table(reviews_table, tmp_path / "r.parquet")
+    code, lines = stderr_lines("run", str(tmp_path / "r.parquet"), "-o", str(tmp_path / "s.csv"))
+    assert code == 2 and len(lines) == 1 and "writes Parquet" in lines[0]
+    assert (
+        stderr_lines("run", str(tmp_path / "r.parquet"), "--model", str(tiny_bundle), "--no-progress")[0] == 0
+    )
+    code, lines = stderr_lines("run", str(tmp_path / "r.parquet"), "--model", str(tiny_bundle))  # again
+    assert code == 5 and len(lines) == 1 and "already exists" in lines[0]
+
+
+def test_an_interrupted_summary_says_what_was_committed():
+    summary = RunSummary(status="interrupted", exit_code=130, rows=0, rows_scored_now=1000, seconds=2.0)
+    text = summary.format()
+    assert "rows 0 in finished outputs; 1,000 scored and committed by this run" in text
+    assert "kept" in text and "(1,000 scored now" not in text
+    assert summary.did_work and not RunSummary(status="failed", exit_code=2).did_work
+
+
+def test_drift_with_no_rows_is_unavailable_not_ok():
+    from batchscore.drift import DriftPolicy, _judge
+
+    judged = _judge({"rows": 0}, {"rows": 10}, DriftPolicy())
+    assert judged["status"] == "unavailable"
+
+
+def test_recipe_imdb_is_the_bundled_models_settings_and_options_override_it(tmp_path):
+    with mock.patch("batchscore.train.run_training") as run_training:
+        result = CliRunner().invoke(
+            main,
+            [
+                "train",
+                "--train",
+                "README.md",
+                "-o",
+                str(tmp_path / "m"),
+                "--recipe",
+                "imdb",
+                "--dropout",
+                "0.3",
+            ],
+        )
+    assert result.exit_code == 0, result.output
+    given = run_training.call_args.kwargs
+    assert (given["epochs"], given["ema_decay"], given["max_tokens"], given["head_tokens"]) == (
+        8,
+        0.998,
+        500,
+        125,
+    )
+    assert given["pooling"] == ("max", "mean") and given["dropout"] == 0.3
+    card_command = __import__("batchscore.bundle", fromlist=["load_bundle"]).load_bundle().card["command"]
+    for key, value in (
+        ("--epochs", "8"),
+        ("--dropout", "0.5"),
+        ("--ema-decay", "0.998"),
+        ("--pooling", "max,mean"),
+    ):
+        assert f"{key} {value}" in card_command  # the recipe is what trained the bundled model
+
+
+def test_a_missing_extra_is_a_usage_error_naming_the_pip_command(tmp_path):
+    night = tmp_path / "root" / "_metrics" / "date=2026-11-28"
+    night.mkdir(parents=True)
+    (night / "metrics.json").write_text('{"date": "2026-11-28"}')
+    with mock.patch.dict(sys.modules, {"plotly.graph_objects": None, "plotly.offline": None}):
+        result = CliRunner().invoke(main, ["report", str(tmp_path / "root"), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 2 and "pip install 'batchscore[report]'" in result.output
