@@ -215,7 +215,8 @@ def run_job(spec_path: Path, day: date, progress: bool | None = None, log=print)
             engine=spec.engine,
             ray_address=spec.ray_address,
         )
-        stale = _stale_outputs(paths.partition, summary.outputs)
+        # A skipped bad file still maps to its output: an earlier good one stays until it is fixed.
+        stale = _stale_outputs(paths.partition, summary.outputs + summary.bad_file_outputs)
         if stale and spec.stale_outputs == "fail":
             raise OutputError(
                 f"{paths.partition.uri}: {len(stale)} output(s) no current input maps to "

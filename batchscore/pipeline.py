@@ -286,6 +286,7 @@ class ScoringJob:
                 if not self.options.skip_bad_files or len(files) == 1:
                     raise
                 summary.bad_files.append(str(err))
+                summary.bad_file_outputs.append(target.uri)
                 self.log(f"skipping bad file: {err}")
                 continue
             good.append((source, target, schema))
@@ -548,6 +549,7 @@ class ScoringJob:
         elif item.kind == "bad":
             task.writer.discard()  # the file is reported bad: leave no half output behind
             summary.bad_files.append(item.detail)
+            summary.bad_file_outputs.append(task.target.uri)
             self.log(f"skipping bad file: {item.detail}")
         else:
             self._finish(task, summary)

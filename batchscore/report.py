@@ -36,6 +36,7 @@ class RunSummary:
     files_scored: int = 0
     files_skipped_done: int = 0  # already complete (resume)
     bad_files: list[str] = field(default_factory=list)  # "path: reason" (with --skip-bad-files)
+    bad_file_outputs: list[str] = field(default_factory=list)  # their outputs: kept as they were
     rows: int = 0  # every row of every output, committed by this run or an earlier one
     rows_scored_now: int = 0  # scored by this run: what throughput is computed from
     tokens_now: int = 0

@@ -360,3 +360,14 @@ def test_a_stop_signal_ends_the_process_even_inside_a_native_call_that_never_ret
     process.send_signal(__import__("signal").SIGTERM)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130 and "still busy 2 s after the stop signal" in stderr
+
+
+def test_skip_bad_files_keeps_the_earlier_output_of_a_shard_gone_bad(job_setup, tmp_path):  # noqa: F811
+    job_setup.write_text(job_setup.read_text() + "skip_bad_files = true\n")
+    assert cli("job", job_setup, "--date", "2026-11-28", "--no-progress").exit_code == 0
+    good_before = pq.read_table(tmp_path / "scored" / "date=2026-11-28" / "b.parquet")
+    (tmp_path / "landing" / "2026-11-28" / "b.parquet").write_bytes(b"corrupt now")
+    result = cli("job", job_setup, "--date", "2026-11-28", "--no-progress")
+    assert result.exit_code == 7, result.output
+    kept = pq.read_table(tmp_path / "scored" / "date=2026-11-28" / "b.parquet")
+    assert kept.equals(good_before)  # not deleted as "no current input maps to it"
