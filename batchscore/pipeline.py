@@ -191,6 +191,7 @@ class ScoringJob:
             options.text_column, options.window_rows, options.csv_delimiter, options.csv_infer_types
         )
         self.input_types: dict[str, pa.DataType] = {}  # one type per input column across all shards
+        self._preflight_seen: dict[str, tuple] = {}  # path -> (size, mtime) the preflight checked
         self.summary: RunSummary | None = None  # the current or last run's
 
     def _plan_compute(self) -> tuple[str, str]:
@@ -290,6 +291,7 @@ class ScoringJob:
                 self.log(f"skipping bad file: {err}")
                 continue
             good.append((source, target, schema))
+            self._preflight_seen[source.location.path] = reader.seen
             row_counts.append(reader.num_rows)
         if not good:
             raise InputError("no readable input files: " + "; ".join(summary.bad_files))
@@ -501,6 +503,7 @@ class ScoringJob:
         lock.acquire(self.options.command or f"scoring {source}")
         try:
             reader = ShardReader(source, self.read_options)
+            reader.seen = self._preflight_seen.get(source.location.path)  # what the preflight checked
             fingerprint = self._fingerprint(source, reader)
             writer = PartWriter(target, fingerprint)
             writer.remove_leftovers()

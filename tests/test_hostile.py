@@ -371,3 +371,29 @@ def test_skip_bad_files_keeps_the_earlier_output_of_a_shard_gone_bad(job_setup, 
     assert result.exit_code == 7, result.output
     kept = pq.read_table(tmp_path / "scored" / "date=2026-11-28" / "b.parquet")
     assert kept.equals(good_before)  # not deleted as "no current input maps to it"
+
+
+def test_an_input_replaced_after_the_preflight_is_refused_not_scored(
+    tmp_path, tiny_bundle, reviews_table, monkeypatch
+):
+    from batchscore.io.readers import ShardReader
+    from tests.conftest import score_files
+
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b"):
+        pq.write_table(reviews_table, tmp_path / "in" / f"{name}.parquet")
+    real = ShardReader.windows
+
+    def replaced_first(self, skip_rows=0):
+        if self.source.location.name == "b.parquet":  # another writer swaps it in, other columns
+            pq.write_table(reviews_table.drop_columns(["stars"]).append_column("x", reviews_table["stars"]),
+                           self.source.location.path)  # fmt: skip
+            os.utime(self.source.location.path, ns=(1, 1))
+        return real(self, skip_rows)
+
+    monkeypatch.setattr(ShardReader, "windows", replaced_first)
+    from batchscore.errors import InputError
+
+    with pytest.raises(InputError, match=r"b\.parquet: changed since the preflight"):
+        score_files([tmp_path / "in"], tmp_path / "out", tiny_bundle)
+    assert not (tmp_path / "out" / "b.parquet").exists()

@@ -47,6 +47,7 @@ class ShardReader:
         self.replaced_utf8: Counter = Counter()  # column -> values whose invalid bytes became U+FFFD
         self._csv_names: list[str] | None = None
         self._odd_quotes: bool | None = None  # an odd count of quote characters; None: not counted yet
+        self.seen: tuple[int | None, int | None] | None = None  # (size, mtime) when first checked
 
     def content_id(self) -> str:
         """A cheap identity of the file's bytes, for the resume fingerprint (size and mtime can lie).
@@ -140,8 +141,27 @@ class ShardReader:
             probe.close()
         return self._csv_names
 
+    def _observed(self) -> tuple[int | None, int | None]:
+        info = self.source.location.filesystem.get_file_info(self.source.location.path)
+        return info.size, info.mtime_ns
+
+    def _require_unchanged(self, when: str) -> None:
+        """The file scored is the file the preflight checked: replaced or rewritten since, it is
+        refused (its columns could differ from the run's schema) instead of read."""
+        try:
+            now = self._observed()
+        except OSError as err:
+            raise self._fail(f"cannot read {when}", err) from err
+        if self.seen is not None and now != self.seen:
+            raise self._fail(
+                f"changed {when} (size or modification time differs from the preflight's); not scored. "
+                "Rerun once it is no longer being written"
+            )
+
     def schema(self) -> pa.Schema:
         """Open the file and check it has the text column (zero data rows are fine)."""
+        if self.seen is None:
+            self.seen = self._observed()
         if self.source.format == "parquet":
             parquet = self._open_parquet()
             schema = parquet.schema_arrow
@@ -189,6 +209,7 @@ class ShardReader:
             if self.source.format == "parquet"
             else self._csv_batches(skip_rows)
         )
+        self._require_unchanged("since the preflight")
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         window = self.options.window_rows
@@ -204,6 +225,7 @@ class ShardReader:
                     pending_rows = rest.num_rows
         except _ARROW_ERRORS as err:
             raise self._fail("read failed", err) from err
+        self._require_unchanged("while it was read")
         if pending_rows:
             yield pa.Table.from_batches(pending)
 
