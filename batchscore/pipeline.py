@@ -682,7 +682,14 @@ class ScoringJob:
                 continue
             column = window.table.column(name)
             wanted = self.input_types.get(name, column.type)
-            columns[out_name] = column if column.type == wanted else column.cast(wanted)
+            try:
+                columns[out_name] = column if column.type == wanted else column.cast(wanted)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:  # e.g. int64 above 2**53 -> float64
+                where = window.task.source if window.task is not None else "input"
+                raise InputError(
+                    f"{where}: column {name!r} ({column.type}) does not fit the run's type {wanted} "
+                    f"(shared with other shards) without changing values: {err}"
+                ) from err
         for name, out_name in renamed.items():
             if name != out_name:
                 summary.renamed_columns[name] = out_name
