@@ -397,3 +397,20 @@ def test_an_input_replaced_after_the_preflight_is_refused_not_scored(
     with pytest.raises(InputError, match=r"b\.parquet: changed since the preflight"):
         score_files([tmp_path / "in"], tmp_path / "out", tiny_bundle)
     assert not (tmp_path / "out" / "b.parquet").exists()
+
+
+def test_a_value_that_does_not_fit_the_shared_column_type_is_a_data_error(tmp_path, tiny_bundle):
+    (tmp_path / "in").mkdir()
+    pq.write_table(
+        pa.table({"text": ["good film"], "n": pa.array([2**53 + 1], pa.int64())}),
+        tmp_path / "in" / "a.parquet",
+    )
+    pq.write_table(
+        pa.table({"text": ["bad film"], "n": pa.array([1.5], pa.float64())}), tmp_path / "in" / "b.parquet"
+    )
+    summary = tmp_path / "s.json"
+    result = cli(
+        "run", tmp_path / "in", "-o", tmp_path / "out", "--model", tiny_bundle, "--summary-json", summary
+    )
+    assert result.exit_code == 3 and "a.parquet: column 'n' (int64) does not fit" in result.output
+    assert json.loads(summary.read_text())["exit_code"] == 3
