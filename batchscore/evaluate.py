@@ -182,6 +182,8 @@ def format_report(report: dict) -> str:
     ]
     for name, m in report["per_class"].items():
         lines.append(f"{name:10s} {m['precision']:9.4f} {m['recall']:9.4f} {m['f1']:9.4f} {m['support']:9d}")
+    for reason, count in (report.get("unscored_rows") or {}).items():
+        lines.append(f"(not counted: {count:,} row(s) with {reason}, which batchscore run does not score)")
     cm = report["confusion_matrix"]
     names = cm["labels"]
     lines += [

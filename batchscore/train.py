@@ -26,7 +26,7 @@ from safetensors.numpy import load_file, save_file
 from batchscore import __version__
 from batchscore.batching import BucketSpec, pad_batch, plan_batches
 from batchscore.bundle import Bundle, save_bundle
-from batchscore.datasets import LabeledData
+from batchscore.datasets import DataError, LabeledData
 from batchscore.drift import Profile
 from batchscore.embeddings import WordVectors, embedding_matrix
 from batchscore.encoding import Encoded, encode
@@ -44,6 +44,7 @@ from batchscore.pretrain import (
 )
 from batchscore.scoring import Scorer, Truncation, softmax
 from batchscore.text import TokenizerConfig, tokenize_array
+from batchscore.validation import EMPTY_TEXT
 from batchscore.vocab import UNK_ID, Vocab
 
 WEIGHTS_DTYPE = "float16"  # halves the bundle; test accuracy is measured on these weights
@@ -784,12 +785,17 @@ def evaluate_bundle(
     """Full metrics of a bundle on labeled data, with the bundle's temperature applied; with
     `against`, also the paired comparison with that bundle on the same rows (key "comparison")."""
     encoded, probs = bundle_probabilities(bundle, data.texts, spec)
-    report = classification_report(probs, data.labels, encoded.n_tokens, label_names=bundle.labels)
+    scored = encoded.n_tokens > 0  # what `run` scores: a text with no tokens is its "empty text" error
+    if not scored.any():
+        raise DataError(f"{data.source}: no row has any text to score (every text is empty)")
+    labels = data.labels[scored]
+    report = classification_report(probs[scored], labels, encoded.n_tokens[scored], label_names=bundle.labels)
+    report["unscored_rows"] = {EMPTY_TEXT: int((~scored).sum())} if not scored.all() else {}
     if against is not None:
         if against.labels != bundle.labels:
             raise UsageError(f"cannot compare models with labels {bundle.labels} and {against.labels}")
         _, other_probs = bundle_probabilities(against, data.texts, spec)
-        report["comparison"] = paired_comparison(probs, other_probs, data.labels)
+        report["comparison"] = paired_comparison(probs[scored], other_probs[scored], labels)
     return report
 
 

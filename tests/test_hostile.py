@@ -414,3 +414,31 @@ def test_a_value_that_does_not_fit_the_shared_column_type_is_a_data_error(tmp_pa
     )
     assert result.exit_code == 3 and "a.parquet: column 'n' (int64) does not fit" in result.output
     assert json.loads(summary.read_text())["exit_code"] == 3
+
+
+def test_evaluate_counts_only_the_rows_run_scores(tiny_bundle):
+    import numpy as np
+
+    from batchscore.bundle import load_bundle
+    from batchscore.datasets import LabeledData
+    from batchscore.train import evaluate_bundle
+
+    data = LabeledData(pa.array(["good film", " \t ", "bad film"]), np.array([1, 1, 0], np.int8), "x.csv")
+    report = evaluate_bundle(load_bundle(tiny_bundle), data)
+    assert report["rows"] == 2 and report["unscored_rows"] == {"empty text": 1}
+
+
+def test_a_csv_whose_first_row_is_longer_than_a_read_block_is_read(tmp_path, tiny_bundle):
+    (tmp_path / "big.csv").write_text(
+        'review_id,text\n1,"' + "good " * 1_000_000 + '"\n2,fine film\n'
+    )  # 5 MB row
+    with mock_block(1 << 20):
+        result = cli("run", tmp_path / "big.csv", "-o", tmp_path / "o.parquet", "--model", tiny_bundle)
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(tmp_path / "o.parquet").column("truncated").to_pylist() == [True, False]
+
+
+def mock_block(size: int):
+    from unittest import mock
+
+    return mock.patch("batchscore.io.readers._CSV_BLOCK", size)

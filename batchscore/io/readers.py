@@ -119,6 +119,8 @@ class ShardReader:
         except InputError:
             raise
         except pa.ArrowInvalid as err:  # the first block is parsed on opening
+            if "straddl" in str(err) and block_size < _CSV_MAX_BLOCK:  # a first row longer than a block
+                return self._open_csv(column_types, block_size * 4, on_invalid_row)
             if on_invalid_row is not None:
                 raise
             raise self._csv_parse_failure(column_types or {}, block_size, "cannot read as CSV", err) from err
