@@ -30,6 +30,7 @@ def run_scoring(
     ray_address: str | None = None,
 ) -> RunSummary:
     """`batchscore run`: score, print the summary to stderr, optionally save it as JSON."""
+    require_address_space()
     if summary_json is not None and str(summary_json) != "-":
         folder = Path(summary_json).parent
         if not folder.is_dir():  # found now, not after hours of scoring (and never hiding the run's code)
@@ -58,6 +59,13 @@ def _run_scoring(
             else:
                 job = ScoringJob(bundle, options, progress=listener, log=log)
             summary = job.run(inputs, output, filesystem)
+        except Exception as err:
+            if isinstance(err, BatchscoreError) or "RESOURCE_EXHAUSTED" not in str(err):
+                raise
+            raise UsageError(
+                f"out of memory ({str(err).splitlines()[0][:160]}); lower --batch-tokens or "
+                "--max-batch-rows, or give the process more memory"
+            ) from err
         finally:
             if bar is not None:
                 bar.close()
@@ -73,6 +81,24 @@ def _run_scoring(
         summary.status, summary.exit_code = "bad files skipped", 7
     _report(summary, summary_json, log)
     return summary
+
+
+MIN_ADDRESS_SPACE = 3 << 30  # below this XLA's CPU client aborts natively (exit 134/139), untrappable
+
+
+def require_address_space() -> None:
+    """A `ulimit -v` too small for JAX is said in one line before JAX starts, not as a native abort."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, ValueError, OSError):
+        return
+    if soft != resource.RLIM_INFINITY and soft < MIN_ADDRESS_SPACE:
+        raise UsageError(
+            f"the process may use {soft / 2**30:.1f} GiB of address space (ulimit -v); batchscore needs at "
+            f"least {MIN_ADDRESS_SPACE / 2**30:.0f} GiB (JAX reserves it up front); raise the limit"
+        )
 
 
 def _report(summary: RunSummary, summary_json: Path | str | None, log: Callable[[str], None] | None) -> None:

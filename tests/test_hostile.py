@@ -442,3 +442,19 @@ def mock_block(size: int):
     from unittest import mock
 
     return mock.patch("batchscore.io.readers._CSV_BLOCK", size)
+
+
+def test_an_address_space_limit_too_small_for_jax_is_one_line_not_a_native_abort(
+    tmp_path, tiny_bundle, source
+):
+    command = (
+        f"ulimit -v 1500000 && exec {sys.executable} -m batchscore run {source} -o {tmp_path / 'o.parquet'} "
+    )
+    done = subprocess.run(
+        ["bash", "-c", command + f"--model {tiny_bundle} --no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "address space (ulimit -v)" in done.stderr and len(done.stderr.strip().splitlines()) == 1
