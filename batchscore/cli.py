@@ -121,7 +121,7 @@ _quiet_option = click.option(
 @_count_option(
     "--batch-tokens", 131072, "Padded tokens per forward batch (rows per batch = this / bucket width)."
 )
-@_count_option("--max-batch-rows", 1024, "Upper bound on rows per batch.")
+@_count_option("--max-batch-rows", 256, "Upper bound on rows per batch.")
 @_count_option(
     "--window-rows", 16384, "Rows read, bucketed and committed together (memory and resume granularity)."
 )
