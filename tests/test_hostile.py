@@ -28,6 +28,17 @@ def cli(*args):
     return CliRunner().invoke(main, [*words, "--no-progress"] if words[0] == "run" else words)
 
 
+def run_under_limit(limit: str, source, output, bundle) -> subprocess.CompletedProcess:
+    """`batchscore run` in a shell whose `ulimit` is set first (no fork of this JAX process)."""
+    command = f"ulimit {limit} && exec {sys.executable} -m batchscore run {source} -o {output} "
+    return subprocess.run(
+        ["bash", "-c", command + f"--model {bundle} --no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 @pytest.fixture
 def victim(tmp_path):
     """A file outside the output directory that nothing may touch."""
@@ -296,13 +307,7 @@ def test_more_shards_than_the_soft_open_file_limit(tmp_path, tiny_bundle, review
     landing.mkdir()
     for i in range(300):
         pq.write_table(reviews_table.slice(i, 1), landing / f"s{i:04d}.parquet")
-    command = f"ulimit -Sn 256 && exec {sys.executable} -m batchscore run {landing} -o {tmp_path / 'out'} "
-    done = subprocess.run(
-        ["bash", "-c", command + f"--model {tiny_bundle} --no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_under_limit("-Sn 256", landing, tmp_path / "out", tiny_bundle)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((tmp_path / "out").glob("*.parquet"))) == 300
 
@@ -447,14 +452,6 @@ def mock_block(size: int):
 def test_an_address_space_limit_too_small_for_jax_is_one_line_not_a_native_abort(
     tmp_path, tiny_bundle, source
 ):
-    command = (
-        f"ulimit -v 1500000 && exec {sys.executable} -m batchscore run {source} -o {tmp_path / 'o.parquet'} "
-    )
-    done = subprocess.run(
-        ["bash", "-c", command + f"--model {tiny_bundle} --no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_under_limit("-v 1500000", source, tmp_path / "o.parquet", tiny_bundle)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "address space (ulimit -v)" in done.stderr and len(done.stderr.strip().splitlines()) == 1
