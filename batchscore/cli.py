@@ -352,14 +352,21 @@ def report(root, output) -> None:
 # The bundled model's training settings (its model card has the full command); --recipe imdb.
 RECIPES = {
     "imdb": {
-        "epochs": "8",
-        "dropout": "0.5",
-        "ema_decay": "0.998",
-        "max_tokens": "500",
-        "head_tokens": "125",
-        "pooling": "max,mean",
+        "epochs": 8,
+        "dropout": 0.5,
+        "ema_decay": 0.998,
+        "max_tokens": 500,
+        "head_tokens": 125,
+        "pooling": ("max", "mean"),
     }
 }
+
+
+def _as_flags(settings: dict) -> str:
+    """A recipe as the command-line options it stands for."""
+    shown = {k: ",".join(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+    return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in shown.items())
+
 
 _SHARE = click.FloatRange(min=0.0, max=1.0, max_open=True)  # a dropout rate, a decay: 1 would stop learning
 _AT_LEAST_1 = click.IntRange(min=1)
@@ -579,8 +586,7 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
     type=click.Choice(sorted(RECIPES)),
     default=None,
     help="Start from a named recipe's settings; options given on the command line override it. "
-    "'imdb' is the bundled model's: "
-    + " ".join(f"--{key.replace('_', '-')} {value}" for key, value in RECIPES["imdb"].items()),
+    "'imdb' is the bundled model's: " + _as_flags(RECIPES["imdb"]),
 )
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 @click.pass_context
@@ -593,7 +599,7 @@ def train(ctx: click.Context, debug: bool, recipe: str | None, **options) -> Non
 
     for key, value in RECIPES.get(recipe, {}).items():
         if ctx.get_parameter_source(key) is click.core.ParameterSource.DEFAULT:
-            options[key] = tuple(value.split(",")) if key == "pooling" else type(options[key])(value)
+            options[key] = value
     command = "batchscore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         run_training(command=command, log=_logger(), **options)

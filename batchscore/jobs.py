@@ -25,7 +25,7 @@ from batchscore.batching import BucketSpec
 from batchscore.drift import DriftPolicy
 from batchscore.errors import BatchscoreError, NoInputFound, OutputError, UsageError
 from batchscore.io.paths import Location, resolve
-from batchscore.io.safe_files import create_marker, is_local, write_bytes_atomically
+from batchscore.io.safe_files import write_location_bytes
 from batchscore.pipeline import RunOptions
 from batchscore.report import RunSummary
 
@@ -246,11 +246,7 @@ def run_job(spec_path: Path, day: date, progress: bool | None = None, log=print)
             "_SUCCESS not written"
         )
     else:
-        if is_local(fs):
-            create_marker(paths.success.path)
-        else:
-            with fs.open_output_stream(paths.success.path):
-                pass
+        write_location_bytes(paths.success, b"")
         log(f"job {spec.name} for {day.isoformat()}: wrote {paths.success.uri}")
     return metrics
 
@@ -280,12 +276,7 @@ def _check_owner(spec: JobSpec, owner: Location) -> None:
 
 
 def _claim(spec: JobSpec, owner: Location) -> None:
-    data = json.dumps(_owner_record(spec)).encode("utf-8")
-    if is_local(owner.filesystem):
-        write_bytes_atomically(owner.path, data)
-    else:
-        with owner.filesystem.open_output_stream(owner.path) as handle:
-            handle.write(data)
+    write_location_bytes(owner, json.dumps(_owner_record(spec)).encode("utf-8"))
 
 
 def _stale_outputs(partition: Location, outputs: list[str]) -> list[str]:
@@ -317,13 +308,7 @@ def _write_metrics(
         "versions": {"batchscore": __version__, "python": platform.python_version()},
         **summary.to_dict(),
     }
-    data = (json.dumps(metrics, indent=2) + "\n").encode("utf-8")
     fs.create_dir(paths.metrics.parent().path)
-    if is_local(fs):  # a planted name is replaced, never written through (safe_files)
-        write_bytes_atomically(paths.metrics.path, data)
-        return metrics
-    tmp = paths.metrics.sibling(".metrics.json.tmp")
-    with fs.open_output_stream(tmp.path) as handle:
-        handle.write(data)
-    fs.move(tmp.path, paths.metrics.path)  # atomic: a reader never sees half a file
+    # whole or not at all, and a name planted there is replaced, never written through
+    write_location_bytes(paths.metrics, (json.dumps(metrics, indent=2) + "\n").encode("utf-8"))
     return metrics

@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 
 from batchscore.errors import InputError, NoInputFound, UsageError, require_extra
 from batchscore.io.paths import Location, require_regular_file, resolve
-from batchscore.io.safe_files import is_local, write_bytes_atomically
+from batchscore.io.safe_files import is_local, write_location_bytes
 
 METRICS_DIR = "_metrics"
 SOURCE_KEY = "_metrics_file"  # where a night's metrics were read from, for error messages
@@ -105,12 +105,7 @@ def write_report(root: str, output: str) -> int:
         raise InputError(
             f"{_unrenderable(nights, root)}: a metrics.json without the expected fields ({err!r})"
         ) from err
-    data = page.encode("utf-8")
-    if is_local(target.filesystem):
-        write_bytes_atomically(target.path, data)
-    else:
-        with target.filesystem.open_output_stream(target.path) as handle:
-            handle.write(data)
+    write_location_bytes(target, page.encode("utf-8"))
     return len(nights)
 
 

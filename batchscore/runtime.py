@@ -90,8 +90,12 @@ def cpu_features(flags: set[str] | None = None) -> str:
         isa = "SVE" if "sve" in flags else "NEON"
     else:
         isa = "no AVX2"
-    native_bf16 = bool({"avx512_bf16", "amx_bf16", "bf16"} & flags)
-    return f"{isa}{', BF16' if native_bf16 else ''}"
+    return f"{isa}{', BF16' if has_native_bf16(flags) else ''}"
+
+
+def has_native_bf16(flags: set[str]) -> bool:
+    """AVX512_BF16 or AMX on x86, BF16 on Arm: where bfloat16 matmuls are not emulated."""
+    return bool({"avx512_bf16", "amx_bf16", "bf16"} & flags)
 
 
 def cpu_summary() -> str:
@@ -129,7 +133,7 @@ def choose_precision(requested: str, device: jax.Device) -> tuple[str, str]:
         path = "cuDNN LSTM" if recurrence_path(device) == "cudnn" else "scan LSTM"
         return requested, f"{device.platform} ({device.device_kind}), {path}, {matmuls}"
     flags = cpu_flags()
-    native_bf16 = bool({"avx512_bf16", "amx_bf16", "bf16"} & flags)
+    native_bf16 = has_native_bf16(flags)
     features = cpu_features(flags)
     if requested == "bfloat16" and not native_bf16:
         return "float32", f"cpu ({features}), float32 matmuls (bfloat16 asked: no native BF16 on this CPU)"

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from batchscore.errors import InputError, NoInputFound, OutputError, UsageError
+from batchscore.io.safe_files import TEMPORARY_NAME_EXTRA, is_local
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
 SCORED_SUFFIX = ".scored.parquet"
@@ -109,13 +110,15 @@ def discover_inputs(specs: list[str], filesystem: pafs.FileSystem | None = None)
             raise UsageError("an input path is empty; name a file, a directory or a glob")
         for location, relative, directory in _expand(spec, filesystem):
             key = _identity(location)  # one file reached twice (a link beside it, two specs): once
-            candidate = _as_input(location, relative, directory)
             first = found.get(key)
-            if first is None or (_is_link(first.location) and not _is_link(location)):
-                listed = directory if first is None else first.listed_under or directory
-                found[key] = replace(candidate, listed_under=listed)
-            elif first.listed_under is None and directory is not None:  # named and listed: both count
-                found[key] = replace(first, listed_under=directory)
+            if first is None:
+                found[key] = _as_input(location, relative, directory)
+                continue
+            if _is_link(first.location) and not _is_link(location):  # kept under its own path
+                first = _as_input(location, relative, first.listed_under)
+            if first.listed_under is None and directory is not None:  # named and listed: both count
+                first = replace(first, listed_under=directory)
+            found[key] = first
     if not found:
         raise NoInputFound(f"no input files found in {', '.join(specs)}")
     return sorted(found.values(), key=lambda f: f.location.path)
@@ -157,12 +160,12 @@ def _exists_as_named(spec: str, filesystem: pafs.FileSystem | None) -> bool:
 
 
 def _is_link(location: Location) -> bool:
-    return isinstance(location.filesystem, pafs.LocalFileSystem) and os.path.islink(location.path)
+    return is_local(location.filesystem) and os.path.islink(location.path)
 
 
 def require_regular_file(location: Location) -> None:
     """A FIFO or a device would block the reader forever (signals cannot interrupt native reads)."""
-    if isinstance(location.filesystem, pafs.LocalFileSystem):
+    if is_local(location.filesystem):
         try:
             regular = stat.S_ISREG(os.stat(location.path).st_mode)
         except OSError as err:
@@ -325,22 +328,27 @@ def _as_input(location: Location, relative: str = "", listed_under: Location | N
     return InputFile(location, FORMATS[ext], relative, listed_under)
 
 
-# The longest name made beside an output: `.NAME.tmp-PID-RANDOM` (safe_files.temporary_name).
-_SIBLING_NAME_EXTRA = len(".") + len(".tmp-") + 7 + 1 + 12
 _NAME_MAX = 255  # bytes per path component on Linux and macOS filesystems
-
-
-def _require_short_enough(target: Location, source: InputFile) -> None:
-    """Found before hours of scoring, not at the final rename (ENAMETOOLONG on every --resume)."""
-    if len(target.name.encode("utf-8")) + _SIBLING_NAME_EXTRA > _NAME_MAX:
-        raise OutputError(
-            f"{source}: its output name {target.name[:40]}... is too long for the files written beside it "
-            f"(at most {_NAME_MAX - _SIBLING_NAME_EXTRA} bytes); rename the input or name the output with -o"
-        )
 
 
 def plan_outputs(
     inputs: list[InputFile], output: str | None, single_input: bool, filesystem: pafs.FileSystem | None = None
+) -> list[Location]:
+    """Where each input's scores go (_output_names), each name short enough for the temporary
+    files written beside it: found before hours of scoring, not at the final rename."""
+    outputs = _output_names(inputs, output, single_input, filesystem)
+    longest = _NAME_MAX - TEMPORARY_NAME_EXTRA
+    for source, target in zip(inputs, outputs, strict=True):
+        if len(target.name.encode("utf-8")) > longest:
+            raise OutputError(
+                f"{source}: its output name {target.name[:40]}... is too long for the files written "
+                f"beside it (at most {longest} bytes); rename the input or name the output with -o"
+            )
+    return outputs
+
+
+def _output_names(
+    inputs: list[InputFile], output: str | None, single_input: bool, filesystem: pafs.FileSystem | None
 ) -> list[Location]:
     """Where each input's scores go.
 
@@ -353,21 +361,15 @@ def plan_outputs(
     if single_input and len(inputs) == 1:
         source = inputs[0]
         if output is None:
-            target = source.location.sibling(source.stem + SCORED_SUFFIX)
-            _require_short_enough(target, source)
-            return [target]
+            return [source.location.sibling(source.stem + SCORED_SUFFIX)]
         if output.lower().endswith(".parquet"):
-            target = resolve(output, filesystem)
-            _require_short_enough(target, source)
-            return [target]
+            return [resolve(output, filesystem)]
     if output is None:
         raise OutputError("several input files (or a directory): pass -o DIR for the scored shards")
     if output.lower().endswith(".parquet"):
         raise OutputError(f"-o {output}: several inputs need an output directory, not a .parquet file")
     directory = resolve(output, filesystem)
     outputs = [directory.child(f.relative_stem + ".parquet") for f in inputs]
-    for source, target in zip(inputs, outputs, strict=True):
-        _require_short_enough(target, source)
     seen: dict[str, InputFile] = {}
     for source, target in zip(inputs, outputs, strict=True):
         if target.path in seen:

@@ -15,12 +15,15 @@ import os
 import secrets
 import stat
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from batchscore.errors import OutputError
+
+if TYPE_CHECKING:
+    from batchscore.io.paths import Location
 
 CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -29,10 +32,15 @@ def is_local(filesystem: pafs.FileSystem) -> bool:
     return isinstance(filesystem, pafs.LocalFileSystem)
 
 
+_RANDOM_BYTES = 6
+# Bytes a temporary name adds to its target's: "." + ".tmp-" + a pid (at most 7 digits) + "-" + random.
+TEMPORARY_NAME_EXTRA = len(".") + len(".tmp-") + 7 + len("-") + 2 * _RANDOM_BYTES
+
+
 def temporary_name(path: str) -> str:
     """A sibling name nobody can guess in advance: `.NAME.tmp-PID-RANDOM`."""
     directory, name = os.path.split(path)
-    return os.path.join(directory, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(6)}")
+    return os.path.join(directory, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(_RANDOM_BYTES)}")
 
 
 def replace_atomically(path: str, write: Callable[[BinaryIO], None], mode: int = 0o644) -> None:
@@ -58,14 +66,28 @@ def write_bytes_atomically(path: str, data: bytes) -> None:
     replace_atomically(path, lambda handle: handle.write(data))
 
 
-def arrow_sink(handle: BinaryIO) -> pa.NativeFile:
-    """A Python binary file as the output stream pyarrow's writers take."""
-    return pa.PythonFile(handle, mode="w")
+def write_location(location: Location, write: Callable[[pa.NativeFile], object]) -> None:
+    """Write `location` whole or not at all, through `write(stream)`, on any filesystem: locally with
+    replace_atomically; on an object store as a temporary sibling moved onto the name (no links
+    there to plant). The temporary is removed on failure."""
+    if is_local(location.filesystem):
+        replace_atomically(location.path, lambda handle: write(pa.PythonFile(handle, mode="w")))
+        return
+    filesystem = location.filesystem
+    tmp = location.sibling(os.path.basename(temporary_name(location.path)))
+    try:
+        with filesystem.open_output_stream(tmp.path) as handle:
+            write(handle)
+        filesystem.move(tmp.path, location.path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if filesystem.get_file_info(tmp.path).type == pafs.FileType.File:
+                filesystem.delete_file(tmp.path)
+        raise
 
 
-def create_marker(path: str) -> None:
-    """An empty file at `path` (a `_SUCCESS`), replacing whatever name is there, never following it."""
-    replace_atomically(path, lambda handle: None)
+def write_location_bytes(location: Location, data: bytes) -> None:
+    write_location(location, lambda handle: handle.write(data))
 
 
 def write_to_named_target(path: str, data: bytes) -> None:

@@ -26,11 +26,11 @@ import pyarrow.parquet as pq
 from batchscore.errors import OutputError
 from batchscore.io.paths import Location
 from batchscore.io.safe_files import (
-    arrow_sink,
     is_local,
     make_private_dir,
     open_lock_file,
-    replace_atomically,
+    write_location,
+    write_location_bytes,
 )
 
 MANIFEST = "manifest.json"
@@ -195,9 +195,7 @@ class PartWriter:
             "tally": self.progress.tally,
         }
         data = json.dumps(payload, indent=1).encode("utf-8")
-        self._guard(
-            "commit the manifest", self._write_with, self.work.child(MANIFEST), lambda h: h.write(data)
-        )
+        self._guard("commit the manifest", write_location_bytes, self.work.child(MANIFEST), data)
 
     def assemble(self, metadata: dict[str, str]) -> None:
         """Concatenate the committed parts (one row group each) into the final file, atomically."""
@@ -213,7 +211,7 @@ class PartWriter:
                         writer.write_table(pq.read_table(source).cast(schema))
             _step_done("output written")  # complete under its temporary name, not yet renamed
 
-        self._guard("write the output", self._write_with, self.target, write)
+        self._guard("write the output", write_location, self.target, write)
         _step_done("output renamed")
         self.discard()
         _step_done("parts removed")
@@ -232,26 +230,7 @@ class PartWriter:
                 self._guard("remove a leftover temporary file", parent.filesystem.delete_file, info.path)
 
     def _write_atomic(self, location: Location, table: pa.Table) -> None:
-        self._write_with(location, lambda handle: pq.write_table(table, handle, compression="zstd"))
-
-    @staticmethod
-    def _write_with(location: Location, write) -> None:
-        """Write to a temporary sibling, then rename onto `location` (removing the temp on failure)."""
-        if is_local(location.filesystem):
-            replace_atomically(location.path, lambda handle: write(arrow_sink(handle)))
-            return
-        tmp = location.sibling(f".{location.name}.tmp-{os.getpid()}")
-        try:
-            with location.filesystem.open_output_stream(tmp.path) as handle:
-                write(handle)
-            location.filesystem.move(tmp.path, location.path)
-        except BaseException:
-            try:
-                if location.filesystem.get_file_info(tmp.path).type == pafs.FileType.File:
-                    location.filesystem.delete_file(tmp.path)
-            except OSError:
-                pass
-            raise
+        write_location(location, lambda handle: pq.write_table(table, handle, compression="zstd"))
 
 
 class OutputLock:
@@ -276,8 +255,6 @@ class OutputLock:
             try:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 fd = open_lock_file(path)
-            except OutputError:
-                raise
             except OSError as err:
                 raise OutputError(f"{self.target.uri}: cannot create the lock file {path}: {err}") from err
             try:
