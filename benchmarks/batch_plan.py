@@ -2,6 +2,7 @@
 
     python -m benchmarks.batch_plan                   # 3,000 and 16,384 IMDb test reviews
     python -m benchmarks.batch_plan --rows 1000 5000
+    python -m benchmarks.batch_plan --max-rows 1024 512 256 128   # also: which row cap pads least
 
 The scoring plan gives every batch of a width its full row count (scores independent of batch-mates
 on every CPU, docs/determinism.md); the plan before it padded partial batches to the next power of
@@ -25,8 +26,10 @@ from batchscore.runtime import cpu_summary
 from benchmarks.run import DEFAULT_IMDB
 
 
-def padded_per_real(lengths: np.ndarray, max_tokens: int, fixed: bool) -> float:
-    plan = plan_batches(lengths, max_tokens, BucketSpec(), one_shape_per_width=fixed)
+def padded_per_real(
+    lengths: np.ndarray, max_tokens: int, fixed: bool, spec: BucketSpec | None = None
+) -> float:
+    plan = plan_batches(lengths, max_tokens, spec or BucketSpec(), one_shape_per_width=fixed)
     return sum(b.padded_rows * b.width for b in plan) / max(1, int(np.minimum(lengths, max_tokens).sum()))
 
 
@@ -57,6 +60,9 @@ def main() -> None:
     parser.add_argument("--imdb", default=str(DEFAULT_IMDB))
     parser.add_argument("--rows", type=int, nargs="+", default=[3000, 16384])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--max-rows", type=int, nargs="*", default=[], help="row caps to compare (scoring plan)"
+    )
     args = parser.parse_args()
     bundle = load_bundle()
     table = pq.read_table(args.imdb, columns=["text"])
@@ -74,6 +80,15 @@ def main() -> None:
             f"{rows:>6,}  {old_pad:.2f} -> {new_pad:.2f}{'':29s}{rows / old_s:,.0f} -> {rows / new_s:,.0f}"
             f"{'':22s}{old_s / new_s:.2f}x"
         )
+        for cap in args.max_rows:
+            spec = BucketSpec(max_rows=cap)
+            capped = scoring.Scorer(bundle.model, bundle.params, truncation, spec)
+            seconds = forward_seconds(capped, encoded, True, args.repeats)
+            padding = padded_per_real(encoded.n_tokens, bundle.max_tokens, True, spec)
+            print(
+                f"{rows:>6,}  --max-batch-rows {cap}: {rows / seconds:,.0f} reviews/s, "
+                f"padded/real {padding:.2f}"
+            )
 
 
 if __name__ == "__main__":
