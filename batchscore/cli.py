@@ -544,6 +544,14 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
     "First train the LSTM layers to predict each next token of the training texts, in both "
     "reading directions, for this many epochs (language-model pretraining; labels unused; 0: off).",
 )
+@click.option(
+    "--lm-data",
+    multiple=True,
+    metavar="PATH",
+    help="Unlabeled reviews the language-model stage also reads (repeatable): Parquet/CSV files, "
+    "folders or globs with the --text-column, or a folder of .txt reviews such as aclImdb/train/unsup/. "
+    "They join the vocabulary; a text equal to a training or validation row is left out.",
+)
 @_setting(
     "--weight-drop",
     _SHARE,

@@ -1,9 +1,12 @@
-"""Labeled review data for training and evaluation: Parquet, CSV or an aclImdb-style folder."""
+"""Review data for training and evaluation: labeled Parquet, CSV or an aclImdb-style folder, and
+unlabeled text for language-model pretraining (read by the scoring readers)."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batchscore.errors import InputError
-from batchscore.io.readers import FirstInvalidRow
+from batchscore.io.paths import InputFile, discover_inputs
+from batchscore.io.readers import FirstInvalidRow, ReadOptions, ShardReader
+from batchscore.validation import clean_texts, not_string
 
 LABEL_NAMES = ("negative", "positive")
 _SHORT_LABEL_NAMES = ("neg", "pos")  # aclImdb's folder names
@@ -162,3 +167,92 @@ def split_validation(data: LabeledData, fraction: float, seed: int) -> tuple[Lab
     valid = validation_rows(data.labels, fraction, seed)
     train = np.setdiff1d(np.arange(len(data)), valid)
     return data.take(train), data.take(valid)
+
+
+@dataclass(frozen=True)
+class UnlabeledText:
+    """Review texts without labels, and where each came from (the model card records `sources`)."""
+
+    texts: pa.Array  # string, none null or blank
+    sources: list[dict] = field(default_factory=list)  # source, rows read, rows used, skipped, sha256
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def without(self, known: pa.Array) -> tuple[UnlabeledText, int]:
+        """Without the texts that are also in `known` (training or validation rows): a validation
+        text read by pretraining would be seen, even if unlabeled, before it judges the model."""
+        seen = pc.fill_null(pc.is_in(self.texts, value_set=known), False)
+        dropped = int(pc.sum(seen).as_py() or 0)
+        return UnlabeledText(self.texts.filter(pc.invert(seen)), self.sources), dropped
+
+
+def read_unlabeled(specs: Sequence[str | Path], text_column: str = "text") -> UnlabeledText:
+    """Texts from Parquet/CSV files, folders or globs (through the scoring readers, so the same
+    files read the same way) or from a folder of .txt reviews (aclImdb's `train/unsup/`).
+
+    Null, invalid-UTF-8 and blank texts are skipped and counted per file; a file whose text column
+    is not text, or a spec with no usable text at all, is an error."""
+    parts: list[pa.Array] = []
+    sources: list[dict] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir() and any(path.glob("*.txt")):
+            found = [_read_text_folder(path)]
+        else:
+            found = [_read_text_file(source, text_column) for source in discover_inputs([str(spec)])]
+        if not any(len(texts) for texts, _ in found):
+            read = sum(record["rows_read"] for _, record in found)
+            raise DataError(f"{spec}: no usable text ({read} rows read, none with a non-blank text)")
+        for texts, record in found:
+            parts.append(texts)
+            sources.append(record)
+    return UnlabeledText(pa.concat_arrays(parts) if parts else pa.array([], pa.string()), sources)
+
+
+def _usable(texts: pa.Array, reasons: np.ndarray, skipped: Counter) -> pa.Array:
+    blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0), False)
+    reasons = np.where((reasons == None) & blank.to_numpy(zero_copy_only=False), "blank text", reasons)  # noqa: E711
+    skipped.update(reason for reason in reasons if reason is not None)
+    return texts.filter(pa.array(reasons == None))  # noqa: E711
+
+
+def _read_text_file(source: InputFile, text_column: str) -> tuple[pa.Array, dict]:
+    reader = ShardReader(source, ReadOptions(text_column=text_column))
+    reader.schema()
+    digest = reader.content_id()
+    parts: list[pa.Array] = []
+    rows_read, skipped = 0, Counter()
+    for window in reader.windows():
+        column = window.column(text_column)
+        texts, reasons = clean_texts(column)
+        if len(window) and (reasons == not_string(column.type)).all():
+            raise DataError(f"{source}: column {text_column!r} has type {column.type}, expected strings")
+        rows_read += len(window)
+        parts.append(_usable(texts, reasons, skipped))
+    texts = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+    return texts, _record(str(source), rows_read, texts, skipped, digest.removeprefix("sha256:"))
+
+
+def _read_text_folder(path: Path) -> tuple[pa.Array, dict]:
+    """One review per .txt file, in aclImdb's id order; sha256 over the texts in that order."""
+    raw: list[bytes] = [
+        file.read_bytes() for file in sorted(path.glob("*.txt"), key=lambda p: _imdb_sort_key(p.name))
+    ]
+    texts, reasons = clean_texts(pa.array(raw, pa.binary()))
+    digest = hashlib.sha256()
+    for value in raw:
+        digest.update(hashlib.sha256(value).digest())
+    skipped: Counter = Counter()
+    usable = _usable(texts, reasons, skipped)
+    return usable, _record(str(path), len(raw), usable, skipped, digest.hexdigest())
+
+
+def _record(source: str, rows_read: int, texts: pa.Array, skipped: Counter, sha256: str) -> dict:
+    return {
+        "source": source,
+        "rows_read": rows_read,
+        "rows": len(texts),
+        "skipped": dict(skipped),
+        "sha256": sha256,
+    }

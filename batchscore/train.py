@@ -26,7 +26,7 @@ from safetensors.numpy import load_file, save_file
 from batchscore import __version__
 from batchscore.batching import BucketSpec, pad_batch, plan_batches
 from batchscore.bundle import Bundle, save_bundle
-from batchscore.datasets import DataError, LabeledData
+from batchscore.datasets import DataError, LabeledData, UnlabeledText
 from batchscore.drift import Profile
 from batchscore.embeddings import WordVectors, embedding_matrix
 from batchscore.encoding import Encoded, encode
@@ -294,16 +294,23 @@ def train(
     log: Callable[[str], None] = print,
     progress: bool = True,
     card_extra: dict | None = None,
+    lm_text: UnlabeledText | None = None,
 ) -> TrainResult:
+    """`lm_text`: unlabeled reviews the language-model stage reads besides the training texts; they
+    also join the vocabulary (same min-count), so words only they hold get pretrained vectors."""
     tokenizer = TokenizerConfig()
     checkpoint = Checkpoint(checkpoint_dir)
     start = _initial_bundle(config, vectors, valid_data) if config.init_model else None
+    lm_record = None
+    if lm_text is not None:
+        lm_text, lm_record = _prepare_lm_text(lm_text, train_data, valid_data, config, log)
+    vocab_texts = train_data.texts if lm_text is None else pa.concat_arrays([train_data.texts, lm_text.texts])
     if resume and checkpoint.exists():
         vocab = Vocab.load(checkpoint_dir / "vocab.txt")
     elif start is not None:
         vocab = start.vocab
     else:
-        vocab = build_vocab(train_data.texts, tokenizer, config.min_count, config.max_vocab)
+        vocab = build_vocab(vocab_texts, tokenizer, config.min_count, config.max_vocab)
     init = embedding_matrix(vocab, vectors, config.seed)
     train_enc = encode(train_data.texts, vocab, tokenizer)
     valid_enc = encode(valid_data.texts, vocab, tokenizer)
@@ -332,13 +339,17 @@ def train(
     else:
         params = init_params(model_config, config.seed)
         params["embedding"]["embedding"] = jnp.asarray(init.matrix)
-    lm_record = None
     if config.lm_pretrain_epochs > 0:
         if start is not None:
             raise UsageError("--lm-pretrain-epochs starts from GloVe, not from --init-model's bundle")
-        lm_params, lm_record = _pretrain_language_model(
+        lm_enc = (
+            train_enc
+            if lm_text is None
+            else Encoded.concat([train_enc, encode(lm_text.texts, vocab, tokenizer)])
+        )
+        lm_params, stage = _pretrain_language_model(
             params,
-            train_enc,
+            lm_enc,
             valid_enc,
             config,
             spec,
@@ -346,16 +357,18 @@ def train(
             resume,
             log,
             progress,
+            lm_record,
         )
+        lm_record = {**(lm_record or {}), **stage}
         params = classifier_start(lm_params, params)
     opt_state = optimizer.init(params)
     ema = best_params = params
     state = TrainState()
-    meta = {"train_config": config.to_dict(), "vocab_size": len(vocab)}
+    meta = {"train_config": config.to_dict(), "vocab_size": len(vocab), **_lm_data_meta(lm_record)}
     if resume and checkpoint.exists():
         trees, opt_state, state, saved_meta = checkpoint.load(opt_state)
         params, ema, best_params = (trees[name] for name in Checkpoint.TREES)
-        _require_same_settings(saved_meta, config, checkpoint_dir)
+        _require_same_settings(saved_meta, config, checkpoint_dir, lm_record)
         log(f"resuming after epoch {state.epoch} (step {state.step})")
     else:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -499,16 +512,57 @@ def train(
     return TrainResult(bundle, state.history, after, before)
 
 
-def _require_same_settings(saved_meta: dict, config: TrainConfig, directory: Path) -> None:
+def _require_same_settings(
+    saved_meta: dict, config: TrainConfig, directory: Path, lm_record: dict | None = None
+) -> None:
     """A checkpoint resumes only the run that wrote it: any other setting would silently mix two runs."""
     saved_config = {**TrainConfig().to_dict(), **saved_meta["train_config"]}  # older runs lack new keys
     if json.loads(json.dumps(saved_config)) != json.loads(json.dumps(config.to_dict())):
         raise UsageError(f"{directory}: checkpoint was made with different settings; cannot resume")
+    if saved_meta.get("lm_data", []) != _lm_data_meta(lm_record).get("lm_data", []):
+        raise UsageError(
+            f"{directory}: checkpoint was made with other --lm-data (files or their contents differ); "
+            "cannot resume"
+        )
+
+
+def _lm_data_meta(lm_record: dict | None) -> dict:
+    """What of the unlabeled text a checkpoint must match to resume: each file's sha256."""
+    if not lm_record or "lm_data" not in lm_record:
+        return {}
+    return {"lm_data": [source["sha256"] for source in lm_record["lm_data"]["sources"]]}
+
+
+def _prepare_lm_text(
+    lm_text: UnlabeledText,
+    train_data: LabeledData,
+    valid_data: LabeledData,
+    config: TrainConfig,
+    log: Callable[[str], None],
+) -> tuple[UnlabeledText, dict]:
+    """The unlabeled text without the training and validation texts, and the card's account of it:
+    files, rows, sha256, what was left out, and the vocabulary rule."""
+    if config.lm_pretrain_epochs == 0:
+        raise UsageError("--lm-data is read only by language-model pretraining: add --lm-pretrain-epochs N")
+    kept, duplicates = lm_text.without(pa.concat_arrays([train_data.texts, valid_data.texts]))
+    log(
+        f"language-model text: {len(kept):,} unlabeled rows from {len(lm_text.sources)} file(s) "
+        f"besides the {len(train_data):,} training texts ({duplicates:,} left out: the same text is "
+        "a training or validation row)"
+    )
+    return kept, {
+        "lm_data": {
+            "sources": lm_text.sources,
+            "rows": len(kept),
+            "left_out_as_training_or_validation_text": duplicates,
+            "vocabulary": f"training and unlabeled text, tokens seen at least {config.min_count} times",
+        }
+    }
 
 
 def _pretrain_language_model(
     params: dict,
-    train_enc: Encoded,
+    lm_enc: Encoded,
     valid_enc: Encoded,
     config: TrainConfig,
     spec: BucketSpec,
@@ -516,26 +570,28 @@ def _pretrain_language_model(
     resume: bool,
     log: Callable[[str], None],
     progress: bool,
+    lm_record: dict | None = None,
 ) -> tuple[dict, dict]:
     """config.lm_pretrain_epochs of next-token training (pretrain.py) of `params`' embedding and LSTM
-    layers on the training texts; labels are not read. Checkpointed per epoch in `directory`, so a
-    resumed run continues the pretraining, or skips it once it is complete, exactly as it would have
-    run. Returns the pretrained parameters and the card's record of the stage."""
+    layers on `lm_enc` (the training texts, and any unlabeled ones); labels are not read.
+    Checkpointed per epoch in `directory`, so a resumed run continues the pretraining, or skips it
+    once it is complete, exactly as it would have run. `lm_record` names the unlabeled text a
+    checkpoint must match. Returns the pretrained parameters and the card's record of the stage."""
     checkpoint = Checkpoint(directory)
     vocab_size = params["embedding"]["embedding"].shape[0]
-    unigram = sampling_distribution(train_enc.ids, vocab_size)
+    unigram = sampling_distribution(lm_enc.ids, vocab_size)
     log_expected = jnp.asarray(np.log(np.maximum(LM_NEGATIVES * unigram, 1e-30)), jnp.float32)
-    batches_per_epoch = len(plan_batches(train_enc.n_tokens, config.max_tokens, spec))
+    batches_per_epoch = len(plan_batches(lm_enc.n_tokens, config.max_tokens, spec))
     optimizer = _make_optimizer(config, batches_per_epoch * config.lm_pretrain_epochs)
     hidden = params["lstm_0"]["w_hidden"].shape[1]
     embed_dim = params["embedding"]["embedding"].shape[1]
     lm = {"model": lm_parameters(params), "head": init_lm_head(hidden, embed_dim, unigram, config.seed)}
     opt_state = optimizer.init(lm)
     state = TrainState()
-    meta = {"train_config": config.to_dict(), "stage": "language model"}
+    meta = {"train_config": config.to_dict(), "stage": "language model", **_lm_data_meta(lm_record)}
     if resume and checkpoint.exists():
         trees, opt_state, state, saved_meta = checkpoint.load(opt_state)
-        _require_same_settings(saved_meta, config, directory)
+        _require_same_settings(saved_meta, config, directory, lm_record)
         lm = trees["params"]
         if state.epoch < config.lm_pretrain_epochs:
             log(f"resuming language-model pretraining after epoch {state.epoch} (step {state.step})")
@@ -571,13 +627,11 @@ def _pretrain_language_model(
     for epoch in range(state.epoch, config.lm_pretrain_epochs):
         started = time.perf_counter()
         rng = np.random.default_rng([config.seed, epoch, 2])
-        plan = plan_batches(train_enc.n_tokens, config.max_tokens, spec, rng=rng)
+        plan = plan_batches(lm_enc.n_tokens, config.max_tokens, spec, rng=rng)
         total = count_sum = 0.0
         bar = _progress(len(plan), f"language model {epoch + 1}/{config.lm_pretrain_epochs}", progress)
         for batch in plan:
-            ids, lengths = pad_batch(
-                train_enc.ids, train_enc.offsets, batch, config.max_tokens, config.head_tokens
-            )
+            ids, lengths = pad_batch(lm_enc.ids, lm_enc.offsets, batch, config.max_tokens, config.head_tokens)
             negatives = rng.choice(vocab_size, LM_NEGATIVES, p=unigram).astype(np.int32)
             key = jax.random.fold_in(base_key, state.step)
             lm, opt_state, loss, count = step(lm, opt_state, ids, lengths, negatives, key)
@@ -722,15 +776,18 @@ def run_training(
     progress: bool | None,
     command: str,
     log: Callable[[str], None],
+    lm_data: tuple[str, ...] = (),
     **hyper,
 ) -> TrainResult:
     """The `batchscore train` job: read data, train, calibrate, write the bundle, report."""
     import sys
 
-    from batchscore.datasets import read_labeled, split_validation
+    from batchscore.datasets import read_labeled, read_unlabeled, split_validation
     from batchscore.embeddings import load_word_vectors
 
     config = TrainConfig(**{**hyper, "init_model": str(hyper.get("init_model") or "")})
+    if lm_data and config.lm_pretrain_epochs == 0:  # before reading anything
+        raise UsageError("--lm-data is read only by language-model pretraining: add --lm-pretrain-epochs N")
     data = read_labeled(train_path, text_column, label_column)
     if valid_path is not None:
         train_data, valid_data = data, read_labeled(valid_path, text_column, label_column)
@@ -739,6 +796,7 @@ def run_training(
     train_data.require_both_labels("training")
     valid_data.require_both_labels("validation")
     log(f"training rows {len(train_data)}, validation rows {len(valid_data)}")
+    lm_text = read_unlabeled(lm_data, text_column) if lm_data else None
     vectors = load_word_vectors(embeddings)
     checkpoint_dir = checkpoint_dir or output.with_name(output.name + ".checkpoint")
     show = sys.stderr.isatty() if progress is None else progress
@@ -752,6 +810,7 @@ def run_training(
         log=log,
         progress=show,
         card_extra={"command": command, "seed": config.seed},
+        lm_text=lm_text,
     )
     bundle = result.bundle  # its params are already as_shipped(): what is tested is what ships
     if test_path is not None:

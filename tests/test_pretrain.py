@@ -3,20 +3,23 @@ the classifier starts from the pretrained layers, and an interrupted pretraining
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchscore.bundle import save_bundle
+from batchscore.bundle import load_bundle, save_bundle
 from batchscore.cli import main
-from batchscore.datasets import LabeledData, split_validation
+from batchscore.datasets import DataError, LabeledData, UnlabeledText, read_unlabeled, split_validation
 from batchscore.embeddings import load_word_vectors
-from batchscore.errors import UsageError
+from batchscore.errors import InputError, UsageError
 from batchscore.model import ModelConfig, init_params
 from batchscore.pretrain import (
     classifier_start,
@@ -33,6 +36,7 @@ from tests.test_train import (
     _small_config,
     _toy_split,
     interrupted_then_resumed,
+    toy_reviews,
     train,
     write_glove,
 )
@@ -159,3 +163,119 @@ def test_pretraining_option_is_checked(tmp_path):
     arguments = ["train", "--train", str(tmp_path), "-o", str(tmp_path / "m"), "--lm-pretrain-epochs", "-1"]
     result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 2 and "--lm-pretrain-epochs" in result.output
+
+
+UNLABELED_ONLY = ["cinematography", "screenplay", "soundtrack"]  # words no training text holds
+
+
+def _unlabeled_files(tmp_path):
+    """The same kind of text as Parquet, as CSV with bad rows, and as aclImdb-style .txt files."""
+    texts = [" ".join([*UNLABELED_ONLY, *FILLER[: 3 + i % 5]]) for i in range(40)]
+    pq.write_table(pa.table({"id": list(range(40)), "text": texts}), tmp_path / "extra.parquet")
+    (tmp_path / "extra.csv").write_bytes(
+        b'review,stars\n"a screenplay and a soundtrack",5\n,3\n"   ",2\n'
+        b'"caf\xe9 screenplay",4\n"the plot",1\n'
+    )
+    folder = tmp_path / "unsup"
+    folder.mkdir()
+    for number, text in [(10, "the soundtrack"), (2, "a screenplay"), (1, "the cinematography")]:
+        (folder / f"{number}_0.txt").write_text(text)
+    return texts
+
+
+def test_unlabeled_text_is_read_as_scoring_reads_it_and_accounted_for(tmp_path):
+    """Parquet and CSV through the scoring readers (any text column), an aclImdb unsup folder in id
+    order; null, blank and invalid-UTF-8 rows are skipped and counted, never silently; each file's
+    sha256 is recorded."""
+    texts = _unlabeled_files(tmp_path)
+    parquet = read_unlabeled([tmp_path / "extra.parquet"])
+    assert parquet.texts.to_pylist() == texts
+    expected_sha = hashlib.sha256((tmp_path / "extra.parquet").read_bytes()).hexdigest()
+    assert parquet.sources == [
+        {
+            "source": str(tmp_path / "extra.parquet"),
+            "rows_read": 40,
+            "rows": 40,
+            "skipped": {},
+            "sha256": expected_sha,
+        }
+    ]
+    csv = read_unlabeled([str(tmp_path / "extra.csv")], text_column="review")
+    assert csv.texts.to_pylist() == ["a screenplay and a soundtrack", "the plot"]
+    assert csv.sources[0]["rows_read"] == 5 and csv.sources[0]["rows"] == 2
+    assert csv.sources[0]["skipped"] == {"blank text": 2, "invalid UTF-8": 1}  # CSV has no nulls
+    folder = read_unlabeled([tmp_path / "unsup"])
+    assert folder.texts.to_pylist() == ["the cinematography", "a screenplay", "the soundtrack"]
+    both = read_unlabeled([tmp_path / "extra.parquet", tmp_path / "unsup"])
+    assert len(both) == 43 and [s["rows"] for s in both.sources] == [40, 3]
+    with pytest.raises(InputError, match="no text column 'text'"):
+        read_unlabeled([tmp_path / "extra.csv"])
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "numbers.parquet")
+    with pytest.raises(DataError, match=r"numbers\.parquet: column 'text' has type int64"):
+        read_unlabeled([tmp_path / "numbers.parquet"])
+    pq.write_table(pa.table({"text": pa.array([None, " "], pa.string())}), tmp_path / "blank.parquet")
+    with pytest.raises(DataError, match=r"blank\.parquet: no usable text \(2 rows read"):
+        read_unlabeled([tmp_path / "blank.parquet"])
+    pq.write_table(pa.table({"text": pa.array([None, " ", "the plot"], pa.string())}), tmp_path / "b.parquet")
+    assert read_unlabeled([tmp_path / "b.parquet"]).sources[0]["skipped"] == {"null text": 1, "blank text": 1}
+
+
+def test_pretraining_reads_the_unlabeled_text_and_the_card_says_so(tmp_path):
+    """The language model reads the unlabeled rows too, their words join the vocabulary, a text that
+    is also a validation row is left out, and the card records files, rows and sha256."""
+    vectors, train_part, valid_part = _toy_split(tmp_path, rows=300, seed=1)
+    texts = _unlabeled_files(tmp_path)
+    extra = read_unlabeled([tmp_path / "extra.parquet"])
+    extra = UnlabeledText(pa.concat_arrays([extra.texts, valid_part.texts.slice(0, 5)]), extra.sources)
+    config = _small_config(lm_pretrain_epochs=1, epochs=1)
+    plain = train(train_part, valid_part, vectors, config, tmp_path / "a", **QUIET)
+    pretrained = train(train_part, valid_part, vectors, config, tmp_path / "b", **QUIET, lm_text=extra)
+    assert not any(word in plain.bundle.vocab.tokens for word in UNLABELED_ONLY)
+    assert all(word in pretrained.bundle.vocab.tokens for word in UNLABELED_ONLY)
+    record = pretrained.bundle.card["lm_pretraining"]["lm_data"]
+    assert record["rows"] == len(texts) and record["left_out_as_training_or_validation_text"] == 5
+    assert record["sources"] == extra.sources and "training and unlabeled text" in record["vocabulary"]
+    assert "lm_data" not in plain.bundle.card["lm_pretraining"]
+    assert (
+        plain.bundle.card["lm_pretraining"]["history"] != pretrained.bundle.card["lm_pretraining"]["history"]
+    )
+
+
+def test_pretraining_on_unlabeled_text_resumes_exactly_and_only_on_the_same_text(tmp_path):
+    vectors, train_part, valid_part = _toy_split(tmp_path, rows=300, seed=1)
+    _unlabeled_files(tmp_path)
+    extra = read_unlabeled([tmp_path / "extra.parquet"])
+    config = _small_config(lm_pretrain_epochs=2, epochs=1)
+    straight = train(train_part, valid_part, vectors, config, tmp_path / "a", **QUIET, lm_text=extra)
+    resumed = interrupted_then_resumed(
+        train_part, valid_part, vectors, config, tmp_path / "b", "language model epoch 1:", lm_text=extra
+    )
+    for name, layer in straight.bundle.params.items():
+        for key, value in layer.items():
+            np.testing.assert_array_equal(value, resumed.bundle.params[name][key])
+    other = read_unlabeled([tmp_path / "unsup"])
+    with pytest.raises(UsageError, match="other --lm-data"):
+        train(train_part, valid_part, vectors, config, tmp_path / "b", resume=True, **QUIET, lm_text=other)
+
+
+def test_train_command_with_lm_data(tmp_path):
+    """--lm-data on the command line: read, recorded in the card; without pretraining it is refused
+    before any work."""
+    pq.write_table(toy_reviews(200, 3), tmp_path / "train.parquet")
+    glove = write_glove(tmp_path / "g.txt", dim=5)
+    _unlabeled_files(tmp_path)
+    base = ["train", "--train", tmp_path / "train.parquet", "--embeddings", glove, "--epochs", "1"]
+    base += ["--hidden", "8", "--max-tokens", "32", "--head-tokens", "8", "--min-count", "1", "--no-progress"]
+    refused = CliRunner().invoke(
+        main, [str(a) for a in [*base, "-o", tmp_path / "m1", "--lm-data", tmp_path / "unsup"]]
+    )
+    assert refused.exit_code == 2 and "add --lm-pretrain-epochs" in refused.output
+    assert not (tmp_path / "m1").exists()
+    args = [*base, "-o", tmp_path / "m2", "--lm-pretrain-epochs", "1", "--lm-data", tmp_path / "unsup"]
+    args += ["--lm-data", tmp_path / "extra.parquet"]
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "language-model text: 43 unlabeled rows from 2 file(s)" in result.output
+    card = json.loads((tmp_path / "m2" / "config.json").read_text())["card"]
+    assert [s["rows"] for s in card["lm_pretraining"]["lm_data"]["sources"]] == [3, 40]
+    assert "soundtrack" in load_bundle(tmp_path / "m2").vocab.tokens

@@ -131,7 +131,9 @@ def _toy_split(tmp_path: Path, rows: int = 300, seed: int = 1):
 QUIET = dict(progress=False, log=lambda m: None)
 
 
-def interrupted_then_resumed(train_part, valid_part, vectors, config, directory: Path, stop_at: str):
+def interrupted_then_resumed(
+    train_part, valid_part, vectors, config, directory: Path, stop_at: str, **train_options
+):
     """Train until the first log line starting with `stop_at`, stopped there as by a kill, then
     resume with --resume: the run an operator gets after a crash."""
 
@@ -140,8 +142,8 @@ def interrupted_then_resumed(train_part, valid_part, vectors, config, directory:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(train_part, valid_part, vectors, config, directory, progress=False, log=stop)
-    return train(train_part, valid_part, vectors, config, directory, resume=True, **QUIET)
+        train(train_part, valid_part, vectors, config, directory, progress=False, log=stop, **train_options)
+    return train(train_part, valid_part, vectors, config, directory, resume=True, **QUIET, **train_options)
 
 
 def test_training_learns_a_separable_task(tmp_path):
