@@ -38,6 +38,10 @@ class Model:
         self._job = job
 
     @property
+    def bundle(self) -> Bundle:
+        return self._bundle
+
+    @property
     def info(self) -> dict:
         """Name, hashes, labels, truncation, temperature and the model card's metrics."""
         bundle, card = self._bundle, self._bundle.card

@@ -145,6 +145,13 @@ _quiet_option = click.option(
     "summary says so); probabilities move by up to ~5e-3, labels rarely (4 of 25,000 IMDb reviews).",
 )
 @click.option("--keep-text", is_flag=True, help="Copy the text column into the output.")
+@click.option(
+    "--provenance/--no-provenance",
+    default=True,
+    show_default=True,
+    help="Add the columns model, model_sha256 (the bundle's files), run_id and scored_at (the run's "
+    "start, UTC) to every output; a resumed output keeps the run that started it.",
+)
 @click.option("--csv-delimiter", default=",", show_default=True, help="Field delimiter of CSV inputs.")
 @click.option(
     "--infer-csv-types",
@@ -224,9 +231,10 @@ def run(
 
     Output rows keep the input order. Columns: the input's columns except the text (see
     --keep-text), 'row' (without --id-column), label, prob_positive, prob_negative, n_tokens,
-    truncated, error. Exit codes: 0 ok, 2 usage, 3 bad input, 4 bad model, 5 output problem,
-    6 too many bad rows, 7 finished but bad files were skipped, 8 no input found,
-    9 drift (with --fail-on-drift), 130 interrupted (resumable).
+    truncated, error, model, model_sha256, run_id, scored_at (see --no-provenance).
+    Exit codes: 0 ok, 2 usage, 3 bad input, 4 bad model, 5 output problem, 6 too many bad rows,
+    7 finished but bad files were skipped, 8 no input found, 9 drift (with --fail-on-drift),
+    130 interrupted (resumable).
     """
     from batchscore.interrupts import stop_on_signals
 
@@ -309,7 +317,7 @@ def predict(texts, model, as_json) -> None:
 def evaluate(data, model, text_column, label_column, against, as_json) -> None:
     """Accuracy, per-class precision/recall/F1, ROC-AUC, confusion matrix, accuracy by length, ECE."""
     from batchscore.datasets import read_labeled
-    from batchscore.evaluate import format_comparison, format_report
+    from batchscore.evaluate import REPORT_SCHEMA_VERSION, format_comparison, format_report
     from batchscore.train import evaluate_bundle
 
     try:
@@ -322,7 +330,7 @@ def evaluate(data, model, text_column, label_column, against, as_json) -> None:
     if as_json:
         if "comparison" in report:
             report["comparison"]["against"] = str(against)
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps({"schema_version": REPORT_SCHEMA_VERSION, **report}, indent=2))
         return
     click.echo(format_report(report))
     if "comparison" in report:
@@ -455,9 +463,15 @@ def info(model, as_json) -> None:
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
 )
+@click.option(
+    "--summary-json",
+    type=click.Path(path_type=Path),
+    default=None,
+    help='Also write metrics.json\'s record as one JSON line ("-": stdout), on success and on failure.',
+)
 @_quiet_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
-def job(spec, day, progress, quiet, debug) -> None:
+def job(spec, day, progress, summary_json, quiet, debug) -> None:
     """Run a nightly job definition (TOML) for one date, idempotently.
 
     Writes OUTPUT/date=YYYY-MM-DD/<stem>.parquet, then OUTPUT/date=YYYY-MM-DD/_SUCCESS and
@@ -475,7 +489,13 @@ def job(spec, day, progress, quiet, debug) -> None:
 
     with stop_on_signals():
         try:
-            metrics = run_job(spec, when, progress=False if quiet else progress, log=_logger(quiet))
+            metrics = run_job(
+                spec,
+                when,
+                progress=False if quiet else progress,
+                log=_logger(quiet),
+                summary_json=summary_json,
+            )
         except Exception as err:
             _fail(err, debug)
     if metrics["bad_files"]:

@@ -10,6 +10,8 @@ from batchscore.scoring import is_positive, softmax
 
 ECE_BINS = 15
 
+REPORT_SCHEMA_VERSION = 1  # of `evaluate --json`: batchscore/schemas/evaluate-report.schema.json
+
 
 def expected_calibration_error(prob_positive: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
     """ECE over equal-width bins of the predicted class's confidence."""

@@ -99,6 +99,7 @@ class JobSpec:
     window_rows: int = 16384
     device: str = "auto"
     precision: str = "float32"
+    provenance: bool = True  # model, model_sha256, run_id and scored_at columns
 
     stale_outputs: str = "remove"  # outputs in the partition that no current input maps to: remove | fail
     drift: DriftPolicy = field(default_factory=DriftPolicy)  # [job.drift]
@@ -170,6 +171,7 @@ class JobSpec:
             device=self.device,
             precision=self.precision,
             drift=self.drift,
+            provenance=self.provenance,
             resume=True,  # reruns of a date skip finished shards and continue partial ones
             partition_keys=("date",),  # an input column `date` must not shadow the partition's
         )
@@ -189,9 +191,21 @@ def job_paths(spec: JobSpec, day: date) -> JobPaths:
     return JobPaths(partition, partition.child(SUCCESS), metrics_dir.child("metrics.json"))
 
 
-def run_job(spec_path: Path, day: date, progress: bool | None = None, log=print) -> dict:
-    """Run one date of a job; returns the metrics written to metrics.json."""
-    from batchscore.runner import run_scoring
+def run_job(
+    spec_path: Path,
+    day: date,
+    progress: bool | None = None,
+    log=print,
+    summary_json: Path | str | None = None,
+) -> dict:
+    """Run one date of a job; returns the metrics written to metrics.json (and, with `summary_json`,
+    as one JSON line to that file or "-" stdout, on failure too)."""
+    from batchscore.runner import run_scoring, write_json_line
+
+    def report(metrics: dict) -> dict:
+        if summary_json is not None:
+            write_json_line(metrics, summary_json)
+        return metrics
 
     spec = JobSpec.load(spec_path)
     paths = job_paths(spec, day)
@@ -235,11 +249,12 @@ def run_job(spec_path: Path, day: date, progress: bool | None = None, log=print)
         if isinstance(err, NoInputFound) and not paths.partition.parent().exists():
             # Nothing landed and the job never ran here: create no output root just to say so.
             log(f"job {spec.name}: nothing to score and no output root yet; no metrics.json written")
+            report(_metrics(spec, day, started, paths, summary))
         else:
-            _write_metrics(spec, day, started, paths, summary, fs)
+            report(_write_metrics(spec, day, started, paths, summary, fs))
         raise
     _claim(spec, owner)
-    metrics = _write_metrics(spec, day, started, paths, summary, fs)
+    metrics = report(_write_metrics(spec, day, started, paths, summary, fs))
     if summary.bad_files:
         log(
             f"job {spec.name} for {day.isoformat()}: {len(summary.bad_files)} bad file(s), "
@@ -294,10 +309,9 @@ def _stale_outputs(partition: Location, outputs: list[str]) -> list[str]:
     return sorted(stale)
 
 
-def _write_metrics(
-    spec: JobSpec, day: date, started: datetime, paths: JobPaths, summary: RunSummary, fs
-) -> dict:
-    metrics = {
+def _metrics(spec: JobSpec, day: date, started: datetime, paths: JobPaths, summary: RunSummary) -> dict:
+    return {
+        **summary.to_dict(),  # its schema_version is this document's: the job's keys are part of it
         "job": spec.name,
         "date": day.isoformat(),
         "started_at": started.isoformat(timespec="seconds"),
@@ -306,8 +320,13 @@ def _write_metrics(
         "partition": paths.partition.uri,
         "engine": spec.engine,
         "versions": {"batchscore": __version__, "python": platform.python_version()},
-        **summary.to_dict(),
     }
+
+
+def _write_metrics(
+    spec: JobSpec, day: date, started: datetime, paths: JobPaths, summary: RunSummary, fs
+) -> dict:
+    metrics = _metrics(spec, day, started, paths, summary)
     fs.create_dir(paths.metrics.parent().path)
     # whole or not at all, and a name planted there is replaced, never written through
     write_location_bytes(paths.metrics, (json.dumps(metrics, indent=2) + "\n").encode("utf-8"))

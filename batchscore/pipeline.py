@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +64,8 @@ from batchscore.validation import clean_texts, mark_empty
 from batchscore.vocab import Vocab
 
 OUTPUT_COLUMNS = ("row", "label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error")
+# which model scored a row, and in which run: plain columns, so Spark, DuckDB and pandas need no metadata API
+PROVENANCE_COLUMNS = ("model", "model_sha256", "run_id", "scored_at")
 SUMMARY_COLUMNS = ["label", "prob_positive", "n_tokens", "truncated", "error"]  # what RunSummary counts
 
 
@@ -87,6 +90,7 @@ class RunOptions:
     command: str = ""  # recorded in the output lock, so a second run can say who holds it
     resume_hint: str = interrupts.RESUME_HINT  # what an interrupted run tells the operator to do
     partition_keys: tuple[str, ...] = ()  # Hive keys of the folders written into (a job's "date")
+    provenance: bool = True  # the PROVENANCE_COLUMNS in every output
 
     def __post_init__(self) -> None:
         """Reject values that would otherwise fail late, loop, or silently change the scores."""
@@ -133,6 +137,7 @@ class FileTask:
     writer: PartWriter
     lock: OutputLock
     fingerprint: dict[str, str]
+    run: dict  # run_id and scored_at of the run that started this output (new_run_record())
     skip_rows: int = 0  # committed by an earlier run
     complete_before: bool = False  # the output is already complete: nothing to do
     assemble_only: bool = False  # every row was committed; only the final file is missing
@@ -191,6 +196,7 @@ class ScoringJob:
             options.text_column, options.window_rows, options.csv_delimiter, options.csv_infer_types
         )
         self.input_types: dict[str, pa.DataType] = {}  # one type per input column across all shards
+        self.run_record = new_run_record()  # renewed by each run()
         self._preflight_seen: dict[str, tuple] = {}  # path -> (size, mtime) the preflight checked
         self.summary: RunSummary | None = None  # the current or last run's
 
@@ -223,9 +229,15 @@ class ScoringJob:
     ) -> RunSummary:
         started = time.perf_counter()
         _allow_many_open_files()
+        self.run_record = new_run_record()
         # Created first and kept on the job: a failed run still reports what it did (runner.py).
         summary = self.summary = RunSummary(
-            model={"name": self.bundle.name, "weights_sha256": self.bundle.weights_sha256},
+            model={
+                "name": self.bundle.name,
+                "model_sha256": self.bundle.bundle_sha256,
+                "weights_sha256": self.bundle.weights_sha256,
+            },
+            run=self.run_record,
             compute=self.compute,
             profile=Profile(self.bundle.labels, self.truncation.max_tokens),
         )
@@ -347,6 +359,7 @@ class ScoringJob:
             # the compiled shapes: a resume under other batch settings could round differently
             "batch_plan": json.dumps(dataclasses.astuple(self.options.buckets)),
             "partition_keys": ",".join(self.options.partition_keys),
+            "provenance": str(self.options.provenance),
         }
 
     # ---- files: open, stream, finish ----------------------------------------------------------
@@ -505,9 +518,9 @@ class ScoringJob:
             reader = ShardReader(source, self.read_options)
             reader.seen = self._preflight_seen.get(source.location.path)  # what the preflight checked
             fingerprint = self._fingerprint(source, reader)
-            writer = PartWriter(target, fingerprint)
+            writer = PartWriter(target, fingerprint, self.run_record)
             writer.remove_leftovers()
-            task = FileTask(source, target, reader, writer, lock, fingerprint)
+            task = FileTask(source, target, reader, writer, lock, fingerprint, self.run_record)
             if target.exists():
                 done = read_file_metadata(target).get("fingerprint") == json.dumps(fingerprint)
                 if self.options.resume and done:
@@ -531,6 +544,7 @@ class ScoringJob:
                 self.progress.rows(committed.rows_done)
             task.skip_rows = committed.rows_done
             task.assemble_only = committed.complete
+            task.run = committed.run or self.run_record
             task.profile = Profile(self.bundle.labels, self.truncation.max_tokens)
             if committed.tally is not None:
                 task.profile.merge_counts(committed.tally)
@@ -584,9 +598,11 @@ class ScoringJob:
             summary.replaced_utf8[column] += count
         metadata = {
             "model_name": self.bundle.name,
+            "model_sha256": self.bundle.bundle_sha256,
             "weights_sha256": self.bundle.weights_sha256,
             "version": __version__,
-            "scored_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "run_id": task.run["run_id"],
+            "scored_at": task.run["scored_at"],
             "input": task.source.location.uri,
             "text_column": self.options.text_column,
             "fingerprint": json.dumps(task.fingerprint),
@@ -600,7 +616,10 @@ class ScoringJob:
         """Summary counts come from the finished file, so rows committed before a crash count too."""
         scores = read_columns(target, SUMMARY_COLUMNS)
         summary.add_rows(scores)
-        profile = batchscore_metadata(scores.schema).get("profile")  # the footer came with the columns
+        metadata = batchscore_metadata(scores.schema)  # the footer came with the columns
+        if "run_id" in metadata:
+            summary.output_run_ids.add(metadata["run_id"])
+        profile = metadata.get("profile")
         if profile is not None:
             summary.profile.merge_counts(json.loads(profile))
         else:  # an output of a batchscore release before drift profiles
@@ -672,9 +691,10 @@ class ScoringJob:
         columns: dict[str, pa.Array] = {}
         if with_row and not self.options.id_column:
             columns["row"] = pa.array(np.arange(window.first_row, window.first_row + n, dtype=np.int64))
+        provenance = self.options.provenance and window.task is not None
         renamed = output_names(
             window.table.column_names, self.options.text_column, self.options.keep_text,
-            self.options.partition_keys,
+            self.options.partition_keys, provenance,
         )  # fmt: skip
         for name, out_name in renamed.items():
             if name == self.options.text_column:
@@ -702,19 +722,45 @@ class ScoringJob:
         columns["error"] = pa.array(window.reasons, pa.string())
         if profile is not None:
             profile.add(window.encoded.ids, n_tokens[ok], prob_pos[ok])  # error rows have no ids
-
+        if provenance:
+            columns.update(provenance_columns(self.bundle, window.task.run, n))
         return pa.table(columns)
 
 
+PROVENANCE_TYPES = (pa.string(), pa.string(), pa.string(), pa.timestamp("us", tz="UTC"))
+
+
+def provenance_columns(bundle: Bundle, run: dict[str, str], rows: int) -> dict[str, pa.Array]:
+    """The PROVENANCE_COLUMNS of `rows` rows scored by `bundle` in `run` (new_run_record())."""
+    values = (bundle.name, bundle.bundle_sha256, run["run_id"], datetime.fromisoformat(run["scored_at"]))
+    return {
+        name: pa.repeat(pa.scalar(value, type_), rows)
+        for name, value, type_ in zip(PROVENANCE_COLUMNS, values, PROVENANCE_TYPES, strict=True)
+    }
+
+
+def new_run_record() -> dict[str, str]:
+    """A run's id (sortable by start time, unique) and start time, as stored in manifests."""
+    now = datetime.now(UTC)
+    return {
+        "run_id": now.strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(4),
+        "scored_at": now.isoformat(timespec="microseconds"),
+    }
+
+
 def output_names(
-    input_columns: list[str], text_column: str, keep_text: bool, partition_keys: tuple[str, ...] = ()
+    input_columns: list[str],
+    text_column: str,
+    keep_text: bool,
+    partition_keys: tuple[str, ...] = (),
+    provenance: bool = False,
 ) -> dict[str, str]:
     """Input column -> its name in the output. Every kept input column survives under a unique name:
     one named like an output column, or like a partition key of the folders it is written into (a
     job's `date`, which readers would otherwise take from the folder name instead), gets `input_`
     prefixes until the name is free (so `row` and `input_row` both survive, as `input_input_row`
     and `input_row`)."""
-    reserved = {*OUTPUT_COLUMNS, *partition_keys}
+    reserved = {*OUTPUT_COLUMNS, *partition_keys, *(PROVENANCE_COLUMNS if provenance else ())}
     kept = [c for c in input_columns if keep_text or c != text_column]
     taken = reserved | {c for c in kept if c not in reserved}
     names = {}

@@ -13,6 +13,7 @@ from batchscore.drift import Profile, summary_line
 from batchscore.errors import BatchscoreError, Interrupted
 
 STAGES = ("read", "tokenize", "forward", "write")
+SUMMARY_SCHEMA_VERSION = 1  # of the JSON to_dict() gives: batchscore/schemas/run-summary.schema.json
 
 
 class ProgressListener:
@@ -53,7 +54,9 @@ class RunSummary:
     empty_files: int = 0  # inputs with a header and no rows (scored to zero-row outputs)
     stale_outputs_removed: list[str] = field(default_factory=list)  # jobs: outputs whose input is gone
     outputs: list[str] = field(default_factory=list)
-    model: dict = field(default_factory=dict)  # name and weights sha256
+    model: dict = field(default_factory=dict)  # name, bundle (model_sha256) and weights sha256
+    run: dict = field(default_factory=dict)  # this run's run_id and start time (scored_at)
+    output_run_ids: set = field(default_factory=set)  # the runs that started the outputs counted
     compute: str = ""  # device, CPU features and matmul precision: which path ran
     profile: Profile | None = None  # of every row of the outputs (drift.py), as `rows`
     unprofiled_rows: int = 0  # rows of outputs written before profiles existed: not in the profile
@@ -92,6 +95,11 @@ class RunSummary:
     def to_dict(self) -> dict:
         scored = self.rows - self.error_rows
         return {
+            "schema_version": SUMMARY_SCHEMA_VERSION,
+            "run_id": self.run.get("run_id"),
+            "started_at": self.run.get("scored_at"),
+            # outputs counted here that an earlier run started (resumed, or already complete)
+            "earlier_run_ids": sorted(self.output_run_ids - {self.run.get("run_id")}),
             "status": self.status,
             "exit_code": self.exit_code,
             "error": self.error,

@@ -106,14 +106,19 @@ def _report(summary: RunSummary, summary_json: Path | str | None, log: Callable[
     stdout for "-"."""
     if log is not None:
         log(summary.format())
-    if summary_json is None:
-        return
-    text = json.dumps(summary.to_dict(), indent=2) + "\n"
-    if str(summary_json) == "-":
+    if summary_json is not None:
+        write_json_line(summary.to_dict(), summary_json)
+
+
+def write_json_line(payload: dict, target: Path | str) -> None:
+    """`payload` as ONE line of JSON (a scheduler that keeps the last line of stdout gets all of it),
+    to stdout for "-", else to a file written atomically."""
+    text = json.dumps(payload, separators=(",", ":")) + "\n"
+    if str(target) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    write_to_named_target(str(summary_json), text.encode("utf-8"))
+    write_to_named_target(str(target), text.encode("utf-8"))
 
 
 class _ProgressBar(ProgressListener):

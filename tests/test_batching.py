@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchscore.batching import BucketSpec, pad_batch, plan_batches
+from tests.helpers import read_scores
 
 
 @settings(max_examples=200, deadline=None)
@@ -87,7 +88,7 @@ def test_host_workers_do_not_change_encoding_or_scores(tiny_bundle, reviews_tabl
     for workers in (1, 3):
         score_files([tmp_path / "in.parquet"], tmp_path / f"w{workers}.parquet", tiny_bundle,
                     host_workers=workers, max_error_rate=1.0)  # fmt: skip
-    assert pq.read_table(tmp_path / "w1.parquet").equals(pq.read_table(tmp_path / "w3.parquet"))
+    assert read_scores(tmp_path / "w1.parquet").equals(read_scores(tmp_path / "w3.parquet"))
 
 
 def test_partial_batches_take_narrower_rows_into_their_padding():

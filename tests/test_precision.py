@@ -15,6 +15,7 @@ import batchscore.runtime as runtime
 from batchscore.errors import UsageError
 from batchscore.pipeline import RunOptions
 from tests.conftest import score_files
+from tests.helpers import read_scores
 
 
 def test_unknown_precision_is_a_usage_error():
@@ -78,4 +79,4 @@ def test_two_host_devices_give_identical_scores(tmp_path, tiny_bundle, reviews_t
     )
     assert done.returncode == 0, done.stderr
     assert "2 host devices" in done.stderr
-    assert pq.read_table(tmp_path / "two.parquet").equals(pq.read_table(tmp_path / "one.parquet"))
+    assert read_scores(tmp_path / "two.parquet").equals(read_scores(tmp_path / "one.parquet"))

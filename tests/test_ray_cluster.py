@@ -9,6 +9,7 @@ import pytest
 from batchscore.bundle import load_bundle
 from batchscore.pipeline import RunOptions
 from batchscore.runner import run_scoring
+from tests.helpers import read_scores
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -50,4 +51,4 @@ def test_several_shards_scored_on_worker_nodes_equal_the_local_engine(
     assert summary.files_scored == 5 and summary.rows == local.rows == 300
     for i in range(5):
         name = f"part-{i}.parquet"
-        assert pq.read_table(tmp_path / "ray" / name).equals(pq.read_table(tmp_path / "local" / name)), name
+        assert read_scores(tmp_path / "ray" / name).equals(read_scores(tmp_path / "local" / name)), name

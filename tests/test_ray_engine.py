@@ -15,6 +15,7 @@ import pytest
 from batchscore.errors import InputError
 from batchscore.pipeline import RunOptions
 from batchscore.runner import run_scoring
+from tests.helpers import read_scores
 from tests.test_resume import HOOKED_RUN
 
 QUIET = {"progress": False, "log": lambda m: None}
@@ -46,8 +47,8 @@ def test_ray_engine_matches_local_engine(tmp_path, tiny_bundle, reviews_table):
     )
     assert local.rows == distributed.rows == 300 and distributed.error_rows == 1
     for name in ("a.parquet", "b.parquet"):
-        a = pq.read_table(tmp_path / "local" / name)
-        b = pq.read_table(tmp_path / "ray" / name)
+        a = read_scores(tmp_path / "local" / name)
+        b = read_scores(tmp_path / "ray" / name)
         assert a.equals(b), name  # every column, scores bit for bit
         assert a.schema.metadata[b"batchscore.profile"] == b.schema.metadata[b"batchscore.profile"]
     assert distributed.to_dict()["profile"] == local.to_dict()["profile"]
@@ -88,7 +89,7 @@ def test_ray_resume_scores_only_the_rows_left(tmp_path, tiny_bundle, reviews_tab
         [str(source)], str(output), tiny_bundle, replace(options, resume=True), engine="ray", **QUIET
     )
     assert resumed.rows == 300 and resumed.rows_scored_now == 150  # 3 windows of 50 were committed
-    assert pq.read_table(output).equals(pq.read_table(tmp_path / "ref.parquet"))
+    assert read_scores(output).equals(read_scores(tmp_path / "ref.parquet"))
     assert resumed.to_dict()["profile"] == reference.to_dict()["profile"]
 
 
@@ -150,3 +151,25 @@ def test_the_driver_may_hold_a_lock_per_output():
         assert allow_open_files(300) == min(600, hard)  # never lowered
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_worker_with_another_bundle_at_the_same_path_fails_the_run(tmp_path, tiny_bundle, reviews_table):
+    """Each Ray node loads the bundle from its own disk: a node holding another model at that path
+    must stop the run, not score with it under the driver's model name and sha256."""
+    import shutil
+
+    from batchscore.bundle import load_bundle
+    from batchscore.engines.ray import RayScoringJob
+    from batchscore.errors import ModelError
+
+    pq.write_table(reviews_table, tmp_path / "in.parquet")
+    worker_copy = tmp_path / "bundle-on-worker"
+    shutil.copytree(tiny_bundle, worker_copy)
+    config = (worker_copy / "config.json").read_text()
+    (worker_copy / "config.json").write_text(config.replace('"temperature": 1.0', '"temperature": 1.5'))
+    driver_bundle = load_bundle(tiny_bundle)
+    assert load_bundle(worker_copy).bundle_sha256 != driver_bundle.bundle_sha256
+    job = RayScoringJob(driver_bundle, worker_copy, RunOptions(), None)
+    with pytest.raises(ModelError, match="is not the bundle the driver loaded"):
+        job.run([str(tmp_path / "in.parquet")], str(tmp_path / "out.parquet"))
+    assert not (tmp_path / "out.parquet").exists()

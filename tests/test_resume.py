@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import random_review
+from tests.helpers import read_scores
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +61,7 @@ def command(source: Path, output: Path, bundle: Path, *extra: str) -> list[str]:
 def reference(big_input, tiny_bundle, tmp_path_factory) -> pa.Table:
     output = tmp_path_factory.mktemp("ref") / "ref.parquet"
     subprocess.run(command(big_input, output, tiny_bundle), check=True, capture_output=True)
-    return pq.read_table(output)
+    return read_scores(output)
 
 
 def committed_rows(output: Path) -> int:
@@ -99,12 +100,12 @@ def test_sigkill_then_resume_equals_uninterrupted_run(
         assert not output.exists() and 0 < committed_rows(output) < ROWS
     assert not [p for p in tmp_path.iterdir() if p.name == "out.parquet" and p.stat().st_size == 0]
     if output.exists():  # the kill came after the atomic rename: the file must be whole
-        assert pq.read_table(output).equals(reference)
+        assert read_scores(output).equals(reference)
     resumed = subprocess.run(
         command(big_input, output, tiny_bundle, "--resume"), capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
-    result = pq.read_table(output)
+    result = read_scores(output)
     assert result.num_rows == ROWS
     assert result.column("id").to_pylist() == list(range(ROWS))  # nothing lost, nothing twice, same order
     assert result.equals(reference)
@@ -151,7 +152,7 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(big_input, tiny_bundle, tm
         command(big_input, output, tiny_bundle, "--resume"), capture_output=True, text=True
     )
     assert resumed.returncode == 0
-    assert pq.read_table(output).equals(reference)
+    assert read_scores(output).equals(reference)
 
 
 # A CLI run whose writer ends the process (os._exit: no cleanup at all) or signals itself at the
@@ -208,7 +209,7 @@ def test_process_death_at_each_commit_step_then_resume(
         command(big_input, output, tiny_bundle, "--resume"), capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert pq.read_table(output).equals(reference)
+    assert read_scores(output).equals(reference)
     assert leftovers(tmp_path) == []  # no .parts/, no .out.parquet.tmp-PID, no lock file
     assert same_profile(output, reference)  # drift counts cover the rows of the run that died too
 
@@ -236,7 +237,7 @@ def test_signal_at_each_commit_step_exits_130_and_resumes(
         command(big_input, output, tiny_bundle, "--resume"), capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert pq.read_table(output).equals(reference)
+    assert read_scores(output).equals(reference)
     assert leftovers(tmp_path) == []
 
 
@@ -304,4 +305,4 @@ def test_concurrent_runs_on_one_output(big_input, tiny_bundle, reference, tmp_pa
         command(big_input, output, tiny_bundle, "--resume"), capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert pq.read_table(output).equals(reference)
+    assert read_scores(output).equals(reference)

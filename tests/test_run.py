@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from batchscore.cli import main
 from batchscore.errors import OutputError
-from batchscore.pipeline import RunOptions
+from batchscore.pipeline import PROVENANCE_COLUMNS, RunOptions
 from tests.conftest import random_review, score_files
+from tests.helpers import read_scores
 
 OUTPUT = ["label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error"]
 
@@ -34,7 +35,7 @@ def test_single_parquet_writes_scored_file_beside_input(tmp_path, tiny_bundle, r
     result = invoke("run", source, "--model", tiny_bundle, "--no-progress")
     assert result.exit_code == 0, result.output
     out = pq.read_table(tmp_path / "reviews.scored.parquet")
-    assert out.column_names == ["row", "review_id", "stars", *OUTPUT]
+    assert out.column_names == ["row", "review_id", "stars", *OUTPUT, *PROVENANCE_COLUMNS]
     assert out.column("row").to_pylist() == list(range(300))
     assert out.column("review_id").to_pylist() == reviews_table.column("review_id").to_pylist()
     assert out.schema.field("prob_positive").type == pa.float32()
@@ -51,7 +52,7 @@ def test_order_and_ids_survive_small_windows_and_buckets(tmp_path, tiny_bundle, 
     pq.write_table(reviews_table, source)
     score_files([source], tmp_path / "a.parquet", tiny_bundle, id_column="review_id")
     score_files([source], tmp_path / "b.parquet", tiny_bundle, id_column="review_id", window_rows=37)
-    a, b = pq.read_table(tmp_path / "a.parquet"), pq.read_table(tmp_path / "b.parquet")
+    a, b = read_scores(tmp_path / "a.parquet"), read_scores(tmp_path / "b.parquet")
     assert "row" not in a.column_names
     assert a.column("review_id").to_pylist() == reviews_table.column("review_id").to_pylist()
     assert a.equals(b)  # identical data whatever the window size
@@ -242,8 +243,8 @@ def test_same_scores_whatever_the_sharding(tmp_path, tiny_bundle, reviews_table)
         [tmp_path / "whole.parquet"], tmp_path / "whole.out.parquet", tiny_bundle, id_column="review_id"
     )
     score_files([shards], tmp_path / "out", tiny_bundle, id_column="review_id", window_rows=50)
-    whole = pq.read_table(tmp_path / "whole.out.parquet")
-    parts = pa.concat_tables(pq.read_table(tmp_path / "out" / f"s{i}.parquet") for i in range(3))
+    whole = read_scores(tmp_path / "whole.out.parquet")
+    parts = pa.concat_tables(read_scores(tmp_path / "out" / f"s{i}.parquet") for i in range(3))
     assert parts.equals(whole)
 
 

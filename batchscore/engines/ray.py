@@ -23,6 +23,7 @@ import inspect
 import json
 import logging
 import os
+import socket
 import time
 import warnings
 from collections import Counter
@@ -35,7 +36,7 @@ import pyarrow.compute as pc
 
 from batchscore import interrupts
 from batchscore.batching import BucketSpec
-from batchscore.bundle import Bundle, default_bundle_path, load_bundle
+from batchscore.bundle import Bundle, BundleError, default_bundle_path, load_bundle
 from batchscore.encoding import Encoded
 from batchscore.errors import BatchscoreError, InputError, UsageError
 from batchscore.io.paths import InputFile, Location
@@ -149,14 +150,27 @@ class _ScoreActor:
     """Actor: loads the bundle and builds its scorer once, then buckets and scores any rows."""
 
     def __init__(
-        self, bundle_dir: str, truncation: Truncation, buckets: BucketSpec, device: str, precision: str
+        self,
+        bundle_dir: str,
+        bundle_sha256: str,
+        truncation: Truncation,
+        buckets: BucketSpec,
+        device: str,
+        precision: str,
     ):
         import ray
 
         from batchscore.runtime import choose_precision, enable_compilation_cache, pick_device
 
-        enable_compilation_cache()
         bundle = load_bundle(bundle_dir)
+        if bundle.bundle_sha256 != bundle_sha256:  # each node reads its own disk: another copy, another model
+            node = socket.gethostname()
+            raise BundleError(
+                f"{bundle_dir} on worker {node} is not the bundle the driver loaded (model sha256 "
+                f"{bundle.bundle_sha256[:12]} on the worker, {bundle_sha256[:12]} on the driver): its "
+                "outputs would be labelled with the wrong model; give every node the same bundle"
+            )
+        enable_compilation_cache()
         chosen = pick_device(device)
         precision = choose_precision(precision, chosen)[0]
         self.classes = bundle.model.num_classes
@@ -334,6 +348,7 @@ class RayScoringJob(ScoringJob):
                     batch_size=self.options.window_rows,
                     fn_constructor_kwargs={
                         "bundle_dir": self.bundle_dir,
+                        "bundle_sha256": self.bundle.bundle_sha256,
                         "truncation": self.truncation,
                         "buckets": self.options.buckets,
                         "device": self.actor_device,

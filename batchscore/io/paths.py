@@ -97,9 +97,49 @@ def resolve(uri: str, filesystem: pafs.FileSystem | None = None) -> Location:
         return Location(pafs.LocalFileSystem(), os.path.abspath(uri), uri)
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
+        if isinstance(fs, pafs.S3FileSystem) and _s3_settings():
+            fs = _tuned_s3(uri, fs)
     except _URI_ERRORS as err:
         raise InputError(f"{uri}: cannot open this location: {err}") from err
     return Location(fs, path, uri)
+
+
+# Object-store settings that pyarrow takes only as constructor arguments, not in a URI: environment
+# variables, so `run`, `job` and a scheduler's environment all set them the same way.
+S3_SETTINGS = {
+    "BATCHSCORE_S3_CONNECT_TIMEOUT": "connect_timeout",  # seconds
+    "BATCHSCORE_S3_REQUEST_TIMEOUT": "request_timeout",  # seconds
+    "BATCHSCORE_S3_RETRIES": "retry_strategy",  # attempts per request (AWS standard retry strategy)
+}
+
+
+def _s3_settings() -> dict:
+    settings = {}
+    for variable, name in S3_SETTINGS.items():
+        raw = os.environ.get(variable)
+        if raw is None or not raw.strip():
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if value <= 0 or (name == "retry_strategy" and not value.is_integer()):
+            raise UsageError(
+                f"{variable}={raw!r}: expected a positive "
+                + ("integer" if name == "retry_strategy" else "number")
+            )
+        settings[name] = pafs.AwsStandardS3RetryStrategy(int(value)) if name == "retry_strategy" else value
+    return settings
+
+
+def _tuned_s3(uri: str, parsed: pafs.S3FileSystem) -> pafs.S3FileSystem:
+    """The S3 filesystem `uri` names (its region, and its endpoint_override/scheme query if any) with
+    the BATCHSCORE_S3_* settings; the endpoint otherwise comes from AWS_ENDPOINT_URL as usual."""
+    from urllib.parse import parse_qs, urlsplit
+
+    query = {key: values[-1] for key, values in parse_qs(urlsplit(uri).query).items()}
+    passed = {key: query[key] for key in ("endpoint_override", "scheme") if key in query}
+    return pafs.S3FileSystem(region=parsed.region, **passed, **_s3_settings())
 
 
 def discover_inputs(specs: list[str], filesystem: pafs.FileSystem | None = None) -> list[InputFile]:

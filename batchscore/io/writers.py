@@ -61,6 +61,7 @@ class Progress:
     parts: int = 0
     complete: bool = False
     tally: dict | None = None  # the caller's running totals over the committed rows (JSON)
+    run: dict | None = None  # the caller's record of the run that started the output (JSON)
 
 
 def read_file_metadata(location: Location) -> dict[str, str]:
@@ -87,11 +88,14 @@ def read_columns(location: Location, columns: list[str]) -> pa.Table:
 class PartWriter:
     """Commits one output file window by window; see the module docstring."""
 
-    def __init__(self, target: Location, fingerprint: dict[str, str]):
+    def __init__(self, target: Location, fingerprint: dict[str, str], run: dict | None = None):
+        """`run`: kept in the manifest from the first part on; a resumed output gets back the record
+        of the run that started it (`progress.run`), so its rows never carry two."""
         self.target = target
         self.fingerprint = fingerprint
         self.work = target.sibling(f".{target.name}.parts")
-        self.progress = Progress()
+        self.run = run
+        self.progress = Progress(run=run)
         self._schema: pa.Schema | None = None
 
     def has_partial(self) -> bool:
@@ -107,7 +111,11 @@ class PartWriter:
             self.discard()
             return self.progress
         self.progress = Progress(
-            manifest["rows_done"], manifest["parts"], manifest.get("complete", False), manifest.get("tally")
+            manifest["rows_done"],
+            manifest["parts"],
+            manifest.get("complete", False),
+            manifest.get("tally"),
+            manifest.get("run", self.run),
         )
         return self.progress
 
@@ -116,7 +124,7 @@ class PartWriter:
             os.unlink(self.work.path)
         elif self.work.exists():
             self.work.filesystem.delete_dir(self.work.path)
-        self.progress = Progress()
+        self.progress = Progress(run=self.run)
 
     def _read_manifest(self) -> dict | None:
         """The committed state, or None when there is none. Only a missing file means "none":
@@ -193,6 +201,7 @@ class PartWriter:
             "parts": self.progress.parts,
             "complete": self.progress.complete,
             "tally": self.progress.tally,
+            "run": self.progress.run,
         }
         data = json.dumps(payload, indent=1).encode("utf-8")
         self._guard("commit the manifest", write_location_bytes, self.work.child(MANIFEST), data)
