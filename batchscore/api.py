@@ -95,7 +95,7 @@ class Model:
 
     def score_table(self, table: pa.Table, text_column: str = "text") -> pa.Table:
         """The table's columns (the text dropped, clashing names prefixed `input_`) plus the scores:
-        exactly what `batchscore run --id-column ...` writes for the same rows."""
+        exactly what `batchscore run --id-column ... --no-provenance` writes for the same rows."""
         return self._job.score_table(table, text_column)
 
     def score_frame(self, frame: pd.DataFrame, text_column: str = "text") -> pd.DataFrame:

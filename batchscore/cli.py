@@ -357,23 +357,31 @@ def report(root, output) -> None:
     click.echo(f"wrote {output} ({nights} night(s))", err=True)
 
 
-# The bundled model's training settings (its model card has the full command); --recipe imdb.
+# The bundled model's training settings (its model card has the full command, data included: the
+# film-held-out split and --lm-data with IMDb's unlabeled reviews); --recipe imdb.
 RECIPES = {
     "imdb": {
-        "epochs": 8,
+        "epochs": 4,
         "dropout": 0.5,
         "ema_decay": 0.998,
         "max_tokens": 500,
         "head_tokens": 125,
         "pooling": ("max", "mean"),
+        "average_epochs": True,
+        "lm_pretrain_epochs": 2,
     }
 }
 
 
 def _as_flags(settings: dict) -> str:
     """A recipe as the command-line options it stands for."""
-    shown = {k: ",".join(v) if isinstance(v, tuple) else v for k, v in settings.items()}
-    return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in shown.items())
+    flags = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        flags.append(
+            flag if value is True else f"{flag} {','.join(value) if isinstance(value, tuple) else value}"
+        )
+    return " ".join(flags)
 
 
 _SHARE = click.FloatRange(min=0.0, max=1.0, max_open=True)  # a dropout rate, a decay: 1 would stop learning

@@ -205,12 +205,28 @@ def allow_open_files(count: int) -> int:
 
 def _batchscore_cause(err: BaseException) -> BaseException | None:
     """The BatchscoreError inside a Ray task error, so the run exits with its code and message."""
-    seen = 0
+    seen, first = 0, err
     while err is not None and seen < 10:
         if isinstance(err, BatchscoreError):
             return err
         err = getattr(err, "cause", None) or err.__cause__
         seen += 1
+    return _error_in_message(str(first))
+
+
+def _error_in_message(message: str) -> BatchscoreError | None:
+    """A failed actor constructor reaches the driver as text only (Ray's ActorDiedError keeps the
+    message, not the exception): the last `batchscore....SomeError: message` line, as that error."""
+    known: dict[str, type[BatchscoreError]] = {}
+    pending = [BatchscoreError]
+    while pending:
+        kind = pending.pop()
+        known[f"{kind.__module__}.{kind.__name__}"] = kind
+        pending.extend(kind.__subclasses__())
+    for line in reversed(message.splitlines()):
+        name, colon, text = line.strip().partition(": ")
+        if colon and name in known:
+            return known[name](text)
     return None
 
 

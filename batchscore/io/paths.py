@@ -98,7 +98,7 @@ def resolve(uri: str, filesystem: pafs.FileSystem | None = None) -> Location:
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
         if isinstance(fs, pafs.S3FileSystem) and _s3_settings():
-            fs = _tuned_s3(uri, fs)
+            fs = _tuned_s3(fs)
     except _URI_ERRORS as err:
         raise InputError(f"{uri}: cannot open this location: {err}") from err
     return Location(fs, path, uri)
@@ -132,14 +132,11 @@ def _s3_settings() -> dict:
     return settings
 
 
-def _tuned_s3(uri: str, parsed: pafs.S3FileSystem) -> pafs.S3FileSystem:
-    """The S3 filesystem `uri` names (its region, and its endpoint_override/scheme query if any) with
-    the BATCHSCORE_S3_* settings; the endpoint otherwise comes from AWS_ENDPOINT_URL as usual."""
-    from urllib.parse import parse_qs, urlsplit
-
-    query = {key: values[-1] for key, values in parse_qs(urlsplit(uri).query).items()}
-    passed = {key: query[key] for key in ("endpoint_override", "scheme") if key in query}
-    return pafs.S3FileSystem(region=parsed.region, **passed, **_s3_settings())
+def _tuned_s3(parsed: pafs.S3FileSystem) -> pafs.S3FileSystem:
+    """The S3 filesystem pyarrow made from the URI (region, endpoint, credentials as it resolved
+    them) with the BATCHSCORE_S3_* settings added."""
+    options = parsed.__reduce__()[1][0]  # every setting from_uri resolved, endpoint included
+    return pafs.S3FileSystem(**{**options, **_s3_settings()})
 
 
 def discover_inputs(specs: list[str], filesystem: pafs.FileSystem | None = None) -> list[InputFile]:
