@@ -292,7 +292,7 @@ def predict(texts, model, as_json) -> None:
         _fail(err, False)
     for result in results:
         if as_json:
-            click.echo(json.dumps(result))
+            click.echo(json.dumps({"schema_version": PREDICT_SCHEMA_VERSION, **result}))
         elif result["error"] is not None:  # no probabilities to show, only why
             click.echo(f"{'error':8s}  {result['error']:29s}  {result['text'][:60]!r}")
         else:
@@ -384,6 +384,10 @@ def _as_flags(settings: dict) -> str:
     return " ".join(flags)
 
 
+# of `predict --json` lines and of the profile `reference-profile` prints (README, "Output schema")
+PREDICT_SCHEMA_VERSION = 1
+PROFILE_SCHEMA_VERSION = 1
+
 _SHARE = click.FloatRange(min=0.0, max=1.0, max_open=True)  # a dropout rate, a decay: 1 would stop learning
 _AT_LEAST_1 = click.IntRange(min=1)
 _NOT_NEGATIVE = click.FloatRange(min=0.0)
@@ -448,7 +452,7 @@ def reference_profile(model, train_path, valid_path, valid_fraction, text_column
         )
     except Exception as err:
         _fail(err, False)
-    click.echo(json.dumps(profile, indent=2))
+    click.echo(json.dumps({"schema_version": PROFILE_SCHEMA_VERSION, **profile}, indent=2))
 
 
 @main.command()

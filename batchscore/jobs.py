@@ -269,8 +269,11 @@ def run_job(
 OWNER_FILE = "_batchscore_job.json"  # which job owns an output root (`_`: readers skip it)
 
 
+OWNER_SCHEMA_VERSION = 1
+
+
 def _owner_record(spec: JobSpec) -> dict:
-    return {"job": spec.name, "input": spec.input}
+    return {"schema_version": OWNER_SCHEMA_VERSION, "job": spec.name, "input": spec.input}
 
 
 def _check_owner(spec: JobSpec, owner: Location) -> None:
@@ -282,7 +285,7 @@ def _check_owner(spec: JobSpec, owner: Location) -> None:
         return
     except (OSError, ValueError) as err:
         raise OutputError(f"{owner.uri}: cannot read which job owns this output root: {err}") from err
-    if recorded != _owner_record(spec):
+    if {k: recorded.get(k) for k in ("job", "input")} != {"job": spec.name, "input": spec.input}:
         raise OutputError(
             f"{owner.parent().uri} belongs to job {recorded.get('job')!r} (input {recorded.get('input')!r}), "
             f"not {spec.name!r} (input {spec.input!r}); give each job its own output, or remove {owner.uri} "

@@ -123,6 +123,7 @@ def test_a_resumed_output_keeps_the_run_that_started_it(tmp_path, tiny_bundle, r
         )
     manifest = json.loads((tmp_path / ".out.parquet.parts" / "manifest.json").read_text())
     first_run = manifest["run"]["run_id"]
+    assert manifest["schema_version"] == 1
     monkeypatch.setattr(writers, "commit_hook", None)
     resumed = run_scoring(
         [str(tmp_path / "in.parquet")],
@@ -176,6 +177,18 @@ def test_job_summary_json_and_metrics_match_their_schema(job_setup, tmp_path):  
     assert line["date"] == date(2026, 11, 28).isoformat() and line["rows"] == 180
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({**line, "unexpected": 1})
+    owner = json.loads((tmp_path / "scored" / "_batchscore_job.json").read_text())
+    assert owner == {
+        "schema_version": 1,
+        "job": "nightly_test",
+        "input": line["input"].replace("2026-11-28", "{date}"),
+    }
+
+
+def test_predict_json_lines_carry_their_schema_version(tiny_bundle):
+    result = cli("predict", "good film", "", "--model", tiny_bundle, "--json")
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [line["schema_version"] for line in lines] == [1, 1] and lines[1]["error"] == "empty text"
 
 
 def test_evaluate_json_matches_its_schema(tmp_path, tiny_bundle, reviews_table):

@@ -34,6 +34,7 @@ from batchscore.io.safe_files import (
 )
 
 MANIFEST = "manifest.json"
+MANIFEST_SCHEMA_VERSION = 1  # an internal file: read back by --resume only
 
 
 def part_name(index: int) -> str:
@@ -196,6 +197,7 @@ class PartWriter:
 
     def _write_manifest(self) -> None:
         payload = {
+            "schema_version": MANIFEST_SCHEMA_VERSION,
             "fingerprint": self.fingerprint,
             "rows_done": self.progress.rows_done,
             "parts": self.progress.parts,
