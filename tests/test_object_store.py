@@ -18,6 +18,7 @@ from tests.helpers import RUN_VARYING, without_run_columns
 from tests.test_resume import HOOKED_RUN
 
 moto_server = pytest.importorskip("moto.server")
+pytestmark = pytest.mark.slow  # a server, and a killed subprocess
 
 BUCKET = "nightly"
 
