@@ -231,7 +231,7 @@ def _read_text_file(source: InputFile, text_column: str) -> tuple[pa.Array, dict
         rows_read += len(window)
         parts.append(_usable(texts, reasons, skipped))
     texts = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
-    return texts, _record(str(source), rows_read, texts, skipped, digest.removeprefix("sha256:"))
+    return texts, _record(str(source), rows_read, len(texts), skipped, digest.removeprefix("sha256:"))
 
 
 def _read_text_folder(path: Path) -> tuple[pa.Array, dict]:
@@ -245,14 +245,14 @@ def _read_text_folder(path: Path) -> tuple[pa.Array, dict]:
         digest.update(hashlib.sha256(value).digest())
     skipped: Counter = Counter()
     usable = _usable(texts, reasons, skipped)
-    return usable, _record(str(path), len(raw), usable, skipped, digest.hexdigest())
+    return usable, _record(str(path), len(raw), len(usable), skipped, digest.hexdigest())
 
 
-def _record(source: str, rows_read: int, texts: pa.Array, skipped: Counter, sha256: str) -> dict:
+def _record(source: str, rows_read: int, rows: int, skipped: Counter, sha256: str) -> dict:
     return {
         "source": source,
         "rows_read": rows_read,
-        "rows": len(texts),
+        "rows": rows,
         "skipped": dict(skipped),
         "sha256": sha256,
     }

@@ -276,6 +276,11 @@ def _owner_record(spec: JobSpec) -> dict:
     return {"schema_version": OWNER_SCHEMA_VERSION, "job": spec.name, "input": spec.input}
 
 
+def _owner_identity(record: dict) -> tuple:
+    """What makes two owner records the same job (a marker's other keys, its version, may differ)."""
+    return record.get("job"), record.get("input")
+
+
 def _check_owner(spec: JobSpec, owner: Location) -> None:
     """Two jobs writing one output root would delete each other's outputs as stale: refuse."""
     try:
@@ -285,7 +290,7 @@ def _check_owner(spec: JobSpec, owner: Location) -> None:
         return
     except (OSError, ValueError) as err:
         raise OutputError(f"{owner.uri}: cannot read which job owns this output root: {err}") from err
-    if {k: recorded.get(k) for k in ("job", "input")} != {"job": spec.name, "input": spec.input}:
+    if _owner_identity(recorded) != _owner_identity(_owner_record(spec)):
         raise OutputError(
             f"{owner.parent().uri} belongs to job {recorded.get('job')!r} (input {recorded.get('input')!r}), "
             f"not {spec.name!r} (input {spec.input!r}); give each job its own output, or remove {owner.uri} "

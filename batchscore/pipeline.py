@@ -137,12 +137,16 @@ class FileTask:
     writer: PartWriter
     lock: OutputLock
     fingerprint: dict[str, str]
-    run: dict  # run_id and scored_at of the run that started this output (new_run_record())
     skip_rows: int = 0  # committed by an earlier run
     complete_before: bool = False  # the output is already complete: nothing to do
     assemble_only: bool = False  # every row was committed; only the final file is missing
     finished: bool = False
     profile: Profile | None = None  # of every committed row of this output, resumed ones included
+
+    @property
+    def run(self) -> dict:
+        """run_id and scored_at of the run that started this output (kept in its manifest)."""
+        return self.writer.progress.run
 
 
 @dataclass
@@ -520,7 +524,7 @@ class ScoringJob:
             fingerprint = self._fingerprint(source, reader)
             writer = PartWriter(target, fingerprint, self.run_record)
             writer.remove_leftovers()
-            task = FileTask(source, target, reader, writer, lock, fingerprint, self.run_record)
+            task = FileTask(source, target, reader, writer, lock, fingerprint)
             if target.exists():
                 done = read_file_metadata(target).get("fingerprint") == json.dumps(fingerprint)
                 if self.options.resume and done:
@@ -544,7 +548,6 @@ class ScoringJob:
                 self.progress.rows(committed.rows_done)
             task.skip_rows = committed.rows_done
             task.assemble_only = committed.complete
-            task.run = committed.run or self.run_record
             task.profile = Profile(self.bundle.labels, self.truncation.max_tokens)
             if committed.tally is not None:
                 task.profile.merge_counts(committed.tally)

@@ -533,6 +533,11 @@ def _lm_data_meta(lm_record: dict | None) -> dict:
     return {"lm_data": [source["sha256"] for source in lm_record["lm_data"]["sources"]]}
 
 
+def _require_pretraining(config: TrainConfig) -> None:
+    if config.lm_pretrain_epochs == 0:
+        raise UsageError("--lm-data is read only by language-model pretraining: add --lm-pretrain-epochs N")
+
+
 def _prepare_lm_text(
     lm_text: UnlabeledText,
     train_data: LabeledData,
@@ -542,8 +547,7 @@ def _prepare_lm_text(
 ) -> tuple[UnlabeledText, dict]:
     """The unlabeled text without the training and validation texts, and the card's account of it:
     files, rows, sha256, what was left out, and the vocabulary rule."""
-    if config.lm_pretrain_epochs == 0:
-        raise UsageError("--lm-data is read only by language-model pretraining: add --lm-pretrain-epochs N")
+    _require_pretraining(config)
     kept, duplicates = lm_text.without(pa.concat_arrays([train_data.texts, valid_data.texts]))
     log(
         f"language-model text: {len(kept):,} unlabeled rows from {len(lm_text.sources)} file(s) "
@@ -786,8 +790,8 @@ def run_training(
     from batchscore.embeddings import load_word_vectors
 
     config = TrainConfig(**{**hyper, "init_model": str(hyper.get("init_model") or "")})
-    if lm_data and config.lm_pretrain_epochs == 0:  # before reading anything
-        raise UsageError("--lm-data is read only by language-model pretraining: add --lm-pretrain-epochs N")
+    if lm_data:
+        _require_pretraining(config)  # before anything is read
     data = read_labeled(train_path, text_column, label_column)
     if valid_path is not None:
         train_data, valid_data = data, read_labeled(valid_path, text_column, label_column)

@@ -97,8 +97,9 @@ def resolve(uri: str, filesystem: pafs.FileSystem | None = None) -> Location:
         return Location(pafs.LocalFileSystem(), os.path.abspath(uri), uri)
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
-        if isinstance(fs, pafs.S3FileSystem) and _s3_settings():
-            fs = _tuned_s3(fs)
+        settings = _s3_settings() if isinstance(fs, pafs.S3FileSystem) else {}
+        if settings:
+            fs = _tuned_s3(fs, settings)
     except _URI_ERRORS as err:
         raise InputError(f"{uri}: cannot open this location: {err}") from err
     return Location(fs, path, uri)
@@ -132,11 +133,11 @@ def _s3_settings() -> dict:
     return settings
 
 
-def _tuned_s3(parsed: pafs.S3FileSystem) -> pafs.S3FileSystem:
+def _tuned_s3(parsed: pafs.S3FileSystem, settings: dict) -> pafs.S3FileSystem:
     """The S3 filesystem pyarrow made from the URI (region, endpoint, credentials as it resolved
     them) with the BATCHSCORE_S3_* settings added."""
     options = parsed.__reduce__()[1][0]  # every setting from_uri resolved, endpoint included
-    return pafs.S3FileSystem(**{**options, **_s3_settings()})
+    return pafs.S3FileSystem(**{**options, **settings})
 
 
 def discover_inputs(specs: list[str], filesystem: pafs.FileSystem | None = None) -> list[InputFile]:
