@@ -512,12 +512,25 @@ def train(
     return TrainResult(bundle, state.history, after, before)
 
 
+# Settings the language-model stage never reads: its checkpoint serves a classifier run that differs
+# only in these, so trying another classifier schedule does not repeat the pretraining.
+CLASSIFIER_ONLY_SETTINGS = ("epochs", "average_epochs")
+
+
 def _require_same_settings(
-    saved_meta: dict, config: TrainConfig, directory: Path, lm_record: dict | None = None
+    saved_meta: dict,
+    config: TrainConfig,
+    directory: Path,
+    lm_record: dict | None = None,
+    ignored: tuple[str, ...] = (),
 ) -> None:
     """A checkpoint resumes only the run that wrote it: any other setting would silently mix two runs."""
     saved_config = {**TrainConfig().to_dict(), **saved_meta["train_config"]}  # older runs lack new keys
-    if json.loads(json.dumps(saved_config)) != json.loads(json.dumps(config.to_dict())):
+    current = config.to_dict()
+    for name in ignored:
+        saved_config.pop(name, None)
+        current.pop(name, None)
+    if json.loads(json.dumps(saved_config)) != json.loads(json.dumps(current)):
         raise UsageError(f"{directory}: checkpoint was made with different settings; cannot resume")
     if saved_meta.get("lm_data", []) != _lm_data_meta(lm_record).get("lm_data", []):
         raise UsageError(
@@ -595,7 +608,7 @@ def _pretrain_language_model(
     meta = {"train_config": config.to_dict(), "stage": "language model", **_lm_data_meta(lm_record)}
     if resume and checkpoint.exists():
         trees, opt_state, state, saved_meta = checkpoint.load(opt_state)
-        _require_same_settings(saved_meta, config, directory, lm_record)
+        _require_same_settings(saved_meta, config, directory, lm_record, CLASSIFIER_ONLY_SETTINGS)
         lm = trees["params"]
         if state.epoch < config.lm_pretrain_epochs:
             log(f"resuming language-model pretraining after epoch {state.epoch} (step {state.step})")

@@ -153,6 +153,42 @@ def test_interrupted_pretraining_resumes_exactly(tmp_path):
             np.testing.assert_array_equal(value, resumed.bundle.params[name][key])
 
 
+def test_a_finished_pretraining_serves_another_classifier_schedule(tmp_path):
+    """Copying a run's language-model checkpoint into a new directory and resuming with other
+    --epochs or --average-epochs skips the pretraining and gives the weights a fresh run would."""
+    import shutil
+
+    vectors, train_part, valid_part = _toy_split(tmp_path, rows=300, seed=4)
+    short = _small_config(lm_pretrain_epochs=2, epochs=1)
+    train(train_part, valid_part, vectors, short, tmp_path / "a", **QUIET)
+    longer = _small_config(lm_pretrain_epochs=2, epochs=2, average_epochs=True)
+    fresh = train(train_part, valid_part, vectors, longer, tmp_path / "fresh", **QUIET)
+
+    shutil.copytree(tmp_path / "a" / "language-model", tmp_path / "b" / "language-model")
+    logged: list[str] = []
+    reused = train(
+        train_part, valid_part, vectors, longer, tmp_path / "b", resume=True, progress=False, log=logged.append
+    )
+    assert not [line for line in logged if line.startswith("language model epoch")]  # not retrained
+    assert reused.bundle.card["lm_pretraining"]["history"] == [
+        {**h, "seconds": r["seconds"]}
+        for h, r in zip(
+            fresh.bundle.card["lm_pretraining"]["history"],
+            reused.bundle.card["lm_pretraining"]["history"],
+            strict=True,
+        )
+    ]
+    for name, layer in fresh.bundle.params.items():
+        for key, value in layer.items():
+            np.testing.assert_array_equal(value, reused.bundle.params[name][key])
+
+    # any setting the pretraining reads still refuses the checkpoint
+    other = _small_config(lm_pretrain_epochs=2, epochs=2, learning_rate=2e-2)
+    shutil.copytree(tmp_path / "a" / "language-model", tmp_path / "c" / "language-model")
+    with pytest.raises(UsageError, match="different settings"):
+        train(train_part, valid_part, vectors, other, tmp_path / "c", resume=True, **QUIET)
+
+
 def test_pretraining_option_is_checked(tmp_path):
     vectors, train_part, valid_part = _toy_split(tmp_path, rows=200, seed=2)
     plain = train(train_part, valid_part, vectors, _small_config(epochs=1), tmp_path / "a", **QUIET)
