@@ -167,7 +167,14 @@ def test_a_finished_pretraining_serves_another_classifier_schedule(tmp_path):
     shutil.copytree(tmp_path / "a" / "language-model", tmp_path / "b" / "language-model")
     logged: list[str] = []
     reused = train(
-        train_part, valid_part, vectors, longer, tmp_path / "b", resume=True, progress=False, log=logged.append
+        train_part,
+        valid_part,
+        vectors,
+        longer,
+        tmp_path / "b",
+        resume=True,
+        progress=False,
+        log=logged.append,
     )
     assert not [line for line in logged if line.startswith("language model epoch")]  # not retrained
     assert reused.bundle.card["lm_pretraining"]["history"] == [
