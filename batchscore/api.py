@@ -13,8 +13,14 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from batchscore.batching import BucketSpec
 from batchscore.bundle import Bundle, load_bundle
-from batchscore.pipeline import OUTPUT_COLUMNS, RunOptions, ScoringJob, output_names
+from batchscore.core.compute import local_plan, truncation_for
+from batchscore.core.outputs import OUTPUT_COLUMNS, OutputBuilder, output_names
+from batchscore.engines.local import WindowScorer
+from batchscore.errors import InputError, UsageError
+from batchscore.model import PRECISIONS
+from batchscore.runtime import DEVICES
 from batchscore.validation import INVALID_UTF8, not_string
 
 SCORE_COLUMNS = [c for c in OUTPUT_COLUMNS if c != "row"]
@@ -33,9 +39,18 @@ class Model:
     A bad row (null, empty, not text) gets an `error` and null scores, never an exception.
     """
 
-    def __init__(self, bundle: Bundle, job: ScoringJob):
+    WINDOW_ROWS = 16384  # rows scored at once: bounds memory for a table of any size
+
+    def __init__(
+        self, bundle: Bundle, device: str = "auto", max_tokens: int | None = None, precision: str = "float32"
+    ):
+        problems = _option_problems(device, max_tokens, precision)
+        if problems:
+            raise UsageError("; ".join(problems))
         self._bundle = bundle
-        self._job = job
+        self._truncation = truncation_for(bundle, max_tokens)
+        self._compute = local_plan(device, precision, BucketSpec())
+        self._scoring = WindowScorer(bundle, self._compute, self._truncation, None)
 
     @property
     def bundle(self) -> Bundle:
@@ -50,10 +65,10 @@ class Model:
             "weights_sha256": bundle.weights_sha256,
             "bundle_sha256": bundle.bundle_sha256,
             "labels": list(bundle.labels),
-            "max_tokens": self._job.truncation.max_tokens,
-            "head_tokens": self._job.truncation.head_tokens,
+            "max_tokens": self._truncation.max_tokens,
+            "head_tokens": self._truncation.head_tokens,
             "temperature": bundle.temperature,
-            "compute": self._job.compute,
+            "compute": self._compute.description,
             "valid_metrics": card.get("valid_metrics", {}),
             "test_metrics": card.get("test_metrics", {}),
         }
@@ -68,7 +83,7 @@ class Model:
             texts = [texts]
         if isinstance(texts, pa.Array | pa.ChunkedArray):
             table = pa.table({"text": texts})
-            return _to_pandas(self._job.score_table(table, "text").select(SCORE_COLUMNS))
+            return _to_pandas(self.score_table(table, "text").select(SCORE_COLUMNS))
         return self._score_values(list(texts))
 
     def _score_values(self, values: list) -> pd.DataFrame:
@@ -88,15 +103,24 @@ class Model:
             if not (value is None or (pd.api.types.is_scalar(value) and pd.isna(value))):
                 misfits[i] = not_string(type(value).__name__)
         table = pa.table({"text": pa.array(texts, pa.string())})
-        scores = _to_pandas(self._job.score_table(table, "text").select(SCORE_COLUMNS))
+        scores = _to_pandas(self.score_table(table, "text").select(SCORE_COLUMNS))
         for row, reason in misfits.items():
             scores.loc[row, "error"] = reason
         return scores
 
     def score_table(self, table: pa.Table, text_column: str = "text") -> pa.Table:
         """The table's columns (the text dropped, clashing names prefixed `input_`) plus the scores:
-        exactly what `batchscore run --id-column ... --no-provenance` writes for the same rows."""
-        return self._job.score_table(table, text_column)
+        exactly what `batchscore run --id-column ... --no-provenance` writes for the same rows.
+        Thread-safe: nothing here changes the model."""
+        if text_column not in table.column_names:
+            raise InputError(f"no text column {text_column!r}; columns are {table.column_names}")
+        builder = OutputBuilder(self._bundle, self._truncation.max_tokens, text_column)
+        parts = []
+        for start in range(0, max(table.num_rows, 1), self.WINDOW_ROWS):
+            window = self._scoring.window(table.slice(start, self.WINDOW_ROWS), start, text_column)
+            self._scoring.dispatch([window])()
+            parts.append(builder.table(window, with_row=False))
+        return pa.concat_tables(parts)
 
     def score_frame(self, frame: pd.DataFrame, text_column: str = "text") -> pd.DataFrame:
         """score_table for pandas: the frame's own columns, dtypes and index are kept as they are."""
@@ -111,7 +135,7 @@ class Model:
             except UnicodeEncodeError:  # a lone surrogate in a string column: that row's error
                 scores = self._score_values(column.tolist())
             else:
-                scores = _to_pandas(self._job.score_table(texts, text_column).select(SCORE_COLUMNS))
+                scores = _to_pandas(self.score_table(texts, text_column).select(SCORE_COLUMNS))
         scores.index = frame.index
         names = output_names(list(frame.columns), text_column, keep_text=False)
         kept = frame[list(names)].rename(columns=names)
@@ -126,9 +150,18 @@ def load_model(
     precision: str = "float32",
 ) -> Model:
     """Load a model bundle (None: the bundled IMDb model) for in-memory scoring."""
-    bundle = load_bundle(path)
-    options = RunOptions(device=device, max_tokens=max_tokens, precision=precision)
-    return Model(bundle, ScoringJob(bundle, options))
+    return Model(load_bundle(path), device, max_tokens, precision)
+
+
+def _option_problems(device: str, max_tokens: int | None, precision: str) -> list[str]:
+    problems = []
+    if max_tokens is not None and (isinstance(max_tokens, bool) or max_tokens < 1):
+        problems.append(f"max_tokens must be at least 1 (got {max_tokens!r})")
+    if device not in DEVICES:
+        problems.append(f"device must be one of {DEVICES} (got {device!r})")
+    if precision not in PRECISIONS:
+        problems.append(f"precision must be one of {PRECISIONS} (got {precision!r})")
+    return problems
 
 
 def _encodes(text: str) -> bool:

@@ -244,7 +244,7 @@ def run(
         try:
             from batchscore.batching import BucketSpec
             from batchscore.drift import DriftPolicy
-            from batchscore.pipeline import RunOptions
+            from batchscore.run.options import RunOptions
             from batchscore.runner import run_scoring
 
             run_options = RunOptions(

@@ -26,8 +26,8 @@ from batchscore.drift import DriftPolicy
 from batchscore.errors import BatchscoreError, NoInputFound, OutputError, UsageError
 from batchscore.io.paths import Location, resolve
 from batchscore.io.safe_files import write_location_bytes
-from batchscore.pipeline import RunOptions
 from batchscore.report import RunSummary
+from batchscore.run.options import RunOptions
 
 SUCCESS = "_SUCCESS"
 _PLACEHOLDERS = ("date", "yyyy", "mm", "dd")

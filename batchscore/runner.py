@@ -10,11 +10,15 @@ from pathlib import Path
 import pandas as pd
 
 from batchscore.bundle import Bundle, load_bundle
+from batchscore.core.compute import truncation_for
+from batchscore.engines import Engine
+from batchscore.engines.local import LocalEngine
 from batchscore.errors import BatchscoreError, UsageError, require_extra
 from batchscore.interrupts import stop_on_signals
 from batchscore.io.safe_files import write_to_named_target
-from batchscore.pipeline import RunOptions, ScoringJob
 from batchscore.report import ProgressListener, RunSummary
+from batchscore.run.driver import new_summary, score_files
+from batchscore.run.options import RunOptions
 
 
 def run_scoring(
@@ -44,21 +48,15 @@ def run_scoring(
 def _run_scoring(
     inputs, output, model, options, progress, summary_json, log, filesystem, engine, ray_address
 ) -> RunSummary:
-    job = None
+    summary = None
     try:
         bundle = load_bundle(model)
         show = sys.stderr.isatty() if progress is None else progress
         bar = _progress_bar(show)
         try:
-            listener = bar or ProgressListener()
-            if engine == "ray":
-                require_extra("ray.data", "ray", "--engine ray")
-                from batchscore.engines.ray import RayScoringJob
-
-                job = RayScoringJob(bundle, model, options, ray_address, progress=listener, log=log)
-            else:
-                job = ScoringJob(bundle, options, progress=listener, log=log)
-            summary = job.run(inputs, output, filesystem)
+            runner = make_engine(engine, bundle, model, options, ray_address)
+            summary = new_summary(bundle, options, runner)
+            score_files(bundle, options, runner, inputs, output, summary, filesystem, bar, log)
         except Exception as err:
             if isinstance(err, BatchscoreError) or "RESOURCE_EXHAUSTED" not in str(err):
                 raise
@@ -71,16 +69,27 @@ def _run_scoring(
                 bar.close()
     except BatchscoreError as err:
         # Every exit is observable: the summary of what was done goes out with the failure.
-        summary = (job.summary if job is not None else None) or RunSummary()
+        summary = summary or RunSummary()
         summary.record_failure(err)
         # A refusal before any work is its one error line (the caller prints it), not an empty summary.
         _report(summary, summary_json, log if summary.did_work else None)
         err.summary = summary
         raise
-    if summary.bad_files:
-        summary.status, summary.exit_code = "bad files skipped", 7
     _report(summary, summary_json, log)
     return summary
+
+
+def make_engine(
+    name: str, bundle: Bundle, model: Path | str | None, options: RunOptions, ray_address: str | None = None
+) -> Engine:
+    """The engine `--engine` names, set up for this bundle and these options."""
+    truncation = truncation_for(bundle, options.max_tokens)
+    if name == "ray":
+        require_extra("ray.data", "ray", "--engine ray")
+        from batchscore.engines.ray import RayEngine
+
+        return RayEngine(bundle, model, options, truncation, ray_address)
+    return LocalEngine(bundle, options, truncation)
 
 
 MIN_ADDRESS_SPACE = 3 << 30  # below this XLA's CPU client aborts natively (exit 134/139), untrappable
@@ -155,7 +164,7 @@ def predict_texts(texts: list[str | None], bundle: Bundle) -> list[dict]:
     """Scores for a few strings, through the Python API (the same path as `run`)."""
     from batchscore.api import Model
 
-    frame = Model(bundle, ScoringJob(bundle, RunOptions())).predict(texts)
+    frame = Model(bundle).predict(texts)
     results = []
     for text, row in zip(texts, frame.itertuples(index=False), strict=True):
         scored = row.error is pd.NA

@@ -132,9 +132,13 @@ def choose_precision(requested: str, device: jax.Device) -> tuple[str, str]:
         matmuls = "float32 matmuls (TF32 off)" if requested == "float32" else "TF32 matmuls"
         path = "cuDNN LSTM" if recurrence_path(device) == "cudnn" else "scan LSTM"
         return requested, f"{device.platform} ({device.device_kind}), {path}, {matmuls}"
-    flags = cpu_flags()
-    native_bf16 = has_native_bf16(flags)
+    return cpu_precision(requested, cpu_flags())
+
+
+def cpu_precision(requested: str, flags: set[str]) -> tuple[str, str]:
+    """choose_precision for a CPU with these feature flags (no JAX device needed: Ray's driver plans
+    its CPU actors' precision with it)."""
     features = cpu_features(flags)
-    if requested == "bfloat16" and not native_bf16:
+    if requested == "bfloat16" and not has_native_bf16(flags):
         return "float32", f"cpu ({features}), float32 matmuls (bfloat16 asked: no native BF16 on this CPU)"
     return requested, f"cpu ({features}), {requested} matmuls"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from batchscore.bundle import BundleError, default_bundle_path, load_bundle
-from batchscore.pipeline import (
+from batchscore.core.outputs import (
     PROVENANCE_COLUMNS,
     PROVENANCE_TYPES,
     new_run_record,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 import batchscore
-from batchscore.pipeline import RunOptions
+from batchscore.run.options import RunOptions
 from batchscore.runner import run_scoring
 from benchmarks.run import DEFAULT_IMDB
 

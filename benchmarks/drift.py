@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from batchscore.drift import Profile
-from batchscore.pipeline import RunOptions
+from batchscore.run.options import RunOptions
 from batchscore.runner import run_scoring
 from benchmarks.run import DEFAULT_IMDB
 

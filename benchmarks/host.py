@@ -20,10 +20,12 @@ import numpy as np
 import pyarrow.parquet as pq
 
 import batchscore.scoring as scoring
+from batchscore.batching import BucketSpec
 from batchscore.bundle import load_bundle
+from batchscore.core.compute import local_plan, truncation_for
+from batchscore.engines.local import WindowScorer
 from batchscore.io.paths import discover_inputs
-from batchscore.io.readers import ShardReader
-from batchscore.pipeline import RunOptions, ScoringJob
+from batchscore.io.readers import ReadOptions, ShardReader
 from benchmarks.run import DEFAULT_IMDB
 
 
@@ -31,16 +33,15 @@ def no_forward(config, params, table, ids, lengths, precision="float32"):
     return np.zeros((ids.shape[0], config.num_classes), np.float32)
 
 
-def host_pass(job: ScoringJob, source: Path) -> float:
+def host_pass(scoring: WindowScorer, source: Path) -> float:
     """Seconds to read, encode and pad every row of `source` once."""
     started = time.perf_counter()
     (input_file,) = discover_inputs([str(source)])
-    reader = ShardReader(input_file, job.read_options)
+    reader = ShardReader(input_file, ReadOptions())
     reader.schema()
-    stages = dict.fromkeys(("read", "tokenize"), 0.0)
-    for window in job._prepare(reader.windows(), 0, stages):
-        ok = np.flatnonzero(window.reasons == None)  # noqa: E711
-        job.scorer.logits(window.encoded, ok)
+    for table in reader.windows():
+        window = scoring.window(table, 0, "text")
+        scoring.scorer.logits(window.encoded, window.scorable)
     return time.perf_counter() - started
 
 
@@ -58,7 +59,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "reviews.parquet"
         pq.write_table(pq.read_table(args.imdb, columns=["text"]).slice(0, args.rows), source)
-        jobs = {n: ScoringJob(bundle, RunOptions(host_workers=n)) for n in sorted({1, cores})}
+        compute = local_plan("auto", "float32", BucketSpec())
+        truncation = truncation_for(bundle, None)
+        jobs = {n: WindowScorer(bundle, compute, truncation, n) for n in sorted({1, cores})}
         for job in jobs.values():
             host_pass(job, source)  # warm-up: page cache, pools
         times: dict[int, list[float]] = {n: [] for n in jobs}

@@ -13,8 +13,8 @@ import pytest
 
 from batchscore.bundle import Bundle, save_bundle
 from batchscore.model import ModelConfig, init_params
-from batchscore.pipeline import RunOptions
 from batchscore.report import RunSummary
+from batchscore.run.options import RunOptions
 from batchscore.runner import run_scoring
 from batchscore.text import TokenizerConfig
 from batchscore.vocab import Vocab

@@ -18,3 +18,20 @@ def read_scores(path) -> pa.Table:
     import pyarrow.parquet as pq
 
     return without_run_columns(pq.read_table(path))
+
+
+class Crash(Exception):
+    """Raised by crash_after's commit hook: the process "dies" right after a commit step."""
+
+
+def crash_after(step: str, count: int):
+    """A commit hook (io.writers.commit_hook) that raises when `step` has completed `count` times."""
+    seen = []
+
+    def hook(name: str) -> None:
+        if name == step:
+            seen.append(name)
+            if len(seen) == count:
+                raise Crash(step)
+
+    return hook

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchscore
-from batchscore.pipeline import PROVENANCE_COLUMNS
+from batchscore.core.outputs import PROVENANCE_COLUMNS
 from tests.conftest import score_files
 
 README = Path(__file__).resolve().parent.parent / "README.md"

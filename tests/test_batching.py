@@ -69,7 +69,7 @@ def test_host_workers_do_not_change_encoding_or_scores(tiny_bundle, reviews_tabl
     import pyarrow.parquet as pq
 
     from batchscore.bundle import load_bundle
-    from batchscore.pipeline import MIN_SLICE_ROWS, encode_window
+    from batchscore.core.rows import MIN_SLICE_ROWS, encode_window
     from tests.conftest import score_files
 
     bundle = load_bundle(tiny_bundle)

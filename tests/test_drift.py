@@ -20,8 +20,8 @@ from batchscore.cli import main
 from batchscore.drift import DriftPolicy, Profile, compare, psi, should_fail
 from batchscore.errors import UsageError
 from batchscore.jobs import JobSpec
-from batchscore.pipeline import RunOptions
 from batchscore.report_page import collect_metrics, render
+from batchscore.run.options import RunOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 IMDB_TEST = ROOT.parent / "shared" / "data" / "imdb" / "test.parquet"

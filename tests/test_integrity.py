@@ -23,7 +23,7 @@ from batchscore.cli import main
 from batchscore.errors import InputError, OutputError, UsageError
 from batchscore.io.paths import discover_inputs, resolve
 from batchscore.io.writers import OutputLock, PartWriter
-from batchscore.pipeline import RunOptions
+from batchscore.run.options import RunOptions
 from tests.conftest import score_files
 from tests.helpers import read_scores, without_run_columns
 

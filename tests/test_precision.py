@@ -13,7 +13,7 @@ import pytest
 
 import batchscore.runtime as runtime
 from batchscore.errors import UsageError
-from batchscore.pipeline import RunOptions
+from batchscore.run.options import RunOptions
 from tests.conftest import score_files
 from tests.helpers import read_scores
 

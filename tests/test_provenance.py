@@ -19,7 +19,7 @@ from click.testing import CliRunner
 import batchscore.io.writers as writers
 from batchscore.bundle import load_bundle
 from batchscore.cli import main
-from batchscore.pipeline import RunOptions
+from batchscore.run.options import RunOptions
 from batchscore.runner import run_scoring
 from tests.test_integrity import Crash, crash_after
 from tests.test_jobs import job_setup  # noqa: F401  (the fixture)

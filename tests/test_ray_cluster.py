@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchscore.bundle import load_bundle
-from batchscore.pipeline import RunOptions
+from batchscore.run.options import RunOptions
 from batchscore.runner import run_scoring
 from tests.helpers import read_scores
 
@@ -32,7 +32,8 @@ def cluster():
 def test_several_shards_scored_on_worker_nodes_equal_the_local_engine(
     cluster, tmp_path, tiny_bundle, reviews_table
 ):
-    from batchscore.engines.ray import RayScoringJob
+    from batchscore.run.driver import score_files
+    from batchscore.runner import make_engine
 
     shards = tmp_path / "in"
     shards.mkdir()
@@ -44,10 +45,11 @@ def test_several_shards_scored_on_worker_nodes_equal_the_local_engine(
         [str(shards)], str(tmp_path / "local"), tiny_bundle, options, progress=False, log=print
     )
 
-    job = RayScoringJob(load_bundle(tiny_bundle), tiny_bundle, options, None)
-    summary = job.run([str(shards)], str(tmp_path / "ray"))
+    bundle = load_bundle(tiny_bundle)
+    engine = make_engine("ray", bundle, tiny_bundle, options)
+    summary = score_files(bundle, options, engine, [str(shards)], str(tmp_path / "ray"))
     driver_node = ray.get_runtime_context().get_node_id()
-    assert job.actor_nodes and driver_node not in job.actor_nodes
+    assert engine.actor_nodes and driver_node not in engine.actor_nodes
     assert summary.files_scored == 5 and summary.rows == local.rows == 300
     for i in range(5):
         name = f"part-{i}.parquet"

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchscore.errors import InputError
-from batchscore.pipeline import RunOptions
+from batchscore.run.options import RunOptions
 from batchscore.runner import run_scoring
 from tests.helpers import read_scores
 from tests.test_resume import HOOKED_RUN
@@ -159,8 +159,9 @@ def test_a_worker_with_another_bundle_at_the_same_path_fails_the_run(tmp_path, t
     import shutil
 
     from batchscore.bundle import load_bundle
-    from batchscore.engines.ray import RayScoringJob
     from batchscore.errors import ModelError
+    from batchscore.run.driver import score_files
+    from batchscore.runner import make_engine
 
     pq.write_table(reviews_table, tmp_path / "in.parquet")
     worker_copy = tmp_path / "bundle-on-worker"
@@ -169,7 +170,9 @@ def test_a_worker_with_another_bundle_at_the_same_path_fails_the_run(tmp_path, t
     (worker_copy / "config.json").write_text(config.replace('"temperature": 1.0', '"temperature": 1.5'))
     driver_bundle = load_bundle(tiny_bundle)
     assert load_bundle(worker_copy).bundle_sha256 != driver_bundle.bundle_sha256
-    job = RayScoringJob(driver_bundle, worker_copy, RunOptions(), None)
+    engine = make_engine("ray", driver_bundle, worker_copy, RunOptions())
     with pytest.raises(ModelError, match="is not the bundle the driver loaded"):
-        job.run([str(tmp_path / "in.parquet")], str(tmp_path / "out.parquet"))
+        score_files(
+            driver_bundle, RunOptions(), engine, [str(tmp_path / "in.parquet")], str(tmp_path / "out.parquet")
+        )
     assert not (tmp_path / "out.parquet").exists()

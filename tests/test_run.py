@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchscore.cli import main
+from batchscore.core.outputs import PROVENANCE_COLUMNS
 from batchscore.errors import OutputError
-from batchscore.pipeline import PROVENANCE_COLUMNS, RunOptions
+from batchscore.run.options import RunOptions
 from tests.conftest import random_review, score_files
 from tests.helpers import read_scores
 

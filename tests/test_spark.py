@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchscore.errors import ModelError
-from batchscore.pipeline import RunOptions
+from batchscore.run.options import RunOptions
 from batchscore.runner import run_scoring
 from tests.helpers import without_run_columns
 

@@ -27,7 +27,7 @@ import socket
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +35,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchscore import interrupts
-from batchscore.batching import BucketSpec
 from batchscore.bundle import Bundle, BundleError, default_bundle_path, load_bundle
+from batchscore.core.compute import ComputePlan, actor_plan
+from batchscore.core.rows import Window, encode_window
 from batchscore.encoding import Encoded
-from batchscore.errors import BatchscoreError, InputError, UsageError
-from batchscore.io.paths import InputFile, Location
+from batchscore.errors import BatchscoreError, InputError
+from batchscore.io.paths import InputFile
 from batchscore.io.readers import ReadOptions, ShardReader
-from batchscore.pipeline import FileEvent, FileTask, RunOptions, ScoringJob, Window, encode_window
-from batchscore.report import RunSummary
+from batchscore.run.options import RunOptions
+from batchscore.run.plan import RunPlan
+from batchscore.run.tasks import FileEvent, FileTask, ready_event
 from batchscore.scoring import Scorer, Truncation
 from batchscore.text import TokenizerConfig
 from batchscore.vocab import Vocab
@@ -111,7 +113,6 @@ def _read_file(
         if table is None:
             break
         started = time.perf_counter()
-        table = reader.repair_strings(table)
         texts, reasons, encoded = encode_window(table, read_options.text_column, words, config)
         ids = pa.ListArray.from_arrays(pa.array(encoded.offsets, pa.int32()), pa.array(encoded.ids))
         columns = []
@@ -149,18 +150,10 @@ def _marker(
 class _ScoreActor:
     """Actor: loads the bundle and builds its scorer once, then buckets and scores any rows."""
 
-    def __init__(
-        self,
-        bundle_dir: str,
-        bundle_sha256: str,
-        truncation: Truncation,
-        buckets: BucketSpec,
-        device: str,
-        precision: str,
-    ):
+    def __init__(self, bundle_dir: str, bundle_sha256: str, truncation: Truncation, compute: ComputePlan):
         import ray
 
-        from batchscore.runtime import choose_precision, enable_compilation_cache, pick_device
+        from batchscore.runtime import enable_compilation_cache, pick_device
 
         bundle = load_bundle(bundle_dir)
         if bundle.bundle_sha256 != bundle_sha256:  # each node reads its own disk: another copy, another model
@@ -171,10 +164,12 @@ class _ScoreActor:
                 "outputs would be labelled with the wrong model; give every node the same bundle"
             )
         enable_compilation_cache()
-        chosen = pick_device(device)
-        precision = choose_precision(precision, chosen)[0]
+        device = pick_device(compute.platform)
         self.classes = bundle.model.num_classes
-        self.scorer = Scorer(bundle.model, bundle.params, truncation, buckets, chosen, precision)
+        # the driver's plan, as it is: every actor computes as the fingerprint says
+        self.scorer = Scorer(
+            bundle.model, bundle.params, truncation, compute.buckets, device, compute.precision
+        )
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -237,92 +232,50 @@ def _encoded(batch: pa.Table) -> Encoded:
     return Encoded(values.astype(np.int32), offsets - offsets[0])
 
 
-class RayScoringJob(ScoringJob):
-    """ScoringJob whose stream of windows is read, tokenized and scored by Ray Data."""
+class RayEngine:
+    """Reads, tokenizes and scores the run's files on a Ray cluster; the driver commits."""
 
     def __init__(
-        self, bundle: Bundle, bundle_dir: Path | None, options: RunOptions, ray_address: str | None, **kwargs
-    ):
+        self, bundle: Bundle, bundle_dir: Path | str | None, options: RunOptions, truncation: Truncation,
+        ray_address: str | None = None,
+    ):  # fmt: skip
+        import ray
+
+        self.bundle = bundle
         self.bundle_dir = str(bundle_dir or default_bundle_path())
-        self._start_ray(ray_address or os.environ.get("RAY_ADDRESS"))  # before anything starts JAX here
-        self.actor_nodes: set[str] = set()
-        super().__init__(bundle, options, **kwargs)
-
-    @staticmethod
-    def _start_ray(address: str | None) -> None:
-        import ray
-        import ray.data  # configures Ray Data's loggers: quieten them after this, not before
-
-        verbose = bool(os.environ.get("BATCHSCORE_DEBUG"))
-        if not ray.is_initialized():
-            ray.init(
-                address=address,
-                include_dashboard=False,
-                log_to_driver=verbose,
-                logging_level=logging.INFO if verbose else logging.ERROR,
-            )
-        logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.ERROR)
-        logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
-        context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True
-        context.enable_progress_bars = False
-        context.print_on_execution_start = verbose
-
-    def _plan_compute(self) -> tuple[str, str]:
-        """The actors' device: GPUs when the cluster has them (unless --device cpu); no JAX here."""
-        import ray
-
-        resources = ray.cluster_resources()
-        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-        if self.options.device == "gpu" and not gpus:
-            raise UsageError("--device gpu: the Ray cluster has no GPUs")
-        self.actor_device = "gpu" if gpus and self.options.device != "cpu" else "cpu"
-        self.actors = gpus if self.actor_device == "gpu" else max(1, cpus // 2)
-        return (
-            self.options.precision,
-            f"ray: {self.actors} {self.actor_device} actor(s), {self.options.precision}",
+        self.options = options
+        self.truncation = truncation
+        _start_ray(ray_address or os.environ.get("RAY_ADDRESS"))  # before anything starts JAX here
+        self.compute, self.actors = actor_plan(
+            ray.cluster_resources(), options.device, options.precision, options.buckets
         )
+        self.actor_nodes: set[str] = set()
 
-    def _make_scorer(self) -> None:
-        return None  # the actors score
+    def compute_line(self) -> str:
+        nodes = f" on {len(self.actor_nodes)} node(s)" if self.actor_nodes else ""
+        return self.compute.description + nodes
 
-    def _score_all(self, files: list[tuple[InputFile, Location]], summary: RunSummary) -> None:
-        opened: list[FileTask] = []
-        allow_open_files(len(files) + 256)  # every output's lock is held for the whole stream
-        try:
-            for source, target in files:
-                opened.append(self._open(source, target))
-            pending = []
-            for task in opened:  # outputs already whole, or only left to assemble, need no cluster
-                if task.complete_before:
-                    self._commit(FileEvent("skip", task), summary)
-                elif task.assemble_only:
-                    self._commit(FileEvent("end", task), summary)
-                else:
-                    pending.append(task)
-            if pending:
-                self._stream(pending, summary, multi=len(files) > 1)
-        finally:
-            for task in opened:
-                task.lock.release()
-        if interrupts.stop_requested():
-            self._stop_interrupted(opened)
-        if self.actor_nodes:
-            summary.compute += f" on {len(self.actor_nodes)} node(s)"
-
-    def _schema(self, first: FileTask) -> pa.Schema:
-        """The run-wide block schema: input columns in the first file's order, unified types."""
-        text = self.options.text_column
-        fields = [
-            pa.field(name, pa.string() if name == text else self.input_types[name])
-            for name in first.reader.schema().names
-        ]
-        return pa.schema(fields + _extra_fields())
-
-    def _stream(self, pending: list[FileTask], summary: RunSummary, multi: bool) -> None:
-        scored = self._dataset(pending)
-        stages = summary.stage_seconds
-        batches = iter(scored.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2))
+    def stream(
+        self, tasks: Iterable[FileTask], plan: RunPlan, stages: dict[str, float]
+    ) -> Iterator[Window | FileEvent]:
+        """All tasks are opened first (the cluster reads files in parallel); outputs already whole, or
+        only left to assemble, need no cluster."""
+        opened = list(tasks)
+        allow_open_files(len(opened) + 256)  # every output's lock is held for the whole stream
+        pending = []
+        for task in opened:
+            ready = ready_event(task)
+            if ready is None:
+                pending.append(task)
+            else:
+                yield ready
+        if not pending:
+            return
+        batches = iter(
+            self._dataset(pending, plan.input_types).iter_batches(
+                batch_size=None, batch_format="pyarrow", prefetch_batches=2
+            )
+        )
         while not interrupts.stop_requested():
             try:
                 batch = next(batches, None)
@@ -330,11 +283,18 @@ class RayScoringJob(ScoringJob):
                 raise _batchscore_cause(err) or err from err
             if batch is None:
                 return
-            started = time.perf_counter()
-            self._take_batch(batch, pending, summary, multi)
-            stages["write"] += time.perf_counter() - started
+            yield from self._items(batch, pending, stages)
 
-    def _dataset(self, pending: list[FileTask]):
+    def _schema(self, first: FileTask, input_types: dict[str, pa.DataType]) -> pa.Schema:
+        """The run-wide block schema: input columns in the first file's order, unified types."""
+        text = self.options.text_column
+        fields = [
+            pa.field(name, pa.string() if name == text else input_types[name])
+            for name in first.reader.schema().names
+        ]
+        return pa.schema(fields + _extra_fields())
+
+    def _dataset(self, pending: list[FileTask], input_types: dict[str, pa.DataType]):
         """The run's one pipeline: a read task per file, then the scoring actor pool."""
         import ray
 
@@ -352,8 +312,8 @@ class RayScoringJob(ScoringJob):
                     batch_format="pyarrow",
                     fn_kwargs={
                         "files": [(task.source, task.skip_rows) for task in pending],
-                        "read_options": self.read_options,
-                        "schema": self._schema(pending[0]),
+                        "read_options": self.options.read_options(),
+                        "schema": self._schema(pending[0], input_types),
                         "vocab": (ray.put(self.bundle.vocab.tokens),),
                         "tokenizer": self.bundle.tokenizer.to_dict(),
                     },
@@ -366,12 +326,10 @@ class RayScoringJob(ScoringJob):
                         "bundle_dir": self.bundle_dir,
                         "bundle_sha256": self.bundle.bundle_sha256,
                         "truncation": self.truncation,
-                        "buckets": self.options.buckets,
-                        "device": self.actor_device,
-                        "precision": self.options.precision,
+                        "compute": self.compute,
                     },
                     compute=ray.data.ActorPoolStrategy(size=self.actors),
-                    num_gpus=1 if self.actor_device == "gpu" else 0,
+                    num_gpus=1 if self.compute.platform == "gpu" else 0,
                     # the model and its compiled shapes: reserved so Ray does not pack actors onto a
                     # node that cannot hold them (and, differing from the read tasks' needs, it keeps
                     # Ray from fusing reading into the actors, which would read one file at a time)
@@ -383,9 +341,8 @@ class RayScoringJob(ScoringJob):
                 )
             )
 
-    def _take_batch(self, batch: pa.Table, pending: list[FileTask], summary: RunSummary, multi: bool) -> None:
-        """Split one scored batch into per-file windows and markers, and commit them in order."""
-        stages = summary.stage_seconds
+    def _items(self, batch: pa.Table, pending: list[FileTask], stages: dict) -> Iterator[Window | FileEvent]:
+        """One scored batch as per-file windows and file events, in order."""
         for stats in batch.column(ACTOR_STATS).drop_null().to_pylist():
             actor = json.loads(stats)
             stages["forward"] += actor["forward"]
@@ -397,8 +354,12 @@ class RayScoringJob(ScoringJob):
         cuts = np.flatnonzero((np.diff(files) != 0) | marker[1:] | marker[:-1]) + 1
         for start, stop in zip(np.r_[0, cuts], np.r_[cuts, batch.num_rows], strict=True):
             task = pending[int(files[start])]
-            if rows[start] >= 0:
-                self._write_window(self._window(batch.slice(start, stop - start), task), summary)
+            if (
+                rows[start] >= 0
+            ):  # Ray may merge blocks: commit every window_rows rows, as the local engine does
+                for first in range(start, stop, self.options.window_rows):
+                    size = min(self.options.window_rows, stop - first)
+                    yield self._window(batch.slice(first, size), task)
                 continue
             read = json.loads(batch.column(READ_STATS)[start].as_py())
             stages["read"] += read["read"]
@@ -406,11 +367,9 @@ class RayScoringJob(ScoringJob):
             task.reader.replaced_utf8.update(Counter(read["replaced_utf8"]))
             message = batch.column(REASON)[start].as_py()
             if rows[start] == BAD:
-                if not (self.options.skip_bad_files and multi):
-                    raise InputError(message)
-                self._commit(FileEvent("bad", task, message), summary)
+                yield FileEvent("bad", task, message, InputError(message))
             else:
-                self._commit(FileEvent("end", task), summary)
+                yield FileEvent("end", task)
 
     def _window(self, part: pa.Table, task: FileTask) -> Window:
         reasons = np.array(part.column(REASON).to_pylist(), dtype=object)
@@ -419,6 +378,24 @@ class RayScoringJob(ScoringJob):
         original = part.drop_columns([*EXTRA_COLUMNS, LOGITS, ACTOR_STATS])
         first_row = int(part.column(ROW)[0].as_py())
         texts = original.column(self.options.text_column).combine_chunks()
-        window = Window(0, first_row, original, texts, reasons, _encoded(part))
-        window.logits, window.task = logits, task
-        return window
+        return Window(first_row, original, texts, reasons, _encoded(part), logits, task)
+
+
+def _start_ray(address: str | None) -> None:
+    import ray
+    import ray.data  # configures Ray Data's loggers: quieten them after this, not before
+
+    verbose = bool(os.environ.get("BATCHSCORE_DEBUG"))
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=verbose,
+            logging_level=logging.INFO if verbose else logging.ERROR,
+        )
+    logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    context.print_on_execution_start = verbose

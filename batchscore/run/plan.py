@@ -1,0 +1,136 @@
+"""Everything decided before any row is scored: which files, which outputs, every refusal, and the
+preflight that opens each input so a bad shard fails the run in seconds, not hours. No threads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from batchscore.errors import InputError
+from batchscore.io.paths import (
+    InputFile,
+    Location,
+    check_outputs_are_not_inputs,
+    check_outputs_are_not_listed_inputs,
+    discover_inputs,
+    is_pattern,
+    plan_outputs,
+)
+from batchscore.io.readers import ShardReader
+from batchscore.report import ProgressListener, RunSummary
+from batchscore.run.options import RunOptions
+
+
+@dataclass
+class RunPlan:
+    files: list[tuple[InputFile, Location]]  # the readable inputs and their outputs, in input order
+    input_types: dict[str, pa.DataType]  # one type per input column across all shards
+    preflight_seen: dict[str, tuple] = field(default_factory=dict)  # path -> (size, mtime) checked
+    row_count: int | None = None  # every input's rows, when all are known (Parquet footers)
+
+    @property
+    def several(self) -> bool:
+        """More than one file: only then may a bad one be skipped (--skip-bad-files)."""
+        return len(self.files) > 1
+
+
+def plan_run(
+    inputs: list[str],
+    output: str | None,
+    options: RunOptions,
+    summary: RunSummary,
+    filesystem: pafs.FileSystem | None = None,
+    progress: ProgressListener | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> RunPlan:
+    files = discover_inputs(inputs, filesystem)
+    single = len(inputs) == 1 and _names_one_file(inputs[0], files)
+    targets = plan_outputs(files, output, single, filesystem)
+    check_outputs_are_not_inputs(files, targets)
+    check_outputs_are_not_listed_inputs(files, targets)
+    plan = _preflight(files, targets, options, summary, log)
+    (progress or ProgressListener()).planned(len(plan.files), plan.row_count)
+    return plan
+
+
+def _preflight(
+    files: list[InputFile],
+    targets: list[Location],
+    options: RunOptions,
+    summary: RunSummary,
+    log: Callable[[str], None],
+) -> RunPlan:
+    """Open every input before scoring any; a bad one fails the run, or is skipped and reported."""
+    read_options = options.read_options()
+    good: list[tuple[InputFile, Location, pa.Schema]] = []
+    seen: dict[str, tuple] = {}
+    row_counts: list[int | None] = []
+    for source, target in zip(files, targets, strict=True):
+        try:
+            reader = ShardReader(source, read_options)
+            schema = reader.schema()
+            repeated = sorted({n for n in schema.names if schema.names.count(n) > 1})
+            if repeated:
+                raise InputError(f"{source}: column name(s) {repeated} appear more than once")
+            if good and set(schema.names) != set(good[0][2].names):
+                first = good[0]
+                raise InputError(
+                    f"{source}: columns {sorted(schema.names)} differ from {first[0]}'s "
+                    f"{sorted(first[2].names)}; shards of one run must share a schema"
+                )
+            if options.id_column and options.id_column not in schema.names:
+                raise InputError(f"{source}: no id column {options.id_column!r}; columns are {schema.names}")
+        except InputError as err:
+            if not options.skip_bad_files or len(files) == 1:
+                raise
+            summary.bad_files.append(str(err))
+            summary.bad_file_outputs.append(target.uri)
+            log(f"skipping bad file: {err}")
+            continue
+        good.append((source, target, schema))
+        seen[source.location.path] = reader.seen
+        row_counts.append(reader.num_rows)
+    if not good:
+        raise InputError("no readable input files: " + "; ".join(summary.bad_files))
+    return RunPlan(
+        [(s, t) for s, t, _ in good],
+        unified_types([s for _, _, s in good], options.text_column),
+        seen,
+        None if None in row_counts else sum(row_counts),
+    )
+
+
+def unified_types(schemas: list[pa.Schema], text_column: str) -> dict[str, pa.DataType]:
+    """One type per input column for the whole run, so every output of a run has the same schema
+    and a directory of outputs reads as one table: int32 and int64 become int64, and a column that
+    is text in some shard (CSV values are kept as written) is text in all of them."""
+    types: dict[str, list[pa.DataType]] = {}
+    for schema in schemas:
+        for field_ in schema:
+            if field_.name != text_column:
+                types.setdefault(field_.name, []).append(field_.type)
+    unified = {}
+    for name, seen in types.items():
+        try:
+            unified[name] = (
+                pa.unify_schemas([pa.schema([(name, t)]) for t in seen], promote_options="permissive")
+                .field(name)
+                .type
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            if not any(pa.types.is_string(t) or pa.types.is_large_string(t) for t in seen):
+                raise InputError(
+                    f"input shards disagree on the type of column {name!r}: {sorted(set(map(str, seen)))}"
+                ) from err
+            unified[name] = pa.string()
+    return unified
+
+
+def _names_one_file(spec: str, files: list[InputFile]) -> bool:
+    """Whether the single INPUT the user gave is one file (not a directory or a glob)."""
+    if is_pattern(spec):
+        return False
+    return len(files) == 1 and files[0].location.uri == spec

@@ -1,0 +1,146 @@
+"""One compute plan for every engine: GPU batch sizes on GPU actors, the precision that runs recorded
+(and run) by both engines, an output started by one engine resumed by the other, text repaired once."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from batchscore import runtime
+from batchscore.batching import GPU_BUCKETS, BucketSpec
+from batchscore.core import compute
+from batchscore.core.compute import actor_plan, batch_plan
+from batchscore.io import writers
+from batchscore.io.readers import ShardReader
+from batchscore.run.options import RunOptions
+from batchscore.runner import run_scoring
+from tests.helpers import Crash, crash_after, read_scores
+
+QUIET = {"progress": False, "log": lambda m: None}
+NO_BF16_CPU = {"avx2", "fma"}  # an AVX2 machine: bfloat16 would be emulated, so float32 runs
+
+
+def test_gpu_actors_get_the_gpu_batch_plan_and_cpu_actors_the_cpu_one():
+    on_gpus, actors = actor_plan({"GPU": 2.0, "CPU": 16.0}, "auto", "float32", BucketSpec())
+    assert on_gpus.platform == "gpu" and actors == 2 and on_gpus.buckets == GPU_BUCKETS
+    on_cpus, actors = actor_plan({"GPU": 2.0, "CPU": 16.0}, "cpu", "float32", BucketSpec())
+    assert on_cpus.platform == "cpu" and actors == 8 and on_cpus.buckets == BucketSpec()
+    asked = BucketSpec(token_budget=4096, max_rows=64)
+    assert actor_plan({"GPU": 1.0}, "auto", "float32", asked)[0].buckets == asked  # sizes given are kept
+    assert batch_plan("gpu", BucketSpec()) == GPU_BUCKETS and batch_plan("cpu", BucketSpec()) == BucketSpec()
+
+
+def test_cpu_actors_run_the_precision_the_cpu_can_run(monkeypatch):
+    monkeypatch.setattr(compute, "cpu_flags", lambda: NO_BF16_CPU)
+    plan, _ = actor_plan({"CPU": 4.0}, "auto", "bfloat16", BucketSpec())
+    assert plan.precision == "float32" and "float32" in plan.description
+    monkeypatch.setattr(compute, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert actor_plan({"CPU": 4.0}, "auto", "bfloat16", BucketSpec())[0].precision == "bfloat16"
+    assert actor_plan({"GPU": 1.0}, "auto", "bfloat16", BucketSpec())[0].precision == "bfloat16"
+
+
+def _score(source, output, bundle, options=None, engine="local", **quiet):
+    return run_scoring(
+        [str(source)], str(output), bundle, options or RunOptions(), engine=engine, **(quiet or QUIET)
+    )
+
+
+def _fingerprint(path) -> dict:
+    return json.loads(pq.read_metadata(path).metadata[b"batchscore.fingerprint"])
+
+
+def test_the_local_engine_records_the_precision_that_ran(tmp_path, tiny_bundle, reviews_table, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: NO_BF16_CPU)
+    pq.write_table(reviews_table, tmp_path / "in.parquet")
+    asked = run_scoring([str(tmp_path / "in.parquet")], str(tmp_path / "bf16.parquet"), tiny_bundle,
+                        RunOptions(precision="bfloat16"), **QUIET)  # fmt: skip
+    assert "bfloat16 asked" in asked.compute
+    assert _fingerprint(tmp_path / "bf16.parquet")["precision"] == "float32"
+    run_scoring(
+        [str(tmp_path / "in.parquet")], str(tmp_path / "f32.parquet"), tiny_bundle, RunOptions(), **QUIET
+    )
+    assert read_scores(tmp_path / "bf16.parquet").equals(read_scores(tmp_path / "f32.parquet"))
+
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_the_ray_engine_records_and_runs_the_precision_the_plan_says(
+    local_ray, tmp_path, tiny_bundle, reviews_table, monkeypatch
+):
+    """On a CPU without native bfloat16 a bfloat16 request runs as float32 on every actor, and the
+    output says so: the same bytes as a float32 run, and a fingerprint a local resume accepts."""
+    monkeypatch.setattr(compute, "cpu_flags", lambda: NO_BF16_CPU)
+    pq.write_table(reviews_table, tmp_path / "in.parquet")
+    run_scoring([str(tmp_path / "in.parquet")], str(tmp_path / "ray.parquet"), tiny_bundle,
+                RunOptions(precision="bfloat16"), engine="ray", **QUIET)  # fmt: skip
+    run_scoring(
+        [str(tmp_path / "in.parquet")], str(tmp_path / "f32.parquet"), tiny_bundle, RunOptions(), **QUIET
+    )
+    assert _fingerprint(tmp_path / "ray.parquet")["precision"] == "float32"
+    assert read_scores(tmp_path / "ray.parquet").equals(read_scores(tmp_path / "f32.parquet"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first, then", [("local", "ray"), ("ray", "local")])
+def test_an_output_started_by_one_engine_is_resumed_by_the_other(
+    local_ray, tmp_path, tiny_bundle, reviews_table, monkeypatch, first, then
+):
+    source, output = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pq.write_table(reviews_table, source, row_group_size=40)
+    monkeypatch.setattr(writers, "commit_hook", crash_after("manifest updated", 3))
+    with pytest.raises(Crash):
+        run_scoring(
+            [str(source)], str(output), tiny_bundle, RunOptions(window_rows=40), engine=first, **QUIET
+        )
+    monkeypatch.setattr(writers, "commit_hook", None)
+    committed = json.loads((tmp_path / ".out.parquet.parts" / "manifest.json").read_text())["rows_done"]
+    assert 0 < committed < reviews_table.num_rows
+    said: list[str] = []
+    resumed = run_scoring([str(source)], str(output), tiny_bundle, RunOptions(window_rows=40, resume=True),
+                          engine=then, progress=False, log=said.append)  # fmt: skip
+    assert any(f"resuming after {committed:,} committed rows" in line for line in said)
+    assert resumed.rows_scored_now == reviews_table.num_rows - committed  # continued, not restarted
+    run_scoring(
+        [str(source)], str(tmp_path / "straight.parquet"), tiny_bundle, RunOptions(window_rows=40), **QUIET
+    )
+    assert read_scores(output).equals(read_scores(tmp_path / "straight.parquet"))
+
+
+def test_a_ray_read_task_repairs_each_window_once(tmp_path, tiny_bundle, monkeypatch):
+    """Invalid UTF-8 in a column that is not the text is replaced by the reader as it yields a
+    window; the Ray read task must not repair it a second time."""
+    import pyarrow as pa
+
+    from batchscore.bundle import load_bundle
+    from batchscore.engines import ray as ray_engine
+    from batchscore.io.paths import discover_inputs
+
+    bundle = load_bundle(tiny_bundle)
+    notes = pa.array([b"ok" if i % 7 else b"K\xf6ln" for i in range(120)], pa.binary()).view(pa.string())
+    table = pa.table({"text": ["good film"] * 120, "note": notes})
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=30)
+    calls = []
+    repair = ShardReader.repair_strings
+    monkeypatch.setattr(ShardReader, "repair_strings", lambda self, t: calls.append(1) or repair(self, t))
+    monkeypatch.setattr(ray_engine, "_vocab", lambda holder: bundle.vocab)
+    (source,) = discover_inputs([str(tmp_path / "in.parquet")])
+    options = RunOptions(window_rows=30)
+    fields = [pa.field("text", pa.string()), pa.field("note", pa.string())]
+    schema = pa.schema([*fields, *ray_engine._extra_fields()])
+    blocks = list(ray_engine._read_file(pa.table({"file": [0]}), [(source, 0)], options.read_options(),
+                                        schema, (None,), bundle.tokenizer.to_dict()))  # fmt: skip
+    windows = [b for b in blocks if b.column(ray_engine.ROW)[0].as_py() >= 0]
+    assert len(windows) == 4 and len(calls) == len(windows)
+    stats = json.loads(blocks[-1].column(ray_engine.READ_STATS)[0].as_py())
+    assert stats["replaced_utf8"] == {"note": 18}
