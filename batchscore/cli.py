@@ -361,7 +361,7 @@ def report(root, output) -> None:
 # film-held-out split and --lm-data with IMDb's unlabeled reviews); --recipe imdb.
 RECIPES = {
     "imdb": {
-        "epochs": 4,
+        "epochs": 6,
         "dropout": 0.5,
         "ema_decay": 0.998,
         "max_tokens": 500,

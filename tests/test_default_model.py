@@ -63,4 +63,4 @@ def test_imdb_test_accuracy_and_ece_from_run_output_match_the_model_card(bundle,
     card = bundle.card["test_metrics"]
     assert (predicted == truth.astype(bool)).mean() == pytest.approx(card["accuracy"], abs=0.002)
     assert expected_calibration_error(probs, truth) == pytest.approx(card["ece"], abs=0.002)
-    assert card["accuracy"] >= 0.90
+    assert card["accuracy"] >= 0.905
