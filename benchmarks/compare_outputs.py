@@ -11,7 +11,8 @@ Each checkout runs its own `batchscore` (its own process, PYTHONPATH set to it) 
   cross      the shards started by the local engine, killed, resumed by the Ray engine (--no-ray skips);
   train      a short `batchscore train` (1,200 IMDb reviews, one language-model and one classifier
              epoch, seed 0): the weights' sha256 must match.
-Every output file must match column for column and row for row; `scored_at` and `run_id` name the run
+Both score with one bundle (--model; default: BEFORE's bundled model). Every output file must
+match column for column and row for row; `scored_at` and `run_id` name the run
 that wrote it, so they are left out. Exits 1 on any difference.
 """
 
@@ -62,9 +63,11 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     return {"shards": shards, "train": folder / "train-small.parquet"}
 
 
-def killed_then_resumed(tree: Path, inputs: Path, out: Path, work: Path, resume_args: list[str]) -> None:
+def killed_then_resumed(
+    tree: Path, inputs: Path, out: Path, work: Path, model: Path, resume_args: list[str]
+) -> None:
     """A local run with 100-row windows, SIGKILLed once three windows are committed, then resumed."""
-    common = ["run", str(inputs), "-o", str(out), "--no-progress"]
+    common = ["run", str(inputs), "-o", str(out), "--model", str(model), "--no-progress"]
     run = batchscore(tree, [*common, "--window-rows", "100"], work)
     deadline = time.time() + 600
     while time.time() < deadline and run.poll() is None:
@@ -79,19 +82,23 @@ def killed_then_resumed(tree: Path, inputs: Path, out: Path, work: Path, resume_
     finished(batchscore(tree, [*common, "--resume", *resume_args], work), f"{tree}: resume")
 
 
-def scenarios(tree: Path, inputs: dict[str, Path], work: Path, with_ray: bool) -> dict[str, Path]:
-    """Run every scenario with `tree`'s batchscore; the output folder of each."""
+def scenarios(
+    tree: Path, inputs: dict[str, Path], work: Path, with_ray: bool, model: Path
+) -> dict[str, Path]:
+    """Run every scenario with `tree`'s batchscore and `model`; the output folder of each."""
     outs = {name: work / name for name in ("sample", "shards", "ray", "killed", "cross", "train")}
     sample = ROOT / "sample_data" / "reviews.parquet"
-    shards = ["run", str(inputs["shards"]), "-o"]
+    shards = ["run", str(inputs["shards"]), "--model", str(model), "-o"]
     sample_out = outs["sample"] / "reviews.parquet"
-    finished(batchscore(tree, ["run", str(sample), "-o", str(sample_out)], work), "sample")
+    finished(
+        batchscore(tree, ["run", str(sample), "-o", str(sample_out), "--model", str(model)], work), "sample"
+    )
     finished(batchscore(tree, [*shards, str(outs["shards"])], work), "shards")
     if with_ray:
         finished(batchscore(tree, [*shards, str(outs["ray"]), "--engine", "ray"], work), "ray")
-    killed_then_resumed(tree, inputs["shards"], outs["killed"], work, [])
+    killed_then_resumed(tree, inputs["shards"], outs["killed"], work, model, [])
     if with_ray:
-        killed_then_resumed(tree, inputs["shards"], outs["cross"], work, ["--engine", "ray"])
+        killed_then_resumed(tree, inputs["shards"], outs["cross"], work, model, ["--engine", "ray"])
     train = ["train", "--train", str(inputs["train"]), "--embeddings", "glove-6b-50d", "--epochs", "1",
              "--lm-pretrain-epochs", "1", "--max-tokens", "128", "--head-tokens", "32", "--hidden", "32",
              "--pooling", "max,mean", "--ema-decay", "0.99", "--average-epochs", "--seed", "0",
@@ -142,16 +149,23 @@ def main() -> None:
     parser.add_argument("before", type=Path, help="the other checkout (e.g. a git worktree)")
     parser.add_argument("after", type=Path, nargs="?", default=ROOT, help="default: this checkout")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray scenarios")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="the bundle both score with (default: BEFORE's bundled model)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="batchscore-compare-") as scratch:
         base = Path(scratch)
         inputs = make_inputs(base)
+        model = (args.model or args.before / "batchscore" / "models" / "imdb-bilstm-glove50").resolve()
         outs = {}
         for name in ("before", "after"):
             tree = getattr(args, name).resolve()
             (base / name).mkdir()
             started = time.perf_counter()
-            outs[name] = scenarios(tree, inputs, base / name, not args.no_ray)
+            outs[name] = scenarios(tree, inputs, base / name, not args.no_ray, model)
             print(f"{name}: {tree} ({time.perf_counter() - started:.0f} s)", flush=True)
         found = differences(outs["before"], outs["after"])
     for line in found:
