@@ -19,8 +19,7 @@ from batchscore.core.compute import local_plan, truncation_for
 from batchscore.core.outputs import OUTPUT_COLUMNS, OutputBuilder, output_names
 from batchscore.engines.local import WindowScorer
 from batchscore.errors import InputError, UsageError
-from batchscore.model import PRECISIONS
-from batchscore.runtime import DEVICES
+from batchscore.settings import RUN, default
 from batchscore.validation import INVALID_UTF8, not_string
 
 SCORE_COLUMNS = [c for c in OUTPUT_COLUMNS if c != "row"]
@@ -39,10 +38,14 @@ class Model:
     A bad row (null, empty, not text) gets an `error` and null scores, never an exception.
     """
 
-    WINDOW_ROWS = 16384  # rows scored at once: bounds memory for a table of any size
+    WINDOW_ROWS = default("window_rows")  # rows scored at once: bounds memory for a table of any size
 
     def __init__(
-        self, bundle: Bundle, device: str = "auto", max_tokens: int | None = None, precision: str = "float32"
+        self,
+        bundle: Bundle,
+        device: str = default("device"),
+        max_tokens: int | None = default("max_tokens"),
+        precision: str = default("precision"),
     ):
         problems = _option_problems(device, max_tokens, precision)
         if problems:
@@ -145,23 +148,17 @@ class Model:
 def load_model(
     path: Path | str | None = None,
     *,
-    device: str = "auto",
-    max_tokens: int | None = None,
-    precision: str = "float32",
+    device: str = default("device"),
+    max_tokens: int | None = default("max_tokens"),
+    precision: str = default("precision"),
 ) -> Model:
     """Load a model bundle (None: the bundled IMDb model) for in-memory scoring."""
     return Model(load_bundle(path), device, max_tokens, precision)
 
 
 def _option_problems(device: str, max_tokens: int | None, precision: str) -> list[str]:
-    problems = []
-    if max_tokens is not None and (isinstance(max_tokens, bool) or max_tokens < 1):
-        problems.append(f"max_tokens must be at least 1 (got {max_tokens!r})")
-    if device not in DEVICES:
-        problems.append(f"device must be one of {DEVICES} (got {device!r})")
-    if precision not in PRECISIONS:
-        problems.append(f"precision must be one of {PRECISIONS} (got {precision!r})")
-    return problems
+    values = {"device": device, "max_tokens": max_tokens, "precision": precision}
+    return [problem for name, value in values.items() if (problem := RUN[name].problem(value))]
 
 
 def _encodes(text: str) -> bool:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from batchscore import settings
+
 # Widths chosen by measurement (benchmarks/README.md): finer steps where IMDb-like reviews are dense.
 DEFAULT_BOUNDARIES = (32, 64, 96, 128, 160, 192, 256, 320, 400, 512, 768, 1024)
 MIN_BATCH_ROWS = 64
@@ -21,8 +23,10 @@ class BucketSpec:
     """How rows are grouped into padded batches."""
 
     boundaries: tuple[int, ...] = DEFAULT_BOUNDARIES
-    token_budget: int = 131072  # padded tokens per batch; sets rows per batch per width
-    max_rows: int = 256  # measured: 256-row batches beat 1024 at every input size (docs/determinism.md)
+    token_budget: int = settings.default("batch_tokens")  # padded tokens per batch: rows per width
+    max_rows: int = settings.default(
+        "max_batch_rows"
+    )  # 256 beats 1024 at every input size (docs/determinism.md)
 
     def widths(self, max_tokens: int) -> tuple[int, ...]:
         """Bucket widths for a truncation length: the boundaries below it, then itself."""

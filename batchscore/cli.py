@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from batchscore import __version__
+from batchscore import __version__, settings
 
 
 class _Program(click.Group):
@@ -111,78 +111,8 @@ _quiet_option = click.option(
     default=None,
     help="Output .parquet file (one input) or directory (several inputs, a directory or a glob).",
 )
-@click.option("--text-column", default="text", show_default=True, help="Column holding the review text.")
-@click.option(
-    "--id-column",
-    default=None,
-    help="Column identifying rows (kept as is). Without it the output gets 'row', the input position.",
-)
 @_model_option
-@_count_option(
-    "--batch-tokens", 131072, "Padded tokens per forward batch (rows per batch = this / bucket width)."
-)
-@_count_option("--max-batch-rows", 256, "Upper bound on rows per batch.")
-@_count_option(
-    "--window-rows", 16384, "Rows read, bucketed and committed together (memory and resume granularity)."
-)
-@click.option(
-    "--max-tokens", type=click.IntRange(min=1), default=None, help="Truncation length. Default: the model's."
-)
-@click.option(
-    "--host-workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Threads that tokenize and pad batches. Default: the machine's cores.",
-)
-@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True)
-@click.option(
-    "--precision",
-    type=click.Choice(["float32", "bfloat16"]),
-    default="float32",
-    show_default=True,
-    help="Matmul inputs. bfloat16: the recurrent matmul takes bfloat16 inputs (float32 sums), about "
-    "1.14x faster where the CPU has native BF16 (AVX512_BF16, AMX; elsewhere float32 runs and the "
-    "summary says so); probabilities move by up to ~5e-3, labels rarely (4 of 25,000 IMDb reviews).",
-)
-@click.option("--keep-text", is_flag=True, help="Copy the text column into the output.")
-@click.option(
-    "--provenance/--no-provenance",
-    default=True,
-    show_default=True,
-    help="Add the columns model, model_sha256 (the bundle's files), run_id and scored_at (the run's "
-    "start, UTC) to every output; a resumed output keeps the run that started it.",
-)
-@click.option("--csv-delimiter", default=",", show_default=True, help="Field delimiter of CSV inputs.")
-@click.option(
-    "--infer-csv-types",
-    "csv_infer_types",
-    is_flag=True,
-    help="Infer CSV column types (numbers, dates). Default: every CSV column is kept as written (string).",
-)
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs (and discard partial ones).")
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="Skip outputs already complete for the same input and model; continue partial ones.",
-)
-@click.option(
-    "--skip-bad-files", is_flag=True, help="With several inputs: score the readable ones, report the rest."
-)
-@click.option(
-    "--max-error-rate",
-    type=click.FloatRange(0.0, 1.0),
-    default=0.05,
-    show_default=True,
-    help="Fail (exit 6) when more than this share of rows cannot be scored.",
-)
-@click.option(
-    "--fail-on-drift",
-    type=click.Choice(["never", "warn", "alert"]),
-    default="never",
-    show_default=True,
-    help="Exit 9 when the drift status (input and scores against the model's validation data: token "
-    "lengths, unknown words, score distribution) reaches this level; outputs are still written.",
-)
+@settings.cli_options
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
 )
@@ -192,35 +122,19 @@ _quiet_option = click.option(
     default=None,
     help='Also write the summary as JSON ("-": stdout), on success and on failure.',
 )
-@click.option(
-    "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="local: this process. ray: Ray Data tasks and an actor pool (needs batchscore[ray]).",
-)
-@click.option(
-    "--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)."
-)
 @_quiet_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def run(
     inputs,
     output,
     model,
-    batch_tokens,
-    max_batch_rows,
-    window_rows,
-    max_tokens,
-    device,
     progress,
     summary_json,
-    engine,
-    ray_address,
-    fail_on_drift,
     quiet,
     debug,
-    **options,
+    engine,
+    ray_address,
+    **values,
 ) -> None:
     """Score review text in INPUTS (files, directories or globs of .parquet/.csv/.csv.gz).
 
@@ -242,19 +156,11 @@ def run(
         os.environ["BATCHSCORE_DEBUG"] = "1"  # engines show their own (Ray, JAX) logs too
     with stop_on_signals():  # before the heavy imports: an early Ctrl-C is a clean exit 130 too
         try:
-            from batchscore.batching import BucketSpec
-            from batchscore.drift import DriftPolicy
             from batchscore.run.options import RunOptions
             from batchscore.runner import run_scoring
 
-            run_options = RunOptions(
-                buckets=BucketSpec(token_budget=batch_tokens, max_rows=max_batch_rows),
-                window_rows=window_rows,
-                max_tokens=max_tokens,
-                device=device,
-                drift=DriftPolicy(fail_on_drift=fail_on_drift),
-                command="batchscore " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                **options,
+            run_options = RunOptions.from_settings(
+                values, command="batchscore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
             )
             summary = run_scoring(
                 list(inputs),
@@ -269,8 +175,7 @@ def run(
             )
         except Exception as err:
             _fail(err, debug)
-    if summary.bad_files:
-        sys.exit(7)
+    sys.exit(summary.exit_code)  # 0, or 7: finished with bad files skipped (run/verdict.py)
 
 
 @main.command()

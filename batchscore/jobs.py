@@ -21,17 +21,17 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from batchscore import __version__
-from batchscore.batching import BucketSpec
 from batchscore.drift import DriftPolicy
 from batchscore.errors import BatchscoreError, NoInputFound, OutputError, UsageError
 from batchscore.io.paths import Location, resolve
 from batchscore.io.safe_files import write_location_bytes
 from batchscore.report import RunSummary
 from batchscore.run.options import RunOptions
+from batchscore.settings import RUN, default, job_settings
 
 SUCCESS = "_SUCCESS"
 _PLACEHOLDERS = ("date", "yyyy", "mm", "dd")
-_CHOICES = {"engine": ("local", "ray"), "stale_outputs": ("remove", "fail")}  # the rest: RunOptions
+_CHOICES = {"engine": RUN["engine"].choices, "stale_outputs": ("remove", "fail")}  # the rest: RunOptions
 _TYPES = {"str": str, "str | None": str, "bool": bool, "float": float, "int": int}
 
 
@@ -88,18 +88,19 @@ class JobSpec:
     input: str  # may hold {date}, {yyyy}, {mm}, {dd}
     output: str  # partition root
     model: str | None = None
-    engine: str = "local"
-    ray_address: str | None = None
-    text_column: str = "text"
-    id_column: str | None = None
-    keep_text: bool = False
-    max_error_rate: float = 0.05
-    skip_bad_files: bool = False
-    batch_tokens: int = 131072
-    window_rows: int = 16384
-    device: str = "auto"
-    precision: str = "float32"
-    provenance: bool = True  # model, model_sha256, run_id and scored_at columns
+    engine: str = default("engine")
+    ray_address: str | None = default("ray_address")
+    # the run settings a job may set (batchscore.settings, in_job): their defaults and limits
+    text_column: str = default("text_column")
+    id_column: str | None = default("id_column")
+    keep_text: bool = default("keep_text")
+    max_error_rate: float = default("max_error_rate")
+    skip_bad_files: bool = default("skip_bad_files")
+    batch_tokens: int = default("batch_tokens")
+    window_rows: int = default("window_rows")
+    device: str = default("device")
+    precision: str = default("precision")
+    provenance: bool = default("provenance")  # model, model_sha256, run_id and scored_at columns
 
     stale_outputs: str = "remove"  # outputs in the partition that no current input maps to: remove | fail
     drift: DriftPolicy = field(default_factory=DriftPolicy)  # [job.drift]
@@ -159,19 +160,11 @@ class JobSpec:
         )
 
     def run_options(self) -> RunOptions:
-        return RunOptions(
+        run_keys = [s.name for s in job_settings() if s.name not in ("engine", "ray_address")]
+        return RunOptions.from_settings(
+            {name: getattr(self, name) for name in run_keys},
             resume_hint="Rerun the job for this date to continue (a rerun resumes).",
-            text_column=self.text_column,
-            id_column=self.id_column,
-            keep_text=self.keep_text,
-            max_error_rate=self.max_error_rate,
-            skip_bad_files=self.skip_bad_files,
-            buckets=BucketSpec(token_budget=self.batch_tokens),
-            window_rows=self.window_rows,
-            device=self.device,
-            precision=self.precision,
             drift=self.drift,
-            provenance=self.provenance,
             resume=True,  # reruns of a date skip finished shards and continue partial ones
             partition_keys=("date",),  # an input column `date` must not shadow the partition's
         )

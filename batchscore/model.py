@@ -28,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from batchscore import settings
+
 POOLINGS = ("max", "mean")
 
 
@@ -367,7 +369,7 @@ def first_layer_tables(params: dict) -> Gates:
     return tuple(embedding @ layer["w_input"][z] + layer["bias"][z] for z in range(2))
 
 
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = settings.PRECISIONS
 
 
 @partial(jax.jit, static_argnums=(0, 5))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 
+from batchscore import settings
 from batchscore.errors import BatchscoreError
 
 CACHE_ENV = "BATCHSCORE_COMPILATION_CACHE"  # a directory, or "off"
@@ -42,7 +43,7 @@ def enable_compilation_cache() -> Path | None:
     return directory
 
 
-DEVICES = ("auto", "cpu", "gpu")
+DEVICES = settings.DEVICES
 
 
 def pick_devices(name: str) -> list[jax.Device]:

@@ -43,7 +43,11 @@ class Setting:
             return f"{self.name} must be one of {self.choices} (got {value!r})"
         if self.kind in (int, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
             return f"{self.name} must be a number (got {value!r})"
-        if self.minimum is not None and self.maximum is not None and not self.minimum <= value <= self.maximum:
+        if (
+            self.minimum is not None
+            and self.maximum is not None
+            and not self.minimum <= value <= self.maximum
+        ):
             return f"{self.name} must be between {self.minimum:g} and {self.maximum:g} (got {value!r})"
         if self.minimum is not None and not value >= self.minimum:
             return f"{self.name} must be at least {self.minimum:g} (got {value!r})"
@@ -66,7 +70,12 @@ class Setting:
         else:
             kind = str
         return click.option(
-            self.cli_flag, self.name, type=kind, default=self.default, show_default=show, help=self.help or None
+            self.cli_flag,
+            self.name,
+            type=kind,
+            default=self.default,
+            show_default=show,
+            help=self.help or None,
         )
 
 
@@ -81,12 +90,13 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "batch_tokens",
-        131072,
+        131072,  # measured in docs/determinism.md
         "Padded tokens per forward batch (rows per batch = this / bucket width).",
         int,
         minimum=1,
         in_job=True,
     ),
+    # 256-row batches beat 1024 at every input size (docs/determinism.md)
     Setting("max_batch_rows", 256, "Upper bound on rows per batch.", int, minimum=1),
     Setting(
         "window_rows",
@@ -135,7 +145,10 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("overwrite", False, "Replace existing outputs (and discard partial ones).", bool),
     Setting(
-        "resume", False, "Skip outputs already complete for the same input and model; continue partial ones.", bool
+        "resume",
+        False,
+        "Skip outputs already complete for the same input and model; continue partial ones.",
+        bool,
     ),
     Setting(
         "skip_bad_files",
@@ -161,19 +174,37 @@ RUN_SETTINGS: tuple[Setting, ...] = (
         choices=DRIFT_LEVELS,
     ),
 )
-RUN = {setting.name: setting for setting in RUN_SETTINGS}
+# where a run executes: options of `run` and keys of a job, but not RunOptions (the engine is built from them)
+ENGINE_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "engine",
+        "local",
+        "local: this process. ray: Ray Data tasks and an actor pool (needs batchscore[ray]).",
+        choices=("local", "ray"),
+        in_job=True,
+    ),
+    Setting(
+        "ray_address",
+        None,
+        "Ray cluster to join (default: $RAY_ADDRESS, else a local one).",
+        optional=True,
+        in_job=True,
+    ),
+)
+RUN = {setting.name: setting for setting in RUN_SETTINGS + ENGINE_SETTINGS}
 
 
 def default(name: str) -> Any:
     return RUN[name].default
 
 
-def run_options(command: Callable) -> Callable:
-    """Decorate a Click command with every run setting, in the table's order."""
-    for setting in reversed(RUN_SETTINGS):
+def cli_options(command: Callable) -> Callable:
+    """Decorate a Click command with every run and engine setting, in the table's order."""
+    for setting in reversed(RUN_SETTINGS + ENGINE_SETTINGS):
         command = setting.option()(command)
     return command
 
 
 def job_settings() -> tuple[Setting, ...]:
-    return tuple(setting for setting in RUN_SETTINGS if setting.in_job)
+    """The settings a job file may set in [job]."""
+    return tuple(setting for setting in RUN_SETTINGS + ENGINE_SETTINGS if setting.in_job)

@@ -83,7 +83,7 @@ def test_recipe_imdb_is_the_bundled_models_settings_and_options_override_it(tmp_
     given = run_training.call_args.kwargs
     recipe = RECIPES["imdb"]
     assert {key: given[key] for key in recipe} == {**recipe, "dropout": 0.3}
-    assert (given["epochs"], given["lm_pretrain_epochs"], given["pooling"]) == (4, 2, ("max", "mean"))
+    assert (given["epochs"], given["lm_pretrain_epochs"], given["pooling"]) == (6, 2, ("max", "mean"))
     card_command = __import__("batchscore.bundle", fromlist=["load_bundle"]).load_bundle().card["command"]
     for flag in re.split(r" (?=--)", _as_flags(recipe)):  # the recipe is what trained the bundled model
         assert flag in card_command.split(" -o ")[0]

@@ -9,55 +9,59 @@ from batchscore.batching import BucketSpec
 from batchscore.drift import DriftPolicy
 from batchscore.errors import UsageError
 from batchscore.io.readers import ReadOptions
-from batchscore.model import PRECISIONS
-from batchscore.runtime import DEVICES
+from batchscore.settings import RUN_SETTINGS, default
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    text_column: str = "text"
-    id_column: str | None = None
-    keep_text: bool = False
-    max_tokens: int | None = None  # None: the bundle's
-    buckets: BucketSpec = field(default_factory=BucketSpec)
-    window_rows: int = 16384
-    host_workers: int | None = None  # threads that tokenize and pad; None: the machine's cores
-    csv_delimiter: str = ","
-    device: str = "auto"
-    overwrite: bool = False
-    resume: bool = False
-    skip_bad_files: bool = False
-    max_error_rate: float = 0.05
-    csv_infer_types: bool = False
-    precision: str = "float32"  # or "bfloat16": opt-in, see README "Precision"
-    drift: DriftPolicy = field(default_factory=DriftPolicy)
+    """One run's options. Defaults and limits are batchscore.settings'; the rest is set by callers."""
+
+    text_column: str = default("text_column")
+    id_column: str | None = default("id_column")
+    keep_text: bool = default("keep_text")
+    max_tokens: int | None = default("max_tokens")  # None: the bundle's
+    buckets: BucketSpec = field(default_factory=BucketSpec)  # batch_tokens, max_batch_rows
+    window_rows: int = default("window_rows")
+    host_workers: int | None = default("host_workers")  # None: the machine's cores
+    csv_delimiter: str = default("csv_delimiter")
+    device: str = default("device")
+    overwrite: bool = default("overwrite")
+    resume: bool = default("resume")
+    skip_bad_files: bool = default("skip_bad_files")
+    max_error_rate: float = default("max_error_rate")
+    csv_infer_types: bool = default("csv_infer_types")
+    precision: str = default("precision")  # or "bfloat16": opt-in, see README "Precision"
+    drift: DriftPolicy = field(default_factory=DriftPolicy)  # fail_on_drift and the thresholds
+    provenance: bool = default("provenance")  # the provenance columns in every output
     command: str = ""  # recorded in the output lock, so a second run can say who holds it
     resume_hint: str = interrupts.RESUME_HINT  # what an interrupted run tells the operator to do
     partition_keys: tuple[str, ...] = ()  # Hive keys of the folders written into (a job's "date")
-    provenance: bool = True  # the PROVENANCE_COLUMNS in every output
+
+    @classmethod
+    def from_settings(cls, values: dict, **others) -> RunOptions:
+        """Options from settings by name (the CLI's, a job's): batch_tokens and max_batch_rows make
+        the batch plan, fail_on_drift the drift policy; `others` are the fields no setting names."""
+        values = dict(values)
+        buckets = BucketSpec(
+            token_budget=values.pop("batch_tokens", default("batch_tokens")),
+            max_rows=values.pop("max_batch_rows", default("max_batch_rows")),
+        )
+        if "fail_on_drift" in values:
+            others.setdefault("drift", DriftPolicy(fail_on_drift=values.pop("fail_on_drift")))
+        return cls(buckets=buckets, **values, **others)
 
     def __post_init__(self) -> None:
         """Reject values that would otherwise fail late, loop, or silently change the scores."""
         problems = []
-        if self.max_tokens is not None and (isinstance(self.max_tokens, bool) or self.max_tokens < 1):
-            problems.append(f"max_tokens must be at least 1 (got {self.max_tokens!r})")
-        if self.host_workers is not None and self.host_workers < 1:
-            problems.append(f"host_workers must be at least 1 (got {self.host_workers!r})")
-        if self.window_rows < 1:
-            problems.append(f"window_rows must be at least 1 (got {self.window_rows!r})")
-        if self.buckets.token_budget < 1 or self.buckets.max_rows < 1:
-            problems.append(
-                f"batch_tokens and max_batch_rows must be at least 1 "
-                f"(got {self.buckets.token_budget!r}, {self.buckets.max_rows!r})"
-            )
-        if not 0.0 <= self.max_error_rate <= 1.0:  # also rejects NaN
-            problems.append(f"max_error_rate must be between 0 and 1 (got {self.max_error_rate!r})")
+        checked = {"batch_tokens": self.buckets.token_budget, "max_batch_rows": self.buckets.max_rows}
+        for setting in RUN_SETTINGS:
+            value = checked.get(setting.name, getattr(self, setting.name, None))
+            if setting.name in checked or hasattr(self, setting.name):
+                problem = setting.problem(value)
+                if problem:
+                    problems.append(problem)
         if len(self.csv_delimiter) != 1:
             problems.append(f"csv_delimiter must be one character (got {self.csv_delimiter!r})")
-        if self.device not in DEVICES:
-            problems.append(f"device must be one of {DEVICES} (got {self.device!r})")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision must be one of {PRECISIONS} (got {self.precision!r})")
         if self.overwrite and self.resume:
             problems.append("overwrite and resume exclude each other")
         if self.id_column is not None and self.id_column == self.text_column and not self.keep_text:
