@@ -14,9 +14,12 @@ from batchscore import __version__, settings
 
 
 class _Program(click.Group):
-    """Click's own errors (unknown option, bad value) in batchscore's one-line form, exit 2."""
+    """The error boundary of every command: Click's own errors (unknown option, bad value) in
+    batchscore's one-line form (exit 2), and any other error as _exit_for says."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        global _debug_requested
+        _debug_requested = False
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
@@ -35,6 +38,8 @@ class _Program(click.Group):
         except click.Abort:
             click.echo(f"{_stamp()}batchscore: error: interrupted", err=True)
             sys.exit(130)
+        except Exception as err:
+            _exit_for(err)
         sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -82,11 +87,27 @@ def _logger(quiet: bool = False):
     return log
 
 
-def _fail(err: Exception, debug: bool) -> None:
-    """Print one readable line and exit with the error's documented code (traceback only with --debug)."""
+_debug_requested = False  # set by --debug for the command being run
+
+
+def _request_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    global _debug_requested
+    _debug_requested = value
+    if value:
+        os.environ["BATCHSCORE_DEBUG"] = "1"  # engines show their own (Ray, JAX) logs too
+
+
+_debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, callback=_request_debug, help="Show Python tracebacks."
+)
+
+
+def _exit_for(err: Exception) -> None:
+    """The one error boundary: one readable line and the error's documented exit code (README, Exit
+    codes); a traceback instead with --debug."""
     from batchscore.errors import BatchscoreError
 
-    if debug:
+    if _debug_requested:
         raise err
     code = err.exit_code if isinstance(err, BatchscoreError) else 1
     click.echo(f"{_stamp()}batchscore: error: {err}", err=True)
@@ -123,7 +144,7 @@ _quiet_option = click.option(
     help='Also write the summary as JSON ("-": stdout), on success and on failure.',
 )
 @_quiet_option
-@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
+@_debug_option
 def run(
     inputs,
     output,
@@ -131,7 +152,6 @@ def run(
     progress,
     summary_json,
     quiet,
-    debug,
     engine,
     ray_address,
     **values,
@@ -152,29 +172,24 @@ def run(
     """
     from batchscore.interrupts import stop_on_signals
 
-    if debug:
-        os.environ["BATCHSCORE_DEBUG"] = "1"  # engines show their own (Ray, JAX) logs too
     with stop_on_signals():  # before the heavy imports: an early Ctrl-C is a clean exit 130 too
-        try:
-            from batchscore.run.options import RunOptions
-            from batchscore.runner import run_scoring
+        from batchscore.run.options import RunOptions
+        from batchscore.runner import run_scoring
 
-            run_options = RunOptions.from_settings(
-                values, command="batchscore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-            )
-            summary = run_scoring(
-                list(inputs),
-                output,
-                model,
-                run_options,
-                False if quiet else progress,
-                summary_json,
-                log=_logger(quiet),
-                engine=engine,
-                ray_address=ray_address,
-            )
-        except Exception as err:
-            _fail(err, debug)
+        run_options = RunOptions.from_settings(
+            values, command="batchscore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        )
+        summary = run_scoring(
+            list(inputs),
+            output,
+            model,
+            run_options,
+            False if quiet else progress,
+            summary_json,
+            log=_logger(quiet),
+            engine=engine,
+            ray_address=ray_address,
+        )
     sys.exit(summary.exit_code)  # 0, or 7: finished with bad files skipped (run/verdict.py)
 
 
@@ -191,10 +206,7 @@ def predict(texts, model, as_json) -> None:
 
     if list(texts) == ["-"]:  # bytes that are not UTF-8 become that line's error, not a crash
         texts = [line.decode("utf-8", "surrogateescape").rstrip("\r\n") for line in sys.stdin.buffer]
-    try:
-        results = predict_texts(list(texts), _load_bundle(model))
-    except Exception as err:
-        _fail(err, False)
+    results = predict_texts(list(texts), _load_bundle(model))
     for result in results:
         if as_json:
             click.echo(json.dumps({"schema_version": PREDICT_SCHEMA_VERSION, **result}))
@@ -225,13 +237,10 @@ def evaluate(data, model, text_column, label_column, against, as_json) -> None:
     from batchscore.evaluate import REPORT_SCHEMA_VERSION, format_comparison, format_report
     from batchscore.train import evaluate_bundle
 
-    try:
-        other = _load_bundle(against) if against is not None else None
-        report = evaluate_bundle(
-            _load_bundle(model), read_labeled(data, text_column, label_column), against=other
-        )
-    except Exception as err:
-        _fail(err, False)
+    other = _load_bundle(against) if against is not None else None
+    report = evaluate_bundle(
+        _load_bundle(model), read_labeled(data, text_column, label_column), against=other
+    )
     if as_json:
         if "comparison" in report:
             report["comparison"]["against"] = str(against)
@@ -255,10 +264,7 @@ def report(root, output) -> None:
     """
     from batchscore.report_page import write_report
 
-    try:
-        nights = write_report(root, output)
-    except Exception as err:
-        _fail(err, False)
+    nights = write_report(root, output)
     click.echo(f"wrote {output} ({nights} night(s))", err=True)
 
 
@@ -351,12 +357,7 @@ def reference_profile(model, train_path, valid_path, valid_fraction, text_column
     """
     from batchscore.train import add_reference_profile
 
-    try:
-        profile = add_reference_profile(
-            model, train_path, valid_path, valid_fraction, text_column, label_column
-        )
-    except Exception as err:
-        _fail(err, False)
+    profile = add_reference_profile(model, train_path, valid_path, valid_fraction, text_column, label_column)
     click.echo(json.dumps({"schema_version": PROFILE_SCHEMA_VERSION, **profile}, indent=2))
 
 
@@ -367,10 +368,7 @@ def info(model, as_json) -> None:
     """Print the model card: data, embeddings, command, seed, metrics."""
     from batchscore.runner import model_card_text
 
-    try:
-        bundle = _load_bundle(model)
-    except Exception as err:
-        _fail(err, False)
+    bundle = _load_bundle(model)
     click.echo(json.dumps(bundle.config_dict(), indent=2) if as_json else model_card_text(bundle))
 
 
@@ -387,8 +385,8 @@ def info(model, as_json) -> None:
     help='Also write metrics.json\'s record as one JSON line ("-": stdout), on success and on failure.',
 )
 @_quiet_option
-@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
-def job(spec, day, progress, summary_json, quiet, debug) -> None:
+@_debug_option
+def job(spec, day, progress, summary_json, quiet) -> None:
     """Run a nightly job definition (TOML) for one date, idempotently.
 
     Writes OUTPUT/date=YYYY-MM-DD/<stem>.parquet, then OUTPUT/date=YYYY-MM-DD/_SUCCESS and
@@ -405,18 +403,14 @@ def job(spec, day, progress, summary_json, quiet, debug) -> None:
     from batchscore.interrupts import stop_on_signals
 
     with stop_on_signals():
-        try:
-            metrics = run_job(
-                spec,
-                when,
-                progress=False if quiet else progress,
-                log=_logger(quiet),
-                summary_json=summary_json,
-            )
-        except Exception as err:
-            _fail(err, debug)
-    if metrics["bad_files"]:
-        sys.exit(7)
+        metrics = run_job(
+            spec,
+            when,
+            progress=False if quiet else progress,
+            log=_logger(quiet),
+            summary_json=summary_json,
+        )
+    sys.exit(metrics["exit_code"])  # 0, or 7: bad files skipped (run/verdict.py)
 
 
 def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -533,9 +527,9 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
     help="Start from a named recipe's settings; options given on the command line override it. "
     "'imdb' is the bundled model's: " + _as_flags(RECIPES["imdb"]),
 )
-@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
+@_debug_option
 @click.pass_context
-def train(ctx: click.Context, debug: bool, recipe: str | None, **options) -> None:
+def train(ctx: click.Context, recipe: str | None, **options) -> None:
     """Train a model bundle (GloVe -> 2-layer BiLSTM -> first+last [+ pooled] -> Dense).
 
     The bundle is named after its output directory. --recipe imdb trains the bundled model's recipe.
@@ -546,10 +540,7 @@ def train(ctx: click.Context, debug: bool, recipe: str | None, **options) -> Non
         if ctx.get_parameter_source(key) is click.core.ParameterSource.DEFAULT:
             options[key] = value
     command = "batchscore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    try:
-        run_training(command=command, log=_logger(), **options)
-    except Exception as err:
-        _fail(err, debug)
+    run_training(command=command, log=_logger(), **options)
 
 
 if __name__ == "__main__":
