@@ -234,8 +234,7 @@ def predict(texts, model, as_json) -> None:
 def evaluate(data, model, text_column, label_column, against, as_json) -> None:
     """Accuracy, per-class precision/recall/F1, ROC-AUC, confusion matrix, accuracy by length, ECE."""
     from batchscore.datasets import read_labeled
-    from batchscore.evaluate import REPORT_SCHEMA_VERSION, format_comparison, format_report
-    from batchscore.train import evaluate_bundle
+    from batchscore.evaluate import REPORT_SCHEMA_VERSION, evaluate_bundle, format_comparison, format_report
 
     other = _load_bundle(against) if against is not None else None
     report = evaluate_bundle(
@@ -355,7 +354,7 @@ def reference_profile(model, train_path, valid_path, valid_fraction, text_column
     Training writes it itself; this recomputes it from the model's own validation rows (checked
     against the card's sha256) and rewrites only config.json.
     """
-    from batchscore.train import add_reference_profile
+    from batchscore.training.card import add_reference_profile
 
     profile = add_reference_profile(model, train_path, valid_path, valid_fraction, text_column, label_column)
     click.echo(json.dumps({"schema_version": PROFILE_SCHEMA_VERSION, **profile}, indent=2))
@@ -534,7 +533,7 @@ def train(ctx: click.Context, recipe: str | None, **options) -> None:
 
     The bundle is named after its output directory. --recipe imdb trains the bundled model's recipe.
     """
-    from batchscore.train import run_training
+    from batchscore.training.job import run_training
 
     for key, value in RECIPES.get(recipe, {}).items():
         if ctx.get_parameter_source(key) is click.core.ParameterSource.DEFAULT:

@@ -5,8 +5,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow as pa
 
-from batchscore.scoring import is_positive, softmax
+from batchscore.batching import BucketSpec
+from batchscore.bundle import Bundle
+from batchscore.datasets import DataError, LabeledData
+from batchscore.encoding import Encoded, encode
+from batchscore.errors import UsageError
+from batchscore.scoring import Scorer, Truncation, is_positive, softmax
+from batchscore.validation import EMPTY_TEXT
 
 ECE_BINS = 15
 
@@ -202,3 +209,32 @@ def format_report(report: dict) -> str:
             for b in report["accuracy_by_length"]
         ]
     return "\n".join(lines)
+
+
+def bundle_probabilities(
+    bundle: Bundle, texts: pa.Array, spec: BucketSpec | None = None
+) -> tuple[Encoded, np.ndarray]:
+    """The encoded texts and prob_positive as the bundle scores them (its temperature applied)."""
+    encoded = encode(texts, bundle.vocab, bundle.tokenizer)
+    scorer = Scorer(bundle.model, bundle.params, Truncation(bundle.max_tokens, bundle.head_tokens), spec)
+    return encoded, softmax(scorer.logits(encoded), bundle.temperature)[:, 1]
+
+
+def evaluate_bundle(
+    bundle: Bundle, data: LabeledData, spec: BucketSpec | None = None, against: Bundle | None = None
+) -> dict:
+    """Full metrics of a bundle on labeled data, with the bundle's temperature applied; with
+    `against`, also the paired comparison with that bundle on the same rows (key "comparison")."""
+    encoded, probs = bundle_probabilities(bundle, data.texts, spec)
+    scored = encoded.n_tokens > 0  # what `run` scores: a text with no tokens is its "empty text" error
+    if not scored.any():
+        raise DataError(f"{data.source}: no row has any text to score (every text is empty)")
+    labels = data.labels[scored]
+    report = classification_report(probs[scored], labels, encoded.n_tokens[scored], label_names=bundle.labels)
+    report["unscored_rows"] = {EMPTY_TEXT: int((~scored).sum())} if not scored.all() else {}
+    if against is not None:
+        if against.labels != bundle.labels:
+            raise UsageError(f"cannot compare models with labels {bundle.labels} and {against.labels}")
+        _, other_probs = bundle_probabilities(against, data.texts, spec)
+        report["comparison"] = paired_comparison(probs[scored], other_probs[scored], labels)
+    return report

@@ -64,7 +64,7 @@ def test_drift_with_no_rows_is_unavailable_not_ok():
 
 
 def test_recipe_imdb_is_the_bundled_models_settings_and_options_override_it(tmp_path):
-    with mock.patch("batchscore.train.run_training") as run_training:
+    with mock.patch("batchscore.training.job.run_training") as run_training:
         result = CliRunner().invoke(
             main,
             [

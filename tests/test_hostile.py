@@ -426,7 +426,7 @@ def test_evaluate_counts_only_the_rows_run_scores(tiny_bundle):
 
     from batchscore.bundle import load_bundle
     from batchscore.datasets import LabeledData
-    from batchscore.train import evaluate_bundle
+    from batchscore.evaluate import evaluate_bundle
 
     data = LabeledData(pa.array(["good film", " \t ", "bad film"]), np.array([1, 1, 0], np.int8), "x.csv")
     report = evaluate_bundle(load_bundle(tiny_bundle), data)

@@ -31,13 +31,10 @@ from batchscore.evaluate import (
 from batchscore.model import ModelConfig, SentimentBiLSTM, init_params
 from batchscore.runner import predict_texts
 from batchscore.scoring import softmax
-from batchscore.train import (
-    TrainConfig,
-    adversarial_push,
-    drop_recurrent_weights,
-    greedy_epoch_average,
-    train,
-)
+from batchscore.training.config import TrainConfig
+from batchscore.training.selection import greedy_epoch_average
+from batchscore.training.steps import adversarial_push, drop_recurrent_weights
+from batchscore.training.trainer import train
 from batchscore.vocab import Vocab
 
 POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant"]
