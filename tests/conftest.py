@@ -9,15 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from batchscore.bundle import Bundle, save_bundle
 from batchscore.model import ModelConfig, init_params
-from batchscore.report import RunSummary
-from batchscore.run.options import RunOptions
-from batchscore.runner import run_scoring
 from batchscore.text import TokenizerConfig
 from batchscore.vocab import Vocab
+from tests.helpers import WORDS, random_review
 
 # Compiled programs are shared by the test processes (the CLI subprocesses too), never ~/.cache.
 os.environ.setdefault("BATCHSCORE_COMPILATION_CACHE", tempfile.mkdtemp(prefix="batchscore-jax-"))
@@ -28,37 +27,6 @@ def pytest_report_header(config) -> list[str]:
     from batchscore.runtime import cpu_summary
 
     return [f"batchscore CPU: {cpu_summary()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"]
-
-
-WORDS = [
-    "good",
-    "great",
-    "fine",
-    "bad",
-    "awful",
-    "boring",
-    "film",
-    "movie",
-    "plot",
-    "acting",
-    "story",
-    "the",
-    "a",
-    "is",
-    "was",
-    "and",
-    "it",
-    "i",
-    "loved",
-    "hated",
-    "music",
-    "ending",
-    "scene",
-]
-
-
-def random_review(rng: random.Random, n_words: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n_words)) + rng.choice([".", "!", "?"])
 
 
 @pytest.fixture(scope="session")
@@ -96,13 +64,22 @@ def reviews_table() -> pa.Table:
     )
 
 
-def score_files(paths, output, bundle, **options) -> RunSummary:
-    """`batchscore run` through the library, quietly."""
-    return run_scoring(
-        [str(p) for p in paths],
-        str(output) if output else None,
-        bundle,
-        RunOptions(**options),
-        progress=False,
-        log=lambda m: None,
+@pytest.fixture
+def job_setup(tmp_path, tiny_bundle, reviews_table) -> Path:
+    for day, rows in (("2026-11-27", slice(0, 120)), ("2026-11-28", slice(120, 300))):
+        folder = tmp_path / "landing" / day
+        folder.mkdir(parents=True)
+        part = reviews_table.slice(rows.start, rows.stop - rows.start)
+        pq.write_table(part.slice(0, 50), folder / "a.parquet")
+        pq.write_table(part.slice(50), folder / "b.parquet")
+    spec = tmp_path / "nightly.toml"
+    spec.write_text(
+        "[job]\n"
+        'name = "nightly_test"\n'
+        f'input = "{tmp_path}/landing/{{date}}/*.parquet"\n'
+        f'output = "{tmp_path}/scored"\n'
+        f'model = "{tiny_bundle}"\n'
+        'id_column = "review_id"\n'
+        "max_error_rate = 0.1\n"
     )
+    return spec

@@ -114,6 +114,30 @@ def train(
     )
     state, best, averaged = classifier.fit(params, resume, log, progress)
 
+    card_fields = {
+        "initialized_from": {"bundle": start.name, "weights_sha256": start.weights_sha256} if start else None,
+        "lm_record": lm_record,
+        "averaged": averaged,
+        "extra": card_extra,
+    }
+    bundle, before, after = _calibrated_bundle(best, classifier, train_data, vectors, state, card_fields, log)
+    return TrainResult(bundle, state.history, after, before)
+
+
+def _calibrated_bundle(
+    best: dict,
+    classifier: _Classifier,
+    train_data: LabeledData,
+    vectors: WordVectors,
+    state: TrainState,
+    card_fields: dict,
+    log: Callable[[str], None],
+) -> tuple[Bundle, dict, dict]:
+    """The bundle of the chosen weights with its temperature and card; the validation reports before
+    and after the temperature."""
+    model_config, config, data, valid_data = (
+        classifier.model_config, classifier.config, classifier.data, classifier.valid_data
+    )  # fmt: skip
     # model selection and calibration use the validation split only, and the temperature is fitted
     # on the weights exactly as they ship (rounded to WEIGHTS_DTYPE), not on the float32 originals
     best = as_shipped(best)
@@ -130,9 +154,7 @@ def train(
     )
     card = model_card(
         config, train_data, valid_data, vectors, data.coverage, state, (before, after), temperature,
-        reference_profile(data.valid_enc, calibrated, Bundle.labels, config.max_tokens),
-        {"bundle": start.name, "weights_sha256": start.weights_sha256} if start else None,
-        lm_record, averaged, card_extra,
+        reference_profile(data.valid_enc, calibrated, Bundle.labels, config.max_tokens), **card_fields,
     )  # fmt: skip
     bundle = Bundle(
         name="bilstm-" + Path(vectors.source).stem,
@@ -145,7 +167,7 @@ def train(
         temperature=temperature,
         card=card,
     )
-    return TrainResult(bundle, state.history, after, before)
+    return bundle, before, after
 
 
 def _prepare(
@@ -182,7 +204,8 @@ def _prepare(
 
 
 class _Classifier:
-    """The classifier epochs: train, validate the (EMA) weights after each, keep the best, checkpoint."""
+    """The classifier epochs: train, validate the (EMA) weights after each, keep the best, checkpoint.
+    step and end_epoch are run_epochs' hooks."""
 
     def __init__(
         self, model_config, config, data: _Prepared, train_data, valid_data, spec, checkpoint_dir, lm_record
@@ -193,6 +216,16 @@ class _Classifier:
         self.checkpoint = Checkpoint(checkpoint_dir)
         self.truncation = Truncation(config.max_tokens, config.head_tokens)
         self.eval_spec = BucketSpec(config.boundaries, token_budget=256 * config.max_tokens, max_rows=512)
+        batches_per_epoch = len(plan_batches(data.train_enc.n_tokens, config.max_tokens, spec))
+        self.optimizer = make_optimizer(config, batches_per_epoch * config.epochs)
+        self.update = make_classifier_step(SentimentBiLSTM(model_config), self.optimizer, config)
+        self.state = TrainState()
+        self.meta = {
+            "train_config": config.to_dict(),
+            "vocab_size": len(data.vocab),
+            **lm_data_meta(lm_record),
+        }
+        self.log: Callable[[str], None] = print
 
     def validate(self, candidate: dict) -> dict:
         """Uncalibrated metrics of float32 parameters on the validation rows (every choice uses these)."""
@@ -203,84 +236,68 @@ class _Classifier:
 
     def fit(self, params: dict, resume: bool, log, progress: bool) -> tuple[TrainState, dict, dict | None]:
         """(progress, the weights chosen on validation, the epoch average's record if averaging)."""
-        config, data, checkpoint = self.config, self.data, self.checkpoint
-        batches_per_epoch = len(plan_batches(data.train_enc.n_tokens, config.max_tokens, self.spec))
-        optimizer = make_optimizer(config, batches_per_epoch * config.epochs)
-        opt_state = optimizer.init(params)
-        ema = best = params
-        state = TrainState()
-        meta = {
-            "train_config": config.to_dict(),
-            "vocab_size": len(data.vocab),
-            **lm_data_meta(self.lm_record),
-        }
-        if resume and checkpoint.exists():
-            trees, opt_state, state, saved_meta = checkpoint.load(opt_state)
-            params, ema, best = (trees[name] for name in Checkpoint.TREES)
+        config, self.log = self.config, log
+        self.params, self.opt_state = params, self.optimizer.init(params)
+        self.ema = self.best = params
+        if resume and self.checkpoint.exists():
+            trees, self.opt_state, self.state, saved_meta = self.checkpoint.load(self.opt_state)
+            self.params, self.ema, self.best = (trees[name] for name in Checkpoint.TREES)
             require_same_settings(saved_meta, config, self.checkpoint_dir, self.lm_record)
-            log(f"resuming after epoch {state.epoch} (step {state.step})")
+            log(f"resuming after epoch {self.state.epoch} (step {self.state.step})")
         else:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            data.vocab.save(self.checkpoint_dir / "vocab.txt")
-        update = make_classifier_step(SentimentBiLSTM(self.model_config), optimizer, config)
-
-        def step(batch, ids, lengths, key, rng) -> tuple[float, float, float]:
-            nonlocal params, ema, opt_state
-            labels = np.zeros(batch.padded_rows, np.int32)
-            labels[: batch.rows.size] = self.train_labels[batch.rows]
-            weights = (np.arange(batch.padded_rows) < batch.rows.size).astype(np.float32)
-            params, ema, opt_state, loss, correct = update(
-                params, ema, opt_state, ids, lengths, labels, weights, key, state.step
-            )
-            return float(loss), batch.rows.size, float(correct)
-
-        def end_epoch(epoch: int, totals: EpochTotals) -> None:
-            nonlocal best
-            started = time.perf_counter()
-            valid = self.validate(ema)  # ema is params when averaging is off
-            elapsed = totals.seconds + time.perf_counter() - started
-            state.seconds += elapsed
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": totals.mean_loss,
-                "train_accuracy": totals.correct / totals.weight,
-                "valid_loss": valid["log_loss"],
-                "valid_accuracy": valid["accuracy"],
-                "seconds": round(elapsed, 1),
-            }
-            state.history.append(record)
-            if valid["accuracy"] > state.best_valid_accuracy:
-                state.best_valid_accuracy = valid["accuracy"]
-                state.best_epoch = epoch + 1
-                best = ema
-            state.epoch = epoch + 1
-            if config.average_epochs:
-                checkpoint.save_epoch_weights(epoch + 1, ema)
-            checkpoint.save({"params": params, "ema": ema, "best": best}, opt_state, state, meta)
-            log(
-                f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} "
-                f"acc {record['train_accuracy']:.4f} | "
-                f"valid loss {record['valid_loss']:.4f} acc {record['valid_accuracy']:.4f} | {elapsed:.0f}s"
-            )
-
+            self.data.vocab.save(self.checkpoint_dir / "vocab.txt")
         run_epochs(
-            state, config.epochs, data.train_enc, self.spec, self.truncation,
+            self.state, config.epochs, self.data.train_enc, self.spec, self.truncation,
             lambda epoch: np.random.default_rng([config.seed, epoch]), jax.random.PRNGKey(config.seed),
-            step, end_epoch, "epoch", progress,
+            self.step, self.end_epoch, "epoch", progress,
         )  # fmt: skip
-        averaged = None
-        if config.average_epochs:
-            best, averaged = greedy_epoch_average(
-                state.history,
-                state.best_epoch,
-                checkpoint.epoch_weights,
-                lambda p: self.validate(p)["accuracy"],
-            )
-            log(
-                f"weight average of epochs {averaged['epochs']}: valid acc "
-                f"{state.best_valid_accuracy:.4f} -> {averaged['valid_accuracy']:.4f}"
-            )
-        return state, best, averaged
+        if not config.average_epochs:
+            return self.state, self.best, None
+        best, averaged = greedy_epoch_average(
+            self.state.history, self.state.best_epoch, self.checkpoint.epoch_weights,
+            lambda candidate: self.validate(candidate)["accuracy"],
+        )  # fmt: skip
+        log(
+            f"weight average of epochs {averaged['epochs']}: valid acc "
+            f"{self.state.best_valid_accuracy:.4f} -> {averaged['valid_accuracy']:.4f}"
+        )
+        return self.state, best, averaged
+
+    def step(self, batch, ids, lengths, key, rng) -> tuple[float, float, float]:
+        labels = np.zeros(batch.padded_rows, np.int32)
+        labels[: batch.rows.size] = self.train_labels[batch.rows]
+        weights = (np.arange(batch.padded_rows) < batch.rows.size).astype(np.float32)
+        self.params, self.ema, self.opt_state, loss, correct = self.update(
+            self.params, self.ema, self.opt_state, ids, lengths, labels, weights, key, self.state.step
+        )
+        return float(loss), batch.rows.size, float(correct)
+
+    def end_epoch(self, epoch: int, totals: EpochTotals) -> None:
+        state, started = self.state, time.perf_counter()
+        valid = self.validate(self.ema)  # ema is params when averaging is off
+        elapsed = totals.seconds + time.perf_counter() - started
+        state.seconds += elapsed
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": totals.mean_loss,
+            "train_accuracy": totals.correct / totals.weight,
+            "valid_loss": valid["log_loss"],
+            "valid_accuracy": valid["accuracy"],
+            "seconds": round(elapsed, 1),
+        }
+        state.history.append(record)
+        if valid["accuracy"] > state.best_valid_accuracy:
+            state.best_valid_accuracy, state.best_epoch, self.best = valid["accuracy"], epoch + 1, self.ema
+        state.epoch = epoch + 1
+        if self.config.average_epochs:
+            self.checkpoint.save_epoch_weights(epoch + 1, self.ema)
+        trees = {"params": self.params, "ema": self.ema, "best": self.best}
+        self.checkpoint.save(trees, self.opt_state, state, self.meta)
+        self.log(
+            f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
+            f"valid loss {record['valid_loss']:.4f} acc {record['valid_accuracy']:.4f} | {elapsed:.0f}s"
+        )
 
 
 def _initial_bundle(config: TrainConfig, vectors: WordVectors, valid_data: LabeledData) -> Bundle:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,9 +12,9 @@ import pytest
 
 import batchscore
 from batchscore.core.outputs import PROVENANCE_COLUMNS
-from tests.conftest import score_files
+from tests.helpers import ROOT, score_files
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = ROOT / "README.md"
 
 
 @pytest.fixture(scope="module")

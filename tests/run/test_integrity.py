@@ -18,14 +18,12 @@ from click.testing import CliRunner
 from safetensors.numpy import load_file, save_file
 
 import batchscore.io.readers as readers
-import batchscore.io.writers as writers
 from batchscore.cli import main
 from batchscore.errors import InputError, OutputError, UsageError
 from batchscore.io.paths import discover_inputs, resolve
 from batchscore.io.writers import OutputLock, PartWriter
 from batchscore.run.options import RunOptions
-from tests.conftest import score_files
-from tests.helpers import read_scores, without_run_columns
+from tests.helpers import crashed_run, read_scores, score_files, without_run_columns
 
 OUTPUT_COLUMNS = ["label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error"]
 
@@ -42,31 +40,6 @@ def recalibrated(bundle, tmp_path, **changes):
     config.update(changes)
     (copy / "config.json").write_text(json.dumps(config))
     return copy
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_after(step: str, count: int):
-    """A commit hook that raises (in-process) when `step` has completed `count` times."""
-    seen = []
-
-    def hook(name: str) -> None:
-        if name == step:
-            seen.append(name)
-            if len(seen) == count:
-                raise Crash(step)
-
-    return hook
-
-
-def crashed_run(monkeypatch, inputs, output, bundle, step: str, nth: int, **options) -> None:
-    """Score until the commit hook raises at the nth `step`, then restore normal commits."""
-    monkeypatch.setattr(writers, "commit_hook", crash_after(step, nth))
-    with pytest.raises(Crash):
-        score_files(inputs, output, bundle, **options)
-    monkeypatch.setattr(writers, "commit_hook", None)
 
 
 # 1 ---------------------------------------------------------------------------------------------

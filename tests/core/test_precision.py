@@ -14,8 +14,7 @@ import pytest
 import batchscore.runtime as runtime
 from batchscore.errors import UsageError
 from batchscore.run.options import RunOptions
-from tests.conftest import score_files
-from tests.helpers import read_scores
+from tests.helpers import read_scores, score_files
 
 
 def test_unknown_precision_is_a_usage_error():

@@ -70,7 +70,7 @@ def test_host_workers_do_not_change_encoding_or_scores(tiny_bundle, reviews_tabl
 
     from batchscore.bundle import load_bundle
     from batchscore.core.rows import MIN_SLICE_ROWS, encode_window
-    from tests.conftest import score_files
+    from tests.helpers import score_files
 
     bundle = load_bundle(tiny_bundle)
     texts = reviews_table.column("text").to_pylist() * 4

@@ -9,14 +9,12 @@ import platform
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from batchscore.batching import BucketSpec, plan_batches
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 
 def test_scoring_plan_gives_each_width_one_shape_and_each_row_its_own_bucket():
@@ -42,7 +40,7 @@ def test_scores_ignore_batch_mates_order_and_windows_on_an_avx2_cpu():
     The code before one-shape-per-width batches failed this (97 of 600 logits moved when permuted)."""
     env = {**os.environ, "BATCHSCORE_COMPILATION_CACHE": "off", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [_qemu(), "-cpu", "Haswell", sys.executable, "-m", "tests.cpu_probe"],
+        [_qemu(), "-cpu", "Haswell", sys.executable, "-m", "tests.faults.cpu_probe"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -62,7 +60,11 @@ def test_scores_ignore_batch_mates_order_and_windows_on_an_avx2_cpu():
 
 def test_the_probe_passes_on_this_cpu_too():
     done = subprocess.run(
-        [sys.executable, "-m", "tests.cpu_probe"], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "tests.faults.cpu_probe"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -4,42 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from pathlib import Path
 
 import duckdb
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from batchscore.cli import main
 from batchscore.errors import BatchscoreError
 from batchscore.jobs import JobSpec, run_job
-
-
-@pytest.fixture
-def job_setup(tmp_path, tiny_bundle, reviews_table) -> Path:
-    for day, rows in (("2026-11-27", slice(0, 120)), ("2026-11-28", slice(120, 300))):
-        folder = tmp_path / "landing" / day
-        folder.mkdir(parents=True)
-        part = reviews_table.slice(rows.start, rows.stop - rows.start)
-        pq.write_table(part.slice(0, 50), folder / "a.parquet")
-        pq.write_table(part.slice(50), folder / "b.parquet")
-    spec = tmp_path / "nightly.toml"
-    spec.write_text(
-        "[job]\n"
-        'name = "nightly_test"\n'
-        f'input = "{tmp_path}/landing/{{date}}/*.parquet"\n'
-        f'output = "{tmp_path}/scored"\n'
-        f'model = "{tiny_bundle}"\n'
-        'id_column = "review_id"\n'
-        "max_error_rate = 0.1\n"
-    )
-    return spec
-
-
-def quiet(message: str) -> None:
-    pass
+from tests.helpers import ROOT, quiet
 
 
 def test_partitions_are_readable_by_duckdb_and_pandas(job_setup, tmp_path):
@@ -105,6 +79,6 @@ def test_job_command_and_bad_specs(job_setup, tmp_path):
 
 
 def test_shipped_job_definitions_parse():
-    for spec in Path(__file__).parent.parent.glob("jobs/*.toml"):
+    for spec in ROOT.glob("jobs/*.toml"):
         loaded = JobSpec.load(spec)
         assert "{date}" in loaded.input or loaded.name == "sample_local"

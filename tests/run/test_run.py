@@ -19,8 +19,7 @@ from batchscore.cli import main
 from batchscore.core.outputs import PROVENANCE_COLUMNS
 from batchscore.errors import OutputError
 from batchscore.run.options import RunOptions
-from tests.conftest import random_review, score_files
-from tests.helpers import read_scores
+from tests.helpers import random_review, read_scores, score_files
 
 OUTPUT = ["label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error"]
 

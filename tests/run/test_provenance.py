@@ -21,8 +21,7 @@ from batchscore.bundle import load_bundle
 from batchscore.cli import main
 from batchscore.run.options import RunOptions
 from batchscore.runner import run_scoring
-from tests.test_integrity import Crash, crash_after
-from tests.test_jobs import job_setup  # noqa: F401  (the fixture)
+from tests.helpers import Crash, crash_after
 
 QUIET = {"progress": False, "log": lambda m: None}
 
@@ -161,7 +160,7 @@ def test_summary_json_is_one_line_matching_its_schema(tmp_path, tiny_bundle, rev
         validator.validate(bad)  # the schema is strict: a changed document must bump its version
 
 
-def test_job_summary_json_and_metrics_match_their_schema(job_setup, tmp_path):  # noqa: F811
+def test_job_summary_json_and_metrics_match_their_schema(job_setup, tmp_path):
     result = CliRunner().invoke(
         main, ["job", str(job_setup), "--date", "2026-11-28", "--summary-json", "-", "-q"]
     )

@@ -14,8 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchscore.cli import main
-from tests.helpers import RUN_VARYING, without_run_columns
-from tests.test_resume import HOOKED_RUN
+from tests.helpers import HOOKED_RUN, RUN_VARYING, without_run_columns
 
 moto_server = pytest.importorskip("moto.server")
 pytestmark = pytest.mark.slow  # a server, and a killed subprocess

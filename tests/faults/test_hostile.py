@@ -20,7 +20,6 @@ from click.testing import CliRunner
 
 from batchscore.api import load_model
 from batchscore.cli import main
-from tests.test_jobs import job_setup  # noqa: F401  (the fixture)
 
 
 def cli(*args):
@@ -128,7 +127,7 @@ def test_summary_json_in_a_missing_directory_is_refused_before_any_work(tmp_path
     assert not (tmp_path / "r.parquet").exists()
 
 
-def test_job_markers_planted_as_symlinks_are_replaced(job_setup, tmp_path, victim):  # noqa: F811
+def test_job_markers_planted_as_symlinks_are_replaced(job_setup, tmp_path, victim):
     partition = tmp_path / "scored" / "date=2026-11-28"
     metrics = tmp_path / "scored" / "_metrics" / "date=2026-11-28"
     partition.mkdir(parents=True)
@@ -151,7 +150,7 @@ def test_an_empty_input_is_a_usage_error_not_the_current_directory(tmp_path, tin
 
 
 @pytest.mark.parametrize("key", ["input", "output"])
-def test_an_empty_job_path_is_a_job_file_error(job_setup, key):  # noqa: F811
+def test_an_empty_job_path_is_a_job_file_error(job_setup, key):
     text = job_setup.read_text().splitlines()
     job_setup.write_text("\n".join(f'{key} = ""' if line.startswith(f"{key} =") else line for line in text))
     result = cli("job", job_setup, "--date", "2026-11-28")
@@ -211,7 +210,7 @@ def test_predict_from_stdin_with_invalid_bytes_scores_the_good_lines(tiny_bundle
     assert len(lines) == 2 and "invalid UTF-8" in lines[1] and "Traceback" not in done.stderr.decode()
 
 
-def test_two_jobs_cannot_share_one_output_root(job_setup, tmp_path):  # noqa: F811
+def test_two_jobs_cannot_share_one_output_root(job_setup, tmp_path):
     assert cli("job", job_setup, "--date", "2026-11-28", "--no-progress").exit_code == 0
     other = tmp_path / "other.toml"
     other.write_text(job_setup.read_text().replace('name = "nightly_test"', 'name = "another"'))
@@ -224,7 +223,7 @@ def test_two_jobs_cannot_share_one_output_root(job_setup, tmp_path):  # noqa: F8
     )  # its owner still may
 
 
-def test_an_input_column_named_like_the_partition_key_is_renamed(job_setup, tmp_path):  # noqa: F811
+def test_an_input_column_named_like_the_partition_key_is_renamed(job_setup, tmp_path):
     import duckdb
 
     landing = tmp_path / "landing" / "2026-11-28"
@@ -258,7 +257,7 @@ def test_readers_after_a_kill_see_committed_outputs_only(tmp_path, tiny_bundle, 
     import duckdb
     import pyarrow.dataset as ds
 
-    from tests.test_integrity import crashed_run
+    from tests.helpers import crashed_run
 
     (tmp_path / "in").mkdir()
     pq.write_table(reviews_table.slice(0, 100), tmp_path / "in" / "done.parquet")
@@ -367,7 +366,7 @@ def test_a_stop_signal_ends_the_process_even_inside_a_native_call_that_never_ret
     assert process.returncode == 130 and "still busy 2 s after the stop signal" in stderr
 
 
-def test_skip_bad_files_keeps_the_earlier_output_of_a_shard_gone_bad(job_setup, tmp_path):  # noqa: F811
+def test_skip_bad_files_keeps_the_earlier_output_of_a_shard_gone_bad(job_setup, tmp_path):
     job_setup.write_text(job_setup.read_text() + "skip_bad_files = true\n")
     assert cli("job", job_setup, "--date", "2026-11-28", "--no-progress").exit_code == 0
     good_before = pq.read_table(tmp_path / "scored" / "date=2026-11-28" / "b.parquet")
@@ -382,7 +381,7 @@ def test_an_input_replaced_after_the_preflight_is_refused_not_scored(
     tmp_path, tiny_bundle, reviews_table, monkeypatch
 ):
     from batchscore.io.readers import ShardReader
-    from tests.conftest import score_files
+    from tests.helpers import score_files
 
     (tmp_path / "in").mkdir()
     for name in ("a", "b"):

@@ -30,14 +30,14 @@ from batchscore.pretrain import (
     sampling_distribution,
 )
 from batchscore.runner import model_card_text
-from tests.test_train import (
+from batchscore.training.trainer import train
+from tests.helpers import QUIET
+from tests.training.toys import (
     FILLER,
-    QUIET,
-    _small_config,
-    _toy_split,
     interrupted_then_resumed,
+    small_config,
     toy_reviews,
-    train,
+    toy_split,
     write_glove,
 )
 
@@ -114,7 +114,7 @@ def _counting_texts(rows: int, seed: int) -> LabeledData:
 def test_pretraining_learns_a_predictable_sequence(tmp_path):
     vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
     train_part, valid_part = split_validation(_counting_texts(2000, 0), 0.2, seed=0)
-    config = _small_config(lm_pretrain_epochs=4, epochs=1, learning_rate=3e-2)
+    config = small_config(lm_pretrain_epochs=4, epochs=1, learning_rate=3e-2)
     result = train(train_part, valid_part, vectors, config, tmp_path / "ckpt", **QUIET)
     history = result.bundle.card["lm_pretraining"]["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
@@ -128,8 +128,8 @@ def test_pretraining_learns_a_predictable_sequence(tmp_path):
 
 
 def test_interrupted_pretraining_resumes_exactly(tmp_path):
-    vectors, train_part, valid_part = _toy_split(tmp_path, rows=300, seed=1)
-    config = _small_config(lm_pretrain_epochs=2, epochs=2)
+    vectors, train_part, valid_part = toy_split(tmp_path, rows=300, seed=1)
+    config = small_config(lm_pretrain_epochs=2, epochs=2)
     straight = train(train_part, valid_part, vectors, config, tmp_path / "a", **QUIET)
 
     # logged after the pretraining epoch's checkpoint is saved
@@ -158,10 +158,10 @@ def test_a_finished_pretraining_serves_another_classifier_schedule(tmp_path):
     --epochs or --average-epochs skips the pretraining and gives the weights a fresh run would."""
     import shutil
 
-    vectors, train_part, valid_part = _toy_split(tmp_path, rows=300, seed=4)
-    short = _small_config(lm_pretrain_epochs=2, epochs=1)
+    vectors, train_part, valid_part = toy_split(tmp_path, rows=300, seed=4)
+    short = small_config(lm_pretrain_epochs=2, epochs=1)
     train(train_part, valid_part, vectors, short, tmp_path / "a", **QUIET)
-    longer = _small_config(lm_pretrain_epochs=2, epochs=2, average_epochs=True)
+    longer = small_config(lm_pretrain_epochs=2, epochs=2, average_epochs=True)
     fresh = train(train_part, valid_part, vectors, longer, tmp_path / "fresh", **QUIET)
 
     shutil.copytree(tmp_path / "a" / "language-model", tmp_path / "b" / "language-model")
@@ -190,17 +190,17 @@ def test_a_finished_pretraining_serves_another_classifier_schedule(tmp_path):
             np.testing.assert_array_equal(value, reused.bundle.params[name][key])
 
     # any setting the pretraining reads still refuses the checkpoint
-    other = _small_config(lm_pretrain_epochs=2, epochs=2, learning_rate=2e-2)
+    other = small_config(lm_pretrain_epochs=2, epochs=2, learning_rate=2e-2)
     shutil.copytree(tmp_path / "a" / "language-model", tmp_path / "c" / "language-model")
     with pytest.raises(UsageError, match="different settings"):
         train(train_part, valid_part, vectors, other, tmp_path / "c", resume=True, **QUIET)
 
 
 def test_pretraining_option_is_checked(tmp_path):
-    vectors, train_part, valid_part = _toy_split(tmp_path, rows=200, seed=2)
-    plain = train(train_part, valid_part, vectors, _small_config(epochs=1), tmp_path / "a", **QUIET)
+    vectors, train_part, valid_part = toy_split(tmp_path, rows=200, seed=2)
+    plain = train(train_part, valid_part, vectors, small_config(epochs=1), tmp_path / "a", **QUIET)
     save_bundle(plain.bundle, tmp_path / "model")
-    config = _small_config(epochs=1, lm_pretrain_epochs=1, init_model=str(tmp_path / "model"))
+    config = small_config(epochs=1, lm_pretrain_epochs=1, init_model=str(tmp_path / "model"))
     with pytest.raises(UsageError, match="--lm-pretrain-epochs"):
         train(train_part, valid_part, vectors, config, tmp_path / "b", **QUIET)
     arguments = ["train", "--train", str(tmp_path), "-o", str(tmp_path / "m"), "--lm-pretrain-epochs", "-1"]
@@ -266,11 +266,11 @@ def test_unlabeled_text_is_read_as_scoring_reads_it_and_accounted_for(tmp_path):
 def test_pretraining_reads_the_unlabeled_text_and_the_card_says_so(tmp_path):
     """The language model reads the unlabeled rows too, their words join the vocabulary, a text that
     is also a validation row is left out, and the card records files, rows and sha256."""
-    vectors, train_part, valid_part = _toy_split(tmp_path, rows=300, seed=1)
+    vectors, train_part, valid_part = toy_split(tmp_path, rows=300, seed=1)
     texts = _unlabeled_files(tmp_path)
     extra = read_unlabeled([tmp_path / "extra.parquet"])
     extra = UnlabeledText(pa.concat_arrays([extra.texts, valid_part.texts.slice(0, 5)]), extra.sources)
-    config = _small_config(lm_pretrain_epochs=1, epochs=1)
+    config = small_config(lm_pretrain_epochs=1, epochs=1)
     plain = train(train_part, valid_part, vectors, config, tmp_path / "a", **QUIET)
     pretrained = train(train_part, valid_part, vectors, config, tmp_path / "b", **QUIET, lm_text=extra)
     assert not any(word in plain.bundle.vocab.tokens for word in UNLABELED_ONLY)
@@ -285,10 +285,10 @@ def test_pretraining_reads_the_unlabeled_text_and_the_card_says_so(tmp_path):
 
 
 def test_pretraining_on_unlabeled_text_resumes_exactly_and_only_on_the_same_text(tmp_path):
-    vectors, train_part, valid_part = _toy_split(tmp_path, rows=300, seed=1)
+    vectors, train_part, valid_part = toy_split(tmp_path, rows=300, seed=1)
     _unlabeled_files(tmp_path)
     extra = read_unlabeled([tmp_path / "extra.parquet"])
-    config = _small_config(lm_pretrain_epochs=2, epochs=1)
+    config = small_config(lm_pretrain_epochs=2, epochs=1)
     straight = train(train_part, valid_part, vectors, config, tmp_path / "a", **QUIET, lm_text=extra)
     resumed = interrupted_then_resumed(
         train_part, valid_part, vectors, config, tmp_path / "b", "language model epoch 1:", lm_text=extra

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -13,8 +11,8 @@ from batchscore.bundle import default_bundle_path, load_bundle
 from batchscore.cli import main
 from batchscore.evaluate import expected_calibration_error
 from batchscore.runner import predict_texts
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 IMDB_TEST = ROOT.parent / "shared" / "data" / "imdb" / "test.parquet"
 
 

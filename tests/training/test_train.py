@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 from pathlib import Path
 
 import jax
@@ -18,7 +17,7 @@ from click.testing import CliRunner
 
 from batchscore.bundle import load_bundle, save_bundle
 from batchscore.cli import main
-from batchscore.datasets import LabeledData, read_labeled, split_validation
+from batchscore.datasets import read_labeled, split_validation
 from batchscore.embeddings import embedding_matrix, load_word_vectors
 from batchscore.errors import InputError, UsageError
 from batchscore.evaluate import (
@@ -31,41 +30,19 @@ from batchscore.evaluate import (
 from batchscore.model import ModelConfig, SentimentBiLSTM, init_params
 from batchscore.runner import predict_texts
 from batchscore.scoring import softmax
-from batchscore.training.config import TrainConfig
 from batchscore.training.selection import greedy_epoch_average
 from batchscore.training.steps import adversarial_push, drop_recurrent_weights
 from batchscore.training.trainer import train
 from batchscore.vocab import Vocab
-
-POSITIVE = ["great", "wonderful", "superb", "loved", "brilliant"]
-NEGATIVE = ["awful", "boring", "terrible", "hated", "dull"]
-FILLER = ["the", "movie", "film", "plot", "was", "a", "and", "it", "acting", "story"]
-
-
-def toy_reviews(n: int, seed: int) -> pa.Table:
-    """Separable toy task: the label decides which sentiment words appear among filler."""
-    rng = random.Random(seed)
-    texts, labels = [], []
-    for _ in range(n):
-        label = rng.random() < 0.5
-        words = [rng.choice(FILLER) for _ in range(rng.randint(4, 30))]
-        for _ in range(rng.randint(1, 3)):
-            words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if label else NEGATIVE))
-        texts.append(" ".join(words))
-        labels.append(int(label))
-    return pa.table({"text": texts, "label": pa.array(labels, pa.int8())})
-
-
-def write_glove(path: Path, dim: int, seed: int = 0) -> Path:
-    """A small Stanford-format GloVe file (word v1 ... vdim), sentiment words on two sides."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for word in [*POSITIVE, *NEGATIVE, *FILLER, ",", "."]:
-        vector = rng.normal(0, 0.3, dim)
-        vector[0] += 1.0 if word in POSITIVE else -1.0 if word in NEGATIVE else 0.0
-        lines.append(word + " " + " ".join(f"{v:.5f}" for v in vector))
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from tests.helpers import QUIET
+from tests.training.toys import (
+    interrupted_then_resumed,
+    labeled,
+    small_config,
+    toy_reviews,
+    toy_split,
+    write_glove,
+)
 
 
 def test_glove_text_file_of_any_dimension(tmp_path):
@@ -95,69 +72,21 @@ def test_bad_glove_file_is_reported(tmp_path):
         load_word_vectors(str(path))
 
 
-def _small_config(**overrides) -> TrainConfig:
-    defaults = dict(
-        epochs=3,
-        batch_size=32,
-        learning_rate=1e-2,
-        warmup_steps=5,
-        hidden=8,
-        num_layers=2,
-        max_tokens=32,
-        head_tokens=8,
-        min_count=1,
-        max_vocab=1000,
-        dropout=0.1,
-        seed=1,
-        boundaries=(16,),
-    )
-    return TrainConfig(**{**defaults, **overrides})
-
-
-def _data(table: pa.Table, source: str) -> LabeledData:
-    return LabeledData(table.column("text").combine_chunks(), table.column("label").to_numpy(), source)
-
-
-def _toy_split(tmp_path: Path, rows: int = 300, seed: int = 1):
-    """GloVe file, and a toy dataset split into train and validation parts."""
-    vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
-    train_part, valid_part = split_validation(_data(toy_reviews(rows, seed), "toy"), 0.2, seed=0)
-    return vectors, train_part, valid_part
-
-
-QUIET = dict(progress=False, log=lambda m: None)
-
-
-def interrupted_then_resumed(
-    train_part, valid_part, vectors, config, directory: Path, stop_at: str, **train_options
-):
-    """Train until the first log line starting with `stop_at`, stopped there as by a kill, then
-    resume with --resume: the run an operator gets after a crash."""
-
-    def stop(message: str) -> None:
-        if message.startswith(stop_at):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(train_part, valid_part, vectors, config, directory, progress=False, log=stop, **train_options)
-    return train(train_part, valid_part, vectors, config, directory, resume=True, **QUIET, **train_options)
-
-
 def test_training_learns_a_separable_task(tmp_path):
     vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
-    data = _data(toy_reviews(600, 0), "toy")
+    data = labeled(toy_reviews(600, 0), "toy")
     train_part, valid_part = split_validation(data, 0.2, seed=0)
     result = train(
         train_part,
         valid_part,
         vectors,
-        _small_config(),
+        small_config(),
         tmp_path / "ckpt",
         progress=False,
         log=lambda m: None,
     )
     assert result.valid_report["accuracy"] > 0.9
-    test = _data(toy_reviews(200, 99), "toy-test")
+    test = labeled(toy_reviews(200, 99), "toy-test")
     scores = predict_texts(test.texts.to_pylist(), result.bundle)
     accuracy = np.mean(
         [(s["label"] == "positive") == bool(y) for s, y in zip(scores, test.labels, strict=True)]
@@ -167,10 +96,10 @@ def test_training_learns_a_separable_task(tmp_path):
 
 def test_resume_continues_exactly(tmp_path):
     vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
-    data = _data(toy_reviews(300, 1), "toy")
+    data = labeled(toy_reviews(300, 1), "toy")
     train_part, valid_part = split_validation(data, 0.2, seed=0)
     quiet = dict(progress=False, log=lambda m: None)
-    config = _small_config(ema_decay=0.9, token_dropout=0.1, embed_lr_scale=0.5)  # every option in play
+    config = small_config(ema_decay=0.9, token_dropout=0.1, embed_lr_scale=0.5)  # every option in play
     straight = train(train_part, valid_part, vectors, config, tmp_path / "a", **quiet)
 
     # "epoch 1:" is logged right after the epoch's checkpoint is saved
@@ -188,10 +117,10 @@ def test_resume_continues_exactly(tmp_path):
 def test_crash_inside_a_checkpoint_commit_resumes_exactly(tmp_path, monkeypatch):
     """Killed after the new arrays are on disk but before state.json: the previous epoch stays whole."""
     vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
-    data = _data(toy_reviews(300, 1), "toy")
+    data = labeled(toy_reviews(300, 1), "toy")
     train_part, valid_part = split_validation(data, 0.2, seed=0)
     quiet = dict(progress=False, log=lambda m: None)
-    config = _small_config(ema_decay=0.9)
+    config = small_config(ema_decay=0.9)
     straight = train(train_part, valid_part, vectors, config, tmp_path / "a", **quiet)
 
     real_write_text = Path.write_text
@@ -217,11 +146,11 @@ def test_crash_inside_a_checkpoint_commit_resumes_exactly(tmp_path, monkeypatch)
 
 def test_same_seed_same_metrics(tmp_path):
     vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
-    data = _data(toy_reviews(200, 2), "toy")
+    data = labeled(toy_reviews(200, 2), "toy")
     train_part, valid_part = split_validation(data, 0.25, seed=0)
     quiet = dict(progress=False, log=lambda m: None)
-    first = train(train_part, valid_part, vectors, _small_config(epochs=1), tmp_path / "a", **quiet)
-    second = train(train_part, valid_part, vectors, _small_config(epochs=1), tmp_path / "b", **quiet)
+    first = train(train_part, valid_part, vectors, small_config(epochs=1), tmp_path / "a", **quiet)
+    second = train(train_part, valid_part, vectors, small_config(epochs=1), tmp_path / "b", **quiet)
     assert first.history[0]["valid_loss"] == second.history[0]["valid_loss"]
     assert first.history[0]["train_loss"] == second.history[0]["train_loss"]
 
@@ -429,8 +358,8 @@ def test_greedy_epoch_average_keeps_only_epochs_that_do_not_hurt_validation():
 
 
 def test_training_with_epoch_averaging_records_its_choice(tmp_path):
-    vectors, train_part, valid_part = _toy_split(tmp_path)
-    config = _small_config(average_epochs=True)
+    vectors, train_part, valid_part = toy_split(tmp_path)
+    config = small_config(average_epochs=True)
     result = train(train_part, valid_part, vectors, config, tmp_path / "ckpt", **QUIET)
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("epoch-*")) == [
         "epoch-001.safetensors",
@@ -448,16 +377,16 @@ def test_training_with_epoch_averaging_records_its_choice(tmp_path):
 
 
 def test_init_model_continues_from_a_bundle(tmp_path):
-    vectors, train_part, valid_part = _toy_split(tmp_path)
+    vectors, train_part, valid_part = toy_split(tmp_path)
     quiet = QUIET
-    first = train(train_part, valid_part, vectors, _small_config(epochs=2), tmp_path / "a", **quiet)
+    first = train(train_part, valid_part, vectors, small_config(epochs=2), tmp_path / "a", **quiet)
     save_bundle(first.bundle, tmp_path / "first", weights_dtype="float16")
     start = load_bundle(tmp_path / "first")
     tuned = train(
         train_part,
         valid_part,
         vectors,
-        _small_config(epochs=1, learning_rate=1e-9, init_model=str(tmp_path / "first")),
+        small_config(epochs=1, learning_rate=1e-9, init_model=str(tmp_path / "first")),
         tmp_path / "b",
         **quiet,
     )
@@ -473,14 +402,14 @@ def test_init_model_continues_from_a_bundle(tmp_path):
             train_part,
             valid_part,
             vectors,
-            _small_config(epochs=1, hidden=4, init_model=str(tmp_path / "first")),
+            small_config(epochs=1, hidden=4, init_model=str(tmp_path / "first")),
             tmp_path / "c",
             **quiet,
         )
     # another split (e.g. another --seed) would validate on rows the bundle trained on: refused
-    other_train, other_valid = split_validation(_data(toy_reviews(300, 1), "toy"), 0.2, seed=7)
+    other_train, other_valid = split_validation(labeled(toy_reviews(300, 1), "toy"), 0.2, seed=7)
     with pytest.raises(UsageError, match="validation rows"):
-        config = _small_config(epochs=1, init_model=str(tmp_path / "first"))
+        config = small_config(epochs=1, init_model=str(tmp_path / "first"))
         train(other_train, other_valid, vectors, config, tmp_path / "d", **quiet)
 
 
@@ -510,9 +439,9 @@ def test_adversarial_push_spends_its_budget_on_real_tokens_and_raises_the_loss()
 
 
 def test_adversarial_training_learns_and_is_recorded(tmp_path):
-    vectors, train_part, valid_part = _toy_split(tmp_path, rows=600, seed=0)
-    plain = train(train_part, valid_part, vectors, _small_config(), tmp_path / "a", **QUIET)
-    config = _small_config(adversarial_epsilon=0.3)
+    vectors, train_part, valid_part = toy_split(tmp_path, rows=600, seed=0)
+    plain = train(train_part, valid_part, vectors, small_config(), tmp_path / "a", **QUIET)
+    config = small_config(adversarial_epsilon=0.3)
     result = train(train_part, valid_part, vectors, config, tmp_path / "b", **QUIET)
     assert result.valid_report["accuracy"] > 0.9
     assert result.bundle.card["train_config"]["adversarial_epsilon"] == 0.3
@@ -538,9 +467,9 @@ def test_weight_drop_masks_only_the_recurrent_weights_and_keeps_their_expected_v
 
 
 def test_weight_drop_training_learns_and_is_recorded(tmp_path):
-    vectors, train_part, valid_part = _toy_split(tmp_path, rows=600, seed=0)
-    plain = train(train_part, valid_part, vectors, _small_config(), tmp_path / "a", **QUIET)
-    result = train(train_part, valid_part, vectors, _small_config(weight_drop=0.3), tmp_path / "b", **QUIET)
+    vectors, train_part, valid_part = toy_split(tmp_path, rows=600, seed=0)
+    plain = train(train_part, valid_part, vectors, small_config(), tmp_path / "a", **QUIET)
+    result = train(train_part, valid_part, vectors, small_config(weight_drop=0.3), tmp_path / "b", **QUIET)
     assert result.valid_report["accuracy"] > 0.9
     assert result.bundle.card["train_config"]["weight_drop"] == 0.3
     assert not np.array_equal(result.bundle.params["head"]["kernel"], plain.bundle.params["head"]["kernel"])

@@ -15,7 +15,7 @@ from batchscore.model import ModelConfig, init_params
 from batchscore.scoring import Scorer, Truncation
 from batchscore.text import TokenizerConfig
 from batchscore.vocab import Vocab
-from tests.conftest import WORDS, random_review
+from tests.helpers import WORDS, random_review
 
 
 def differing(a: np.ndarray, b: np.ndarray) -> int:

@@ -16,9 +16,7 @@ from click.testing import CliRunner
 import batchscore.io.writers as writers
 from batchscore.cli import main
 from batchscore.jobs import run_job
-from tests.test_integrity import Crash, crash_after
-from tests.test_jobs import job_setup, quiet  # noqa: F401  (the fixture)
-from tests.test_resume import HOOKED_RUN
+from tests.helpers import HOOKED_RUN, Crash, crash_after, quiet
 
 DAY = date(2026, 11, 28)
 
@@ -73,7 +71,7 @@ def test_summary_json_dash_is_stdout(tmp_path, tiny_bundle):
     assert not (tmp_path / "-").exists()
 
 
-def test_failing_job_writes_metrics_and_no_success(job_setup, tmp_path):  # noqa: F811
+def test_failing_job_writes_metrics_and_no_success(job_setup, tmp_path):
     spec = job_setup.read_text().replace("max_error_rate = 0.1", "max_error_rate = 0.0")
     job_setup.write_text(spec)
     landing = tmp_path / "landing" / "2026-11-28"
@@ -90,7 +88,7 @@ def test_failing_job_writes_metrics_and_no_success(job_setup, tmp_path):  # noqa
 
 
 def test_resumed_job_counts_the_whole_partition_and_only_new_rows_for_speed(
-    job_setup,  # noqa: F811
+    job_setup,
     tmp_path,
     monkeypatch,
 ):
@@ -138,7 +136,7 @@ def test_malformed_toml_is_exit_2(tmp_path):
 
 
 # 3: jobs ----------------------------------------------------------------------------------------------
-def test_no_input_for_the_date_is_exit_8_and_creates_no_partition(job_setup, tmp_path):  # noqa: F811
+def test_no_input_for_the_date_is_exit_8_and_creates_no_partition(job_setup, tmp_path):
     result = cli("job", job_setup, "--date", "2026-11-30", "--no-progress")
     assert result.exit_code == 8 and "the pattern matches no files" in result.output
     assert not (tmp_path / "scored").exists()  # a job that never ran here creates no output root
@@ -149,7 +147,7 @@ def test_no_input_for_the_date_is_exit_8_and_creates_no_partition(job_setup, tmp
     assert metrics["exit_code"] == 8
 
 
-def test_outputs_whose_input_is_gone_are_removed_before_success(job_setup, tmp_path):  # noqa: F811
+def test_outputs_whose_input_is_gone_are_removed_before_success(job_setup, tmp_path):
     partition = tmp_path / "scored" / "date=2026-11-28"
     run_job(job_setup, DAY, progress=False, log=quiet)
     (tmp_path / "landing" / "2026-11-28" / "b.parquet").unlink()  # removed upstream
@@ -159,7 +157,7 @@ def test_outputs_whose_input_is_gone_are_removed_before_success(job_setup, tmp_p
     assert pq.read_table(partition).num_rows == 50  # the partition says what metrics.json says
 
 
-def test_stale_outputs_can_fail_the_job_instead(job_setup, tmp_path):  # noqa: F811
+def test_stale_outputs_can_fail_the_job_instead(job_setup, tmp_path):
     run_job(job_setup, DAY, progress=False, log=quiet)
     job_setup.write_text(job_setup.read_text() + 'stale_outputs = "fail"\n')
     (tmp_path / "landing" / "2026-11-28" / "b.parquet").unlink()
@@ -169,7 +167,7 @@ def test_stale_outputs_can_fail_the_job_instead(job_setup, tmp_path):  # noqa: F
 
 
 @pytest.mark.slow
-def test_interrupted_job_says_to_rerun_the_job(job_setup, tmp_path):  # noqa: F811
+def test_interrupted_job_says_to_rerun_the_job(job_setup, tmp_path):
     args = ["job", str(job_setup), "--date", DAY.isoformat(), "--no-progress"]
     stopped = subprocess.run(
         [sys.executable, "-c", HOOKED_RUN, "SIGTERM", "manifest updated", "1", *args],

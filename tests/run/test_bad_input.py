@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from batchscore.cli import main
 from batchscore.errors import ErrorRateExceeded
-from tests.conftest import score_files
+from tests.helpers import score_files
 
 
 def run_cli(*args):

@@ -22,8 +22,8 @@ from batchscore.errors import UsageError
 from batchscore.jobs import JobSpec
 from batchscore.report_page import collect_metrics, render
 from batchscore.run.options import RunOptions
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 IMDB_TEST = ROOT.parent / "shared" / "data" / "imdb" / "test.parquet"
 
 

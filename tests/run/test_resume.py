@@ -14,8 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import random_review
-from tests.helpers import read_scores
+from tests.helpers import HOOKED_RUN, random_review, read_scores
 
 pytestmark = pytest.mark.slow
 
@@ -157,26 +156,6 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(big_input, tiny_bundle, tm
 
 # A CLI run whose writer ends the process (os._exit: no cleanup at all) or signals itself at the
 # Nth completion of one commit step: deterministic, unlike timing a kill from outside.
-HOOKED_RUN = """
-import os, signal, sys
-import batchscore.io.writers as writers
-action, step, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
-seen = []
-def hook(name):
-    if name == step:
-        seen.append(name)
-        if len(seen) == nth:
-            if action == "exit":
-                os._exit(77)
-            if action == "hang":
-                signal.pause()  # holds its output lock until killed
-            os.kill(os.getpid(), getattr(signal, action))
-writers.commit_hook = hook
-from batchscore.__main__ import main
-sys.argv = ["batchscore", *sys.argv[4:]]
-main()
-"""
-
 STEPS = [
     ("part written", 1),
     ("part written", 7),

@@ -1,0 +1,87 @@
+"""What only the Ray Data engine has: its logging, the driver's open-file limit, a worker's bundle check.
+What both engines share is tested once for each in test_parity.py."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from batchscore.run.options import RunOptions
+
+QUIET = {"progress": False, "log": lambda m: None}
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_ray_run_is_quiet(tmp_path, tiny_bundle, reviews_table):
+    pq.write_table(reviews_table, tmp_path / "in.parquet")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "batchscore",
+            "run",
+            str(tmp_path / "in.parquet"),
+            "--engine",
+            "ray",
+            "--model",
+            str(tiny_bundle),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    noise = [line for line in result.stderr.splitlines() if not re.match(r"(\S+Z )?batchscore: ", line)]
+    assert noise == []
+
+
+def test_the_driver_may_hold_a_lock_per_output():
+    import resource
+
+    from batchscore.engines.ray import allow_open_files
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        assert allow_open_files(600) == min(600, hard) == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert allow_open_files(300) == min(600, hard)  # never lowered
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_worker_with_another_bundle_at_the_same_path_fails_the_run(tmp_path, tiny_bundle, reviews_table):
+    """Each Ray node loads the bundle from its own disk: a node holding another model at that path
+    must stop the run, not score with it under the driver's model name and sha256."""
+    import shutil
+
+    from batchscore.bundle import load_bundle
+    from batchscore.errors import ModelError
+    from batchscore.run.driver import score_files
+    from batchscore.runner import make_engine
+
+    pq.write_table(reviews_table, tmp_path / "in.parquet")
+    worker_copy = tmp_path / "bundle-on-worker"
+    shutil.copytree(tiny_bundle, worker_copy)
+    config = (worker_copy / "config.json").read_text()
+    (worker_copy / "config.json").write_text(config.replace('"temperature": 1.0', '"temperature": 1.5'))
+    driver_bundle = load_bundle(tiny_bundle)
+    assert load_bundle(worker_copy).bundle_sha256 != driver_bundle.bundle_sha256
+    engine = make_engine("ray", driver_bundle, worker_copy, RunOptions())
+    with pytest.raises(ModelError, match="is not the bundle the driver loaded"):
+        score_files(
+            driver_bundle, RunOptions(), engine, [str(tmp_path / "in.parquet")], str(tmp_path / "out.parquet")
+        )
+    assert not (tmp_path / "out.parquet").exists()
