@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -14,9 +14,6 @@ from batchscore.encoding import Encoded, encode
 from batchscore.text import TokenizerConfig
 from batchscore.validation import clean_texts, mark_empty
 from batchscore.vocab import Vocab
-
-if TYPE_CHECKING:
-    from batchscore.run.tasks import FileTask
 
 MIN_SLICE_ROWS = 256  # below this a window is encoded in one piece: threads would cost more than they save
 
@@ -31,7 +28,7 @@ class Window:
     reasons: np.ndarray  # None where the row can be scored, else why not (the `error` column)
     encoded: Encoded
     logits: np.ndarray | None = None
-    task: FileTask | Any = None  # whose rows these are (one stream carries many files); None: the API's
+    task: Any = None  # the run's FileTask of these rows (a stream carries many files); None: the API's
 
     @property
     def scorable(self) -> np.ndarray:
