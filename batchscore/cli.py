@@ -119,6 +119,20 @@ def _count_option(flag: str, default: int, help_text: str):
     return click.option(flag, type=click.IntRange(min=1), default=default, show_default=True, help=help_text)
 
 
+_progress_option = click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
+)
+
+
+def _summary_json_option(what: str):
+    return click.option(
+        "--summary-json",
+        type=click.Path(path_type=Path),
+        default=None,
+        help=f'Also write {what} ("-": stdout), on success and on failure.',
+    )
+
+
 _quiet_option = click.option(
     "--quiet", "-q", is_flag=True, help="No progress, log or summary lines on stderr (errors still are)."
 )
@@ -134,15 +148,8 @@ _quiet_option = click.option(
 )
 @_model_option
 @settings.cli_options
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
-)
-@click.option(
-    "--summary-json",
-    type=click.Path(path_type=Path),
-    default=None,
-    help='Also write the summary as JSON ("-": stdout), on success and on failure.',
-)
+@_progress_option
+@_summary_json_option("the summary as JSON")
 @_quiet_option
 @_debug_option
 def run(
@@ -374,15 +381,8 @@ def info(model, as_json) -> None:
 @main.command()
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--date", "day", default=None, help="Partition date YYYY-MM-DD (default: yesterday, UTC).")
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
-)
-@click.option(
-    "--summary-json",
-    type=click.Path(path_type=Path),
-    default=None,
-    help='Also write metrics.json\'s record as one JSON line ("-": stdout), on success and on failure.',
-)
+@_progress_option
+@_summary_json_option("metrics.json's record as one JSON line")
 @_quiet_option
 @_debug_option
 def job(spec, day, progress, summary_json, quiet) -> None:
@@ -516,9 +516,7 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
 @_setting("--seed", click.IntRange(min=0), 0)
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
-)
+@_progress_option
 @click.option(
     "--recipe",
     type=click.Choice(sorted(RECIPES)),

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import batchscore
 from batchscore.run.options import RunOptions
 from batchscore.runner import run_scoring
-from benchmarks.run import DEFAULT_IMDB
+from benchmarks.common import DEFAULT_IMDB
 
 
 def main() -> None:

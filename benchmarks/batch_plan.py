@@ -23,7 +23,7 @@ from batchscore.batching import BucketSpec, plan_batches
 from batchscore.bundle import load_bundle
 from batchscore.encoding import encode
 from batchscore.runtime import cpu_summary
-from benchmarks.run import DEFAULT_IMDB
+from benchmarks.common import DEFAULT_IMDB
 
 
 def padded_per_real(

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from batchscore.bundle import load_bundle
 from batchscore.encoding import encode
 from batchscore.scoring import Scorer, Truncation
-from benchmarks.run import DEFAULT_IMDB
+from benchmarks.common import DEFAULT_IMDB
 
 
 def main() -> None:

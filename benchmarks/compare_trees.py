@@ -1,10 +1,13 @@
-"""The forward section of benchmarks.run for two checkouts of batchscore, alternating, same inputs.
+"""The forward section of benchmarks.run, and an end-to-end `batchscore run`, for two checkouts of
+batchscore, alternating, same inputs.
 
     git worktree add /tmp/before <commit>
     python -m benchmarks.compare_trees /tmp/before            # vs this checkout
 Each tree runs in its own process (its own batchscore and benchmarks packages) on the same 5,000
 IMDb test reviews, against PyTorch in that process, `--repeats` times each, alternating, so a change
-to the forward pass is measured against the code before it on the same machine in one run.
+to the forward pass is measured against the code before it on the same machine in one run. Then
+each tree's `batchscore run` scores the same reviews from a Parquet file with the same bundle (the
+BEFORE tree's bundled model), alternating too: the whole path, reading to the written file.
 """
 
 from __future__ import annotations
@@ -14,15 +17,20 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-from benchmarks.run import DEFAULT_IMDB, ROOT
+import numpy as np
+import pyarrow.parquet as pq
+
+from benchmarks.common import DEFAULT_IMDB, ROOT
 
 PROBE = """
 import json, sys
 import numpy as np, pyarrow.parquet as pq
 from batchscore.bundle import load_bundle
-from benchmarks.run import bench_forward
+from benchmarks.common import bench_forward
 imdb = pq.read_table(sys.argv[1], columns=["id", "text"])
 sample = imdb.take(np.random.default_rng(0).permutation(imdb.num_rows)[: int(sys.argv[2])])
 print("RESULT", json.dumps(bench_forward(load_bundle(), sample.column("text").combine_chunks(), "imdb")))
@@ -38,6 +46,18 @@ def forward_in(tree: Path, imdb: Path, rows: int) -> dict:
     if done.returncode or not lines:
         raise SystemExit(f"{tree}: forward probe failed:\n{done.stderr[-3000:]}")
     return json.loads(lines[0][len("RESULT ") :])
+
+
+def end_to_end_in(tree: Path, source: Path, model: Path, out: Path) -> float:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, "-m", "batchscore", "run", str(source), "-o", str(out), "--model", str(model)]
+    started = time.perf_counter()
+    done = subprocess.run(
+        [*command, "--overwrite", "--no-progress"], cwd=tree, env=env, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise SystemExit(f"{tree}: batchscore run failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -62,7 +82,25 @@ def main() -> None:
                 flush=True,
             )
     best = {name: max(values) for name, values in rates.items()}
-    print(f"after / before (best of {args.repeats}): {best['after'] / best['before']:.2f}x")
+    print(f"forward, after / before (best of {args.repeats}): {best['after'] / best['before']:.2f}x")
+    model = (args.before / "batchscore" / "models" / "imdb-bilstm-glove50").resolve()
+    with tempfile.TemporaryDirectory() as scratch:
+        imdb = pq.read_table(args.imdb, columns=["id", "text"])
+        source = Path(scratch) / "reviews.parquet"
+        pq.write_table(imdb.take(np.random.default_rng(0).permutation(imdb.num_rows)[: args.rows]), source)
+        seconds: dict[str, list[float]] = {"before": [], "after": []}
+        for _ in range(args.repeats):
+            for name in ("before", "after"):
+                tree = getattr(args, name).resolve()
+                seconds[name].append(end_to_end_in(tree, source, model, Path(scratch) / f"{name}.parquet"))
+                print(
+                    f"{name:>6s} {tree}: batchscore run, {args.rows:,} reviews: {seconds[name][-1]:.2f} s",
+                    flush=True,
+                )
+    fastest = {name: min(values) for name, values in seconds.items()}
+    print(
+        f"end to end, after / before speed (best of {args.repeats}): {fastest['before'] / fastest['after']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from batchscore.drift import Profile
 from batchscore.run.options import RunOptions
 from batchscore.runner import run_scoring
-from benchmarks.run import DEFAULT_IMDB
+from benchmarks.common import DEFAULT_IMDB
 
 PROFILE_METHODS = ("add", "to_counts", "merge_counts", "to_dict")
 

@@ -33,7 +33,7 @@ from batchscore.batching import GPU_BUCKETS
 from batchscore.bundle import load_bundle
 from batchscore.encoding import encode
 from batchscore.scoring import Scorer, Truncation, softmax
-from benchmarks.run import run_command
+from benchmarks.common import run_command
 
 
 def timed_logits(scorer: Scorer, encoded, repeats: int = 2) -> tuple[float, np.ndarray]:

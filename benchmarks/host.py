@@ -26,7 +26,7 @@ from batchscore.core.compute import local_plan, truncation_for
 from batchscore.engines.local import WindowScorer
 from batchscore.io.paths import discover_inputs
 from batchscore.io.readers import ReadOptions, ShardReader
-from benchmarks.run import DEFAULT_IMDB
+from benchmarks.common import DEFAULT_IMDB
 
 
 def no_forward(config, params, table, ids, lengths, precision="float32"):

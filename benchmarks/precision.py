@@ -20,7 +20,7 @@ from batchscore.bundle import load_bundle
 from batchscore.encoding import encode
 from batchscore.runtime import choose_precision
 from batchscore.scoring import Scorer, Truncation, softmax
-from benchmarks.run import DEFAULT_IMDB
+from benchmarks.common import DEFAULT_IMDB
 
 
 def main() -> None:

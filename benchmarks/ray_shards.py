@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.run import DEFAULT_IMDB, run_command
+from benchmarks.common import DEFAULT_IMDB, run_command
 
 STOP_AFTER_COMMIT = """
 import os, sys

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from benchmarks.run import DEFAULT_IMDB, run_command
+from benchmarks.common import DEFAULT_IMDB, run_command
 
 
 def main() -> None:

@@ -2,11 +2,11 @@
 
 IMDb keeps a film's reviews under consecutive ids within each label, and its test films are not its
 training films. A random validation split therefore shares films with training and rewards
-memorising them (`python -m benchmarks.validation_films`). This holds out whole blocks of
+memorising them (`python -m benchmarks.studies.validation_films`). This holds out whole blocks of
 consecutive ids per label instead: a film is cut only where it straddles a block edge, or where its
 positive and negative reviews land on different sides.
 
-    python -m benchmarks.film_split [--train ../shared/data/imdb/train.parquet] [--out build]
+    python -m benchmarks.studies.film_split [--train ../shared/data/imdb/train.parquet] [--out build]
 """
 
 from __future__ import annotations

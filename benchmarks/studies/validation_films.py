@@ -5,11 +5,11 @@ review and its id neighbour (same label) that share two or more rare words (cast
 most likely about the same film. This prints how often that happens for neighbours vs random pairs,
 then each bundle's validation accuracy on the rows with such a neighbour in the training part and
 on the rest. With --held-out FILE it also prints, for the random validation rows, FILE's rows (a
-split of the training file, e.g. from `benchmarks.film_split`) and a sample of --test rows, the share
+split of the training file, e.g. from `benchmarks.studies.film_split`) and a sample of --test rows, the share
 of rows that have some training row sharing >= 2 rare words with them: the closer a validation split
 comes to test's share (unseen films), the less it rewards memorising films.
 
-    python -m benchmarks.validation_films [MODEL ...] [--train ../shared/data/imdb/train.parquet]
+    python -m benchmarks.studies.validation_films [MODEL ...] [--train ../shared/data/imdb/train.parquet]
         [--held-out build/film-valid.parquet --test ../shared/data/imdb/test.parquet]
 """
 
