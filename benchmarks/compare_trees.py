@@ -98,9 +98,8 @@ def main() -> None:
                     flush=True,
                 )
     fastest = {name: min(values) for name, values in seconds.items()}
-    print(
-        f"end to end, after / before speed (best of {args.repeats}): {fastest['before'] / fastest['after']:.2f}x"
-    )
+    speed = fastest["before"] / fastest["after"]
+    print(f"end to end, after / before speed (best of {args.repeats}): {speed:.2f}x")
 
 
 if __name__ == "__main__":
