@@ -30,7 +30,10 @@ PROBE = """
 import json, sys
 import numpy as np, pyarrow.parquet as pq
 from batchscore.bundle import load_bundle
-from benchmarks.common import bench_forward
+try:
+    from benchmarks.common import bench_forward
+except ImportError:  # a checkout from before benchmarks/common.py
+    from benchmarks.run import bench_forward
 imdb = pq.read_table(sys.argv[1], columns=["id", "text"])
 sample = imdb.take(np.random.default_rng(0).permutation(imdb.num_rows)[: int(sys.argv[2])])
 print("RESULT", json.dumps(bench_forward(load_bundle(), sample.column("text").combine_chunks(), "imdb")))
