@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from batchscore import __version__, settings
+from batchscore.training.config import TrainConfig
 
 
 class _Program(click.Group):
@@ -310,8 +311,10 @@ _AT_LEAST_1 = click.IntRange(min=1)
 _NOT_NEGATIVE = click.FloatRange(min=0.0)
 
 
-def _setting(name: str, kind: click.ParamType, default: float, help: str | None = None):
-    """A training setting: a number within its range (checked before any work), default shown."""
+def _setting(name: str, kind: click.ParamType, help: str | None = None):
+    """A training setting: a number within its range (checked before any work), with TrainConfig's
+    default (declared there once), shown."""
+    default = getattr(TrainConfig, name.removeprefix("--").replace("-", "_"))
     return click.option(name, type=kind, default=default, show_default=True, help=help)
 
 
@@ -448,29 +451,26 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
     help="Where per-epoch checkpoints go. Default: OUTPUT.checkpoint next to the bundle.",
 )
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of an identical run.")
-@_setting("--epochs", _AT_LEAST_1, 8)
-@_setting("--batch-size", _AT_LEAST_1, 64)
-@_setting("--learning-rate", click.FloatRange(min=0.0, min_open=True), 2e-3)
-@_setting("--weight-decay", _NOT_NEGATIVE, 1e-4)
-@_setting("--dropout", _SHARE, 0.4)
-@_setting("--token-dropout", _SHARE, 0.0, "Share of training tokens replaced by <unk>.")
+@_setting("--epochs", _AT_LEAST_1)
+@_setting("--batch-size", _AT_LEAST_1)
+@_setting("--learning-rate", click.FloatRange(min=0.0, min_open=True))
+@_setting("--weight-decay", _NOT_NEGATIVE)
+@_setting("--dropout", _SHARE)
+@_setting("--token-dropout", _SHARE, "Share of training tokens replaced by <unk>.")
 @_setting(
     "--embed-lr-scale",
     _NOT_NEGATIVE,
-    1.0,
     "Learning-rate factor for the embeddings (0: keep the pretrained vectors fixed).",
 )
 @_setting(
     "--adversarial-epsilon",
     _NOT_NEGATIVE,
-    0.0,
     "Also train on each review's embeddings pushed this L2 distance along its loss gradient "
     "(adversarial training; about 2x the step cost; 0: off).",
 )
 @_setting(
     "--lm-pretrain-epochs",
     click.IntRange(min=0),
-    0,
     "First train the LSTM layers to predict each next token of the training texts, in both "
     "reading directions, for this many epochs (language-model pretraining; labels unused; 0: off).",
 )
@@ -485,11 +485,10 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
 @_setting(
     "--weight-drop",
     _SHARE,
-    0.0,
     "Share of the LSTMs' hidden-to-hidden weights dropped, with one mask per training batch "
     "(DropConnect on the recurrence; classifier training only; 0: off).",
 )
-@_setting("--ema-decay", _SHARE, 0.0, "Ship an EMA of the weights (0: off).")
+@_setting("--ema-decay", _SHARE, "Ship an EMA of the weights (0: off).")
 @click.option(
     "--average-epochs",
     is_flag=True,
@@ -507,13 +506,13 @@ def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tu
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Continue from this bundle's weights and vocabulary (a fine-tune) instead of GloVe + random.",
 )
-@_setting("--hidden", _AT_LEAST_1, 100, "LSTM units per direction.")
-@_setting("--num-layers", _AT_LEAST_1, 2)
-@_setting("--max-tokens", _AT_LEAST_1, 400, "Truncation length (head + tail kept).")
-@_setting("--head-tokens", click.IntRange(min=0), 100, "Tokens kept from the start of a long review.")
-@_setting("--min-count", _AT_LEAST_1, 2, "Keep training tokens seen at least this often.")
-@_setting("--max-vocab", _AT_LEAST_1, 60000)
-@_setting("--seed", click.IntRange(min=0), 0)
+@_setting("--hidden", _AT_LEAST_1, "LSTM units per direction.")
+@_setting("--num-layers", _AT_LEAST_1)
+@_setting("--max-tokens", _AT_LEAST_1, "Truncation length (head + tail kept).")
+@_setting("--head-tokens", click.IntRange(min=0), "Tokens kept from the start of a long review.")
+@_setting("--min-count", _AT_LEAST_1, "Keep training tokens seen at least this often.")
+@_setting("--max-vocab", _AT_LEAST_1)
+@_setting("--seed", click.IntRange(min=0))
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @_progress_option

@@ -62,3 +62,15 @@ def test_a_value_out_of_range_is_refused_the_same_way_everywhere(tmp_path, name,
 
 def test_every_setting_has_help_or_choices():
     assert all(setting.help or setting.choices for setting in RUN_SETTINGS)
+
+
+def test_the_train_command_takes_its_defaults_from_train_config():
+    from batchscore.cli import train
+    from batchscore.training.config import TrainConfig
+
+    defaults = TrainConfig()
+    parsed_elsewhere = ("pooling", "init_model")  # a callback makes the tuple; a path or none
+    checked = [p for p in train.params if hasattr(defaults, p.name) and p.name not in parsed_elsewhere]
+    assert len(checked) >= 15
+    for param in checked:
+        assert param.default == getattr(defaults, param.name), param.name
