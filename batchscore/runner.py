@@ -7,8 +7,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
-
 from batchscore.bundle import Bundle, load_bundle
 from batchscore.core.compute import truncation_for
 from batchscore.engines import Engine
@@ -162,6 +160,8 @@ def _progress_bar(enabled: bool) -> _ProgressBar | None:
 
 def predict_texts(texts: list[str | None], bundle: Bundle) -> list[dict]:
     """Scores for a few strings, through the Python API (the same path as `run`)."""
+    import pandas as pd  # only `predict` needs it: `run` starts without importing pandas
+
     from batchscore.api import Model
 
     frame = Model(bundle).predict(texts)
