@@ -17,7 +17,7 @@ from batchscore.batching import BucketSpec
 from batchscore.bundle import Bundle, load_bundle
 from batchscore.core.compute import local_plan, truncation_for
 from batchscore.core.outputs import OUTPUT_COLUMNS, OutputBuilder, output_names
-from batchscore.engines.local import WindowScorer
+from batchscore.core.scorer import WindowScorer
 from batchscore.errors import InputError, UsageError
 from batchscore.settings import RUN, default
 from batchscore.validation import INVALID_UTF8, not_string

@@ -115,11 +115,6 @@ def _exit_for(err: Exception) -> None:
     sys.exit(code)
 
 
-def _count_option(flag: str, default: int, help_text: str):
-    """A size that must be at least 1: Click rejects 0 and negatives before any work (exit 2)."""
-    return click.option(flag, type=click.IntRange(min=1), default=default, show_default=True, help=help_text)
-
-
 _progress_option = click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
 )

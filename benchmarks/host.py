@@ -23,7 +23,7 @@ import batchscore.scoring as scoring
 from batchscore.batching import BucketSpec
 from batchscore.bundle import load_bundle
 from batchscore.core.compute import local_plan, truncation_for
-from batchscore.engines.local import WindowScorer
+from batchscore.core.scorer import WindowScorer
 from batchscore.io.paths import discover_inputs
 from batchscore.io.readers import ReadOptions, ShardReader
 from benchmarks.common import DEFAULT_IMDB

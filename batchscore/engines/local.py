@@ -9,76 +9,23 @@ fetch behind); the caller takes the scored groups. Queues of two groups bound me
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
 
 from batchscore import interrupts
 from batchscore.bundle import Bundle
-from batchscore.core.compute import ComputePlan, local_plan
-from batchscore.core.rows import Window, make_window
-from batchscore.encoding import Encoded
+from batchscore.core.compute import local_plan
+from batchscore.core.rows import Window
+from batchscore.core.scorer import WindowScorer
 from batchscore.errors import InputError
 from batchscore.run.options import RunOptions
 from batchscore.run.plan import RunPlan
 from batchscore.run.tasks import FileEvent, FileTask, ready_event
-from batchscore.scoring import Scorer, Truncation
+from batchscore.scoring import Truncation
 
 Group = list[Window | FileEvent]
-
-
-class WindowScorer:
-    """Encodes tables into windows and scores windows on this process's devices (the local engine's
-    and the Python API's model side)."""
-
-    def __init__(
-        self, bundle: Bundle, compute: ComputePlan, truncation: Truncation, host_workers: int | None
-    ):
-        self.bundle = bundle
-        # tokenizing and padding run in these threads (they release the GIL in Arrow and NumPy)
-        self.host_workers = host_workers or os.cpu_count() or 1
-        self.host_pool = ThreadPoolExecutor(self.host_workers, "batchscore-host")
-        self.scorer = Scorer(
-            bundle.model,
-            bundle.params,
-            truncation,
-            compute.buckets,
-            list(compute.devices),
-            compute.precision,
-            self.host_pool,
-        )
-
-    def window(self, table, first_row: int, text_column: str) -> Window:
-        bundle = self.bundle
-        return make_window(
-            table, first_row, text_column, bundle.vocab, bundle.tokenizer, self.host_pool, self.host_workers
-        )
-
-    def dispatch(self, windows: list[Window]) -> Callable[[], None]:
-        """Start the forward pass of the windows' scorable rows, bucketed and batched across all of
-        them; the returned function waits for it and sets each window's logits."""
-        if not windows:
-            return lambda: None
-        ok_rows, base_row = [], 0
-        for window in windows:
-            ok_rows.append(window.scorable + base_row)
-            base_row += len(window.encoded)
-        combined = Encoded.concat([window.encoded for window in windows])
-        dispatched = self.scorer.dispatch(combined, np.concatenate(ok_rows))
-
-        def fetch() -> None:
-            logits = self.scorer.collect(dispatched)
-            first = 0
-            for window, rows in zip(windows, ok_rows, strict=True):
-                window.logits = logits[first : first + rows.size]
-                first += rows.size
-
-        return fetch
 
 
 class LocalEngine:

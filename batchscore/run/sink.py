@@ -34,6 +34,7 @@ class Sink:
         self.bundle, self.builder, self.summary = bundle, builder, summary
         self.skip_bad_files = skip_bad_files
         self.progress, self.log = progress, log
+        self._noted_renames: set[tuple[str, ...]] = set()
 
     def take(self, item: Window | FileEvent) -> None:
         if isinstance(item, Window):
@@ -67,10 +68,12 @@ class Sink:
         summary.tokens_now += int(window.encoded.n_tokens.sum())
 
     def _output(self, window: Window, task: FileTask, profile: bool = True):
-        builder = self.builder
-        renamed = builder.renamed(window.table.column_names, builder.provenance)
-        self.summary.renamed_columns.update({k: v for k, v in renamed.items() if k != v})
-        return builder.table(window, task.run, task.profile if profile else None)
+        columns = tuple(window.table.column_names)
+        if columns not in self._noted_renames:  # the same for every window of a file: noted once
+            renamed = self.builder.renamed(list(columns), self.builder.provenance)
+            self.summary.renamed_columns.update({k: v for k, v in renamed.items() if k != v})
+            self._noted_renames.add(columns)
+        return self.builder.table(window, task.run, task.profile if profile else None)
 
     def finish(self, task: FileTask) -> None:
         """All rows are committed: assemble the output file atomically and count it."""

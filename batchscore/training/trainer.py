@@ -110,9 +110,9 @@ def train(
         lm_record = {**(lm_record or {}), **stage}
         params = classifier_start(lm_params, params)
     classifier = _Classifier(
-        model_config, config, data, train_data, valid_data, spec, checkpoint_dir, lm_record
+        model_config, config, data, train_data, valid_data, spec, checkpoint_dir, lm_record, log
     )
-    state, best, averaged = classifier.fit(params, resume, log, progress)
+    state, best, averaged = classifier.fit(params, resume, progress)
 
     card_fields = {
         "initialized_from": {"bundle": start.name, "weights_sha256": start.weights_sha256} if start else None,
@@ -208,7 +208,16 @@ class _Classifier:
     step and end_epoch are run_epochs' hooks."""
 
     def __init__(
-        self, model_config, config, data: _Prepared, train_data, valid_data, spec, checkpoint_dir, lm_record
+        self,
+        model_config,
+        config,
+        data: _Prepared,
+        train_data,
+        valid_data,
+        spec,
+        checkpoint_dir,
+        lm_record,
+        log,
     ):
         self.model_config, self.config, self.data, self.valid_data = model_config, config, data, valid_data
         self.train_labels = train_data.labels
@@ -225,7 +234,7 @@ class _Classifier:
             "vocab_size": len(data.vocab),
             **lm_data_meta(lm_record),
         }
-        self.log: Callable[[str], None] = print
+        self.log: Callable[[str], None] = log
 
     def validate(self, candidate: dict) -> dict:
         """Uncalibrated metrics of float32 parameters on the validation rows (every choice uses these)."""
@@ -234,9 +243,9 @@ class _Classifier:
             softmax(scorer.logits(self.data.valid_enc))[:, 1], self.valid_data.labels
         )
 
-    def fit(self, params: dict, resume: bool, log, progress: bool) -> tuple[TrainState, dict, dict | None]:
+    def fit(self, params: dict, resume: bool, progress: bool) -> tuple[TrainState, dict, dict | None]:
         """(progress, the weights chosen on validation, the epoch average's record if averaging)."""
-        config, self.log = self.config, log
+        config, log = self.config, self.log
         self.params, self.opt_state = params, self.optimizer.init(params)
         self.ema = self.best = params
         if resume and self.checkpoint.exists():
