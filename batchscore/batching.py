@@ -1,8 +1,8 @@
 """Length bucketing and padding (pure NumPy).
 
-Rows are grouped by token count into a small fixed set of widths, and batch row
-counts are rounded up to powers of two, so the number of distinct array shapes
-(and therefore XLA compilations) is bounded and known in advance.
+Rows are grouped by token count into a small fixed set of widths, and batch row counts come from a
+short ladder, so the number of distinct array shapes (and therefore XLA compilations) is bounded
+and known in advance.
 """
 
 from __future__ import annotations
@@ -13,9 +13,19 @@ import numpy as np
 
 from batchscore import settings
 
-# Widths chosen by measurement (benchmarks/README.md): finer steps where IMDb-like reviews are dense.
-DEFAULT_BOUNDARIES = (32, 64, 96, 128, 160, 192, 256, 320, 400, 512, 768, 1024)
-MIN_BATCH_ROWS = 64
+# Widths chosen by measurement on an IMDb-like mix and a short-review mix (docs/performance.md).
+DEFAULT_BOUNDARIES = (8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 400, 512, 768, 1024)
+MIN_BATCH_ROWS = 64  # training's plan: power-of-two batches of at least this many rows
+# Scoring batches hold a multiple of ROW_QUANTUM rows: 48 = 3 x 16 floats, the row block of XLA:CPU's
+# matmul kernel with AVX-512 (3 x 8 with AVX2, 3 x 4 with NEON), so no row of any batch falls into a
+# remainder kernel, whose rounding differs (docs/determinism.md). The ladder doubles from there.
+ROW_QUANTUM = 48
+
+
+def ladder_rows(rows: int) -> int:
+    """The smallest row count of the scoring ladder (ROW_QUANTUM x 2^k) that holds `rows` rows."""
+    blocks = max(1, -(-rows // ROW_QUANTUM))
+    return ROW_QUANTUM << (blocks - 1).bit_length()
 
 
 @dataclass(frozen=True)
@@ -24,9 +34,7 @@ class BucketSpec:
 
     boundaries: tuple[int, ...] = DEFAULT_BOUNDARIES
     token_budget: int = settings.default("batch_tokens")  # padded tokens per batch: rows per width
-    max_rows: int = settings.default(
-        "max_batch_rows"
-    )  # 256 beats 1024 at every input size (docs/determinism.md)
+    max_rows: int = settings.default("max_batch_rows")
 
     def widths(self, max_tokens: int) -> tuple[int, ...]:
         """Bucket widths for a truncation length: the boundaries below it, then itself."""
@@ -34,9 +42,15 @@ class BucketSpec:
         return (*below, max_tokens)
 
     def rows_for(self, width: int) -> int:
-        """Rows per batch at a width: the token budget over the width, a power of two."""
+        """Training: rows per batch at a width, the token budget over the width, a power of two."""
         rows = max(MIN_BATCH_ROWS, min(self.max_rows, self.token_budget // width))
         return 1 << (rows.bit_length() - 1)
+
+    def scoring_rows_for(self, width: int) -> int:
+        """Scoring: rows of a full batch at a width, the largest ladder step within the token budget
+        and `max_rows` (one ROW_QUANTUM at least)."""
+        limit = max(ROW_QUANTUM, min(self.max_rows, self.token_budget // width))
+        return ROW_QUANTUM << ((limit // ROW_QUANTUM).bit_length() - 1)
 
 
 GPU_BUCKETS = BucketSpec(token_budget=1 << 20, max_rows=8192)  # a GPU wants far bigger batches
@@ -46,7 +60,7 @@ GPU_BUCKETS = BucketSpec(token_budget=1 << 20, max_rows=8192)  # a GPU wants far
 class Batch:
     rows: np.ndarray  # positions of the batch's rows in the window, in batch order
     width: int  # padded sequence length
-    padded_rows: int  # rows after padding the batch up to a power of two
+    padded_rows: int  # rows after padding (a power of two in training, a ladder step in scoring)
 
 
 def padded_row_count(n: int) -> int:
@@ -59,40 +73,56 @@ def plan_batches(
     max_tokens: int,
     spec: BucketSpec,
     rng: np.random.Generator | None = None,
-    *,
-    one_shape_per_width: bool = False,
 ) -> list[Batch]:
-    """Group row positions into batches of similar length.
+    """Training's plan: group row positions into power-of-two batches of similar length.
 
-    Without `rng` the plan is deterministic (longest bucket first, stable order
-    within a bucket). With `rng`, rows are shuffled within buckets and batches are
-    shuffled, which is what training wants.
-
-    `one_shape_per_width` (scoring): every batch of a width has exactly `spec.rows_for(width)` rows
-    and each row stays in its own length's bucket, so a row is always computed in the same compiled
-    shape whatever else is in its window. Matmul libraries pick their blocking by shape and CPU
-    (cache sizes, vector width), so this is what keeps a row's scores bit-identical across batch-mates,
-    windows, shards and resumes on every CPU (docs/determinism.md). Training keeps the older plan
-    (power-of-two padding, partial batches topped up with narrower rows) so its runs reproduce.
+    Without `rng` the plan is deterministic (longest bucket first, stable order within a bucket) and
+    a bucket's partial last batch takes rows of narrower buckets into its padding, so there are
+    fewer, fuller batches (batch counts, validation loss). With `rng`, rows are shuffled within
+    buckets, buckets stay pure and batches are shuffled. Kept as it was so training runs reproduce.
     """
+    buckets = _buckets(lengths, max_tokens, spec)
+    if rng is not None:  # widest bucket first: the order the random stream has always been drawn in
+        shuffled = [(w, rng.permutation(rows) if rows.size else rows) for w, rows in reversed(buckets)]
+        buckets = shuffled[::-1]
+    batches = _fill(buckets, spec.rows_for, padded_row_count, top_up=rng is None)
+    if rng is not None:
+        order = rng.permutation(len(batches))
+        batches = [batches[i] for i in order]
+    return batches
+
+
+def plan_scoring_batches(lengths: np.ndarray, max_tokens: int, spec: BucketSpec) -> list[Batch]:
+    """Scoring's plan: full batches of `spec.scoring_rows_for(width)` rows per bucket (longest
+    first), and each bucket's last batch the smallest ladder step that holds it, its spare rows
+    taken from narrower buckets (next narrower first).
+
+    Any grouping is allowed because a row's scores do not depend on its batch: every row count is a
+    multiple of ROW_QUANTUM, steps after a row's length never reach its state, and the head adds
+    each row's terms in one order (docs/determinism.md). So ten rows of any lengths are one batch.
+    """
+    return _fill(_buckets(lengths, max_tokens, spec), spec.scoring_rows_for, ladder_rows, top_up=True)
+
+
+def _buckets(lengths: np.ndarray, max_tokens: int, spec: BucketSpec) -> list[tuple[int, np.ndarray]]:
+    """(width, row positions) per bucket, narrowest first, each row in the narrowest that holds it."""
     lengths = np.minimum(np.asarray(lengths), max_tokens)
-    widths = np.array(spec.widths(max_tokens))
-    bucket_of_row = np.searchsorted(widths, np.maximum(lengths, 1), side="left")
-    pending = [np.flatnonzero(bucket_of_row == bucket) for bucket in range(len(widths))]
+    widths = spec.widths(max_tokens)
+    bucket_of_row = np.searchsorted(np.array(widths), np.maximum(lengths, 1), side="left")
+    return [(width, np.flatnonzero(bucket_of_row == bucket)) for bucket, width in enumerate(widths)]
+
+
+def _fill(buckets, full_rows, padded_rows, top_up: bool) -> list[Batch]:
+    """Batches from the widest bucket down; with `top_up`, a batch's padding rows take narrower rows."""
+    pending = [rows for _, rows in buckets]
     batches: list[Batch] = []
-    for bucket in range(len(widths) - 1, -1, -1):
-        rows = pending[bucket]
-        if rng is not None and rows.size:
-            rows = rng.permutation(rows)
-        width = int(widths[bucket])
-        per_batch = spec.rows_for(width)
+    for bucket in range(len(buckets) - 1, -1, -1):
+        width, rows = buckets[bucket][0], pending[bucket]
+        per_batch = full_rows(width)
         for start in range(0, rows.size, per_batch):
             chunk = [rows[start : start + per_batch]]
-            padded = per_batch if one_shape_per_width else padded_row_count(chunk[0].size)
-            free = padded - chunk[0].size if rng is None and not one_shape_per_width else 0
-            # Training's deterministic plan (batch counts, validation loss): a partial batch takes rows
-            # of narrower buckets (next narrower first) into the rows it pads up to a power of two, so
-            # there are fewer, fuller batches. Shuffled training batches keep their buckets pure.
+            padded = padded_rows(chunk[0].size)
+            free = padded - chunk[0].size if top_up else 0
             for narrower in range(bucket - 1, -1, -1):
                 if free == 0:
                     break
@@ -100,9 +130,6 @@ def plan_batches(
                 chunk.append(taken)
                 free -= taken.size
             batches.append(Batch(np.concatenate(chunk), width, padded))
-    if rng is not None:
-        order = rng.permutation(len(batches))
-        batches = [batches[i] for i in order]
     return batches
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import jax
 import numpy as np
 
-from batchscore.batching import BucketSpec, pad_batch, plan_batches
+from batchscore.batching import BucketSpec, pad_batch, plan_scoring_batches
 from batchscore.cudnn import cudnn_forward_logits, device_params
 from batchscore.encoding import Encoded
 from batchscore.errors import BatchscoreError
@@ -67,7 +67,7 @@ class Scorer:
         if rows.size == 0:
             return Dispatched(0, [])
         lengths = encoded.n_tokens[rows]
-        plan = plan_batches(lengths, self.truncation.max_tokens, self.spec, one_shape_per_width=True)
+        plan = plan_scoring_batches(lengths, self.truncation.max_tokens, self.spec)
 
         def pad(batch):
             return pad_batch(

@@ -79,7 +79,7 @@ def bench_forward(bundle, texts: pa.Array, label: str) -> dict:
     import torch
 
     from benchmarks.textbook_scorer import textbook_logits
-    from benchmarks.torch_reference import TorchBiLSTM, torch_logits
+    from benchmarks.torch_scorer import from_bundle, torch_logits
 
     truncation = Truncation(bundle.max_tokens, bundle.head_tokens)
     encoded = encode(texts, bundle.vocab, bundle.tokenizer)
@@ -92,7 +92,7 @@ def bench_forward(bundle, texts: pa.Array, label: str) -> dict:
     ours_s, ours = timed(lambda: scorer.logits(encoded, keep), repeat=2)
 
     torch.set_num_threads(os.cpu_count() or 1)
-    model = TorchBiLSTM(bundle).eval()
+    model = from_bundle(bundle)
     torch_logits(model, rows[:256])
     torch_s, theirs = timed(lambda: torch_logits(model, rows))
     agreement = float(np.abs(softmax(ours)[:, 1] - softmax(theirs)[:, 1]).max())

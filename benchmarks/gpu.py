@@ -95,10 +95,10 @@ def main() -> None:
     try:
         import torch
 
-        from benchmarks.torch_reference import TorchBiLSTM, torch_logits
+        from benchmarks.torch_scorer import from_bundle, torch_logits
 
         torch_device = "cuda" if gpu is not None and torch.cuda.is_available() else "cpu"
-        model = TorchBiLSTM(bundle).eval().to(torch_device)
+        model = from_bundle(bundle).to(torch_device)
         rows = [encoded.ids[encoded.offsets[i] : encoded.offsets[i + 1]][: bundle.max_tokens]
                 for i in range(len(encoded))]  # fmt: skip
         batch = 2048 if torch_device == "cuda" else 256

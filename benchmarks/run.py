@@ -35,7 +35,7 @@ from benchmarks.common import (
 
 
 def bench_tokenizer(texts: pa.Array) -> dict:
-    from benchmarks.torch_reference import python_tokenize
+    from benchmarks.torch_scorer import python_tokenize
 
     tokenize_array(texts.slice(0, 100))
     ours, _ = timed(lambda: tokenize_array(texts), repeat=3)

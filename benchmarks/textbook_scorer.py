@@ -15,7 +15,7 @@ import pandas as pd
 from batchscore.bundle import load_bundle
 from batchscore.model import forward_logits
 from batchscore.scoring import softmax
-from benchmarks.torch_reference import python_tokenize
+from benchmarks.torch_scorer import python_tokenize
 
 PAD_TO = 500
 BATCH = 64

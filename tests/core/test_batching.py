@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchscore.batching import BucketSpec, pad_batch, plan_batches
+from batchscore.batching import ROW_QUANTUM, BucketSpec, pad_batch, plan_batches, plan_scoring_batches
 from tests.helpers import read_scores
 
 
@@ -29,6 +29,28 @@ def test_every_row_lands_in_exactly_one_batch(lengths, max_tokens, budget, shuff
         assert batch.rows.size <= batch.padded_rows
         assert batch.padded_rows & (batch.padded_rows - 1) == 0  # a power of two
         assert batch.width in spec.widths(max_tokens)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=700), max_size=400),
+    max_tokens=st.sampled_from([16, 100, 400, 512]),
+    budget=st.sampled_from([256, 4096, 65536]),
+)
+def test_scoring_plan_places_every_row_once_in_whole_row_quanta(lengths, max_tokens, budget):
+    lengths = np.array(lengths, dtype=np.int64)
+    spec = BucketSpec(token_budget=budget, max_rows=512)
+    batches = plan_scoring_batches(lengths, max_tokens, spec)
+    rows = np.concatenate([b.rows for b in batches]) if batches else np.array([], np.int64)
+    assert sorted(rows.tolist()) == list(range(len(lengths)))
+    for batch in batches:
+        assert np.all(np.minimum(lengths[batch.rows], max_tokens) <= batch.width)
+        assert batch.rows.size <= batch.padded_rows <= spec.scoring_rows_for(batch.width)
+        assert batch.padded_rows % ROW_QUANTUM == 0 and batch.width in spec.widths(max_tokens)
+        blocks = batch.padded_rows // ROW_QUANTUM
+        assert blocks & (blocks - 1) == 0  # a ladder step: few compiled shapes
+        # padding rows are bounded: a batch above one quantum is more than half full
+        assert batch.padded_rows == ROW_QUANTUM or batch.rows.size > batch.padded_rows // 2
 
 
 def test_shapes_are_bounded_by_buckets_and_powers_of_two():

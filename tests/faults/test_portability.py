@@ -13,20 +13,23 @@ import sys
 import numpy as np
 import pytest
 
-from batchscore.batching import BucketSpec, plan_batches
+from batchscore.batching import ROW_QUANTUM, BucketSpec, plan_scoring_batches
 from tests.helpers import ROOT
 
 
-def test_scoring_plan_gives_each_width_one_shape_and_each_row_its_own_bucket():
-    spec = BucketSpec(boundaries=(8, 16), token_budget=64 * 16, max_rows=128)
+def test_scoring_batches_hold_whole_row_quanta_and_small_inputs_share_one_batch():
+    spec = BucketSpec(boundaries=(8, 16), token_budget=96 * 16, max_rows=256)
     lengths = np.array([16] * 10 + [8] * 70 + [3] * 5)
-    batches = plan_batches(lengths, 16, spec, one_shape_per_width=True)
-    assert [(b.width, b.rows.size, b.padded_rows) for b in batches] == [(16, 10, 64), (8, 75, 128)]
-    alone = plan_batches(lengths[10:], 16, spec, one_shape_per_width=True)  # other window-mates
-    assert [(b.width, b.padded_rows) for b in alone] == [(8, 128)]
-    for batch in batches:
-        assert np.all(lengths[batch.rows] <= batch.width)
-        assert batch.padded_rows == spec.rows_for(batch.width)
+    batches = plan_scoring_batches(lengths, 16, spec)
+    # width 16: 10 rows, padded to 48, its 38 spare rows taken from width 8; then 32 + 5 rows left
+    assert [(b.width, b.rows.size, b.padded_rows) for b in batches] == [(16, 48, 48), (8, 37, 48)]
+    assert sorted(np.concatenate([b.rows for b in batches]).tolist()) == list(range(85))
+    ten = plan_scoring_batches(np.array([3, 500, 40, 9, 120, 260, 7, 77, 33, 410]), 512, BucketSpec())
+    assert [(b.width, b.rows.size, b.padded_rows) for b in ten] == [(512, 10, ROW_QUANTUM)]
+    for batch in batches + ten:
+        assert batch.padded_rows % ROW_QUANTUM == 0 and batch.rows.size <= batch.padded_rows
+    full = plan_scoring_batches(np.full(1000, 8), 16, spec)
+    assert {b.padded_rows for b in full} == {spec.scoring_rows_for(8), ROW_QUANTUM}  # 192-row batches
 
 
 def _qemu() -> str | None:
@@ -55,6 +58,7 @@ def test_scores_ignore_batch_mates_order_and_windows_on_an_avx2_cpu():
         "every_third": 0,
         "alone": 0,
         "windows_of_37": 0,
+        "other_batch_sizes": 0,
     }
 
 
@@ -68,4 +72,5 @@ def test_the_probe_passes_on_this_cpu_too():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert [result[k] for k in ("permuted", "every_third", "alone", "windows_of_37")] == [0, 0, 0, 0]
+    moved = ("permuted", "every_third", "alone", "windows_of_37", "other_batch_sizes")
+    assert [result[k] for k in moved] == [0, 0, 0, 0, 0]
