@@ -15,6 +15,16 @@ PAD_ID = 0
 UNK_ID = 1
 
 
+def string_array(strings: list[str]) -> pa.Array:
+    """A string array built from its buffers: pa.array() on a list imports pandas to check the list
+    is not a DataFrame, a quarter of a second of every run's start-up."""
+    encoded = [s.encode("utf-8") for s in strings]
+    offsets = np.zeros(len(encoded) + 1, np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    data = pa.py_buffer(b"".join(encoded))
+    return pa.LargeStringArray.from_buffers(len(encoded), pa.py_buffer(offsets), data).cast(pa.string())
+
+
 class Vocab:
     """An ordered token list; ids are positions. Id 0 pads, id 1 is any unknown token."""
 
@@ -28,7 +38,7 @@ class Vocab:
         if bad:
             raise ValueError(f"vocabulary tokens must be non-empty without whitespace: {bad[:3]!r}")
         self.tokens = tokens
-        self._lookup = pa.array(tokens, pa.string())
+        self._lookup = string_array(tokens)
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -227,8 +227,8 @@ def test_library_callers_get_the_same_checks():
 def test_a_row_left_without_a_score_stops_the_window(tmp_path, tiny_bundle, reviews_table, monkeypatch):
     import batchscore.scoring as scoring
 
-    real = scoring.plan_batches
-    monkeypatch.setattr(scoring, "plan_batches", lambda *a, **k: real(*a, **k)[1:])  # lose a batch
+    real = scoring.plan_scoring_batches
+    monkeypatch.setattr(scoring, "plan_scoring_batches", lambda *a, **k: real(*a, **k)[1:])  # lose a batch
     pq.write_table(reviews_table, tmp_path / "r.parquet")
     with pytest.raises(Exception, match="got no finite score"):
         score_files([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle)
