@@ -12,7 +12,7 @@ from batchscore.batching import BucketSpec, pad_batch, plan_scoring_batches
 from batchscore.cudnn import cudnn_forward_logits, device_params
 from batchscore.encoding import Encoded
 from batchscore.errors import BatchscoreError
-from batchscore.model import ModelConfig, first_layer_tables, prescale_gates, table_forward_logits
+from batchscore.model import ModelConfig, inference_params, table_forward_logits
 from batchscore.runtime import recurrence_path
 
 
@@ -48,10 +48,8 @@ class Scorer:
             packed = device_params(config, params)
             self.replicas = [(target, jax.device_put(packed, target), None) for target in devices]
             return
-        scaled = prescale_gates(params)  # once per model, not per batch
-        for target in devices:
-            on_device = jax.device_put(scaled, target)
-            self.replicas.append((target, on_device, jax.jit(first_layer_tables)(on_device)))
+        for target in devices:  # the gates pre-scaled and first-layer tables, once per model and device
+            self.replicas.append((target, *inference_params(jax.device_put(params, target))))
 
     def logits(self, encoded: Encoded, rows: np.ndarray | None = None) -> np.ndarray:
         """Logits (len(rows), classes) for the given row positions (default: all), in that order."""

@@ -13,11 +13,10 @@ import numpy as np
 from batchscore.model import (
     ModelConfig,
     first_layer_tables,
-    forward_logits,
-    init_params,
     prescale_gates,
     table_forward_logits,
 )
+from batchscore.network import forward_logits, init_params
 
 
 def main() -> None:

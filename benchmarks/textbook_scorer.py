@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from batchscore.bundle import load_bundle
-from batchscore.model import forward_logits
+from batchscore.network import forward_logits
 from batchscore.scoring import softmax
 from benchmarks.torch_scorer import python_tokenize
 

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchscore.bundle import Bundle, save_bundle
-from batchscore.model import ModelConfig, init_params
+from batchscore.model import ModelConfig
+from batchscore.network import init_params
 from batchscore.text import TokenizerConfig
 from batchscore.vocab import Vocab
 from tests.helpers import WORDS, random_review

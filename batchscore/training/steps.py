@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from batchscore.model import SentimentBiLSTM
+from batchscore.network import SentimentBiLSTM
 from batchscore.training.config import TrainConfig
 from batchscore.vocab import UNK_ID
 

@@ -21,7 +21,8 @@ from batchscore.embeddings import WordVectors, embedding_matrix
 from batchscore.encoding import Encoded, encode
 from batchscore.errors import UsageError
 from batchscore.evaluate import classification_report, fit_temperature
-from batchscore.model import ModelConfig, SentimentBiLSTM, init_params
+from batchscore.model import ModelConfig
+from batchscore.network import SentimentBiLSTM, init_params
 from batchscore.pretrain import classifier_start
 from batchscore.scoring import Scorer, Truncation, softmax
 from batchscore.text import TokenizerConfig, tokenize_array

@@ -11,10 +11,10 @@ from batchscore.cudnn import cudnn_forward_logits, device_params, pack_weights
 from batchscore.model import (
     ModelConfig,
     first_layer_tables,
-    init_params,
     prescale_gates,
     table_forward_logits,
 )
+from batchscore.network import init_params
 from batchscore.runtime import recurrence_path
 
 

@@ -11,12 +11,11 @@ from batchscore.encoding import encode
 from batchscore.model import (
     ModelConfig,
     batch_major_head_features,
-    forward_logits,
-    init_params,
     recur,
     recur_to_features,
     reverse_within_length,
 )
+from batchscore.network import forward_logits, init_params
 from batchscore.scoring import Scorer, Truncation
 
 

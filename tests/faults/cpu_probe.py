@@ -11,7 +11,8 @@ import pyarrow as pa
 
 from batchscore.batching import BucketSpec
 from batchscore.encoding import encode
-from batchscore.model import ModelConfig, init_params
+from batchscore.model import ModelConfig
+from batchscore.network import init_params
 from batchscore.scoring import Scorer, Truncation
 from batchscore.text import TokenizerConfig
 from batchscore.vocab import Vocab

@@ -20,7 +20,8 @@ from batchscore.cli import main
 from batchscore.datasets import DataError, LabeledData, UnlabeledText, read_unlabeled, split_validation
 from batchscore.embeddings import load_word_vectors
 from batchscore.errors import InputError, UsageError
-from batchscore.model import ModelConfig, init_params
+from batchscore.model import ModelConfig
+from batchscore.network import init_params
 from batchscore.pretrain import (
     classifier_start,
     direction_outputs,

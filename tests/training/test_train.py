@@ -27,7 +27,8 @@ from batchscore.evaluate import (
     paired_comparison,
     roc_auc,
 )
-from batchscore.model import ModelConfig, SentimentBiLSTM, init_params
+from batchscore.model import ModelConfig
+from batchscore.network import SentimentBiLSTM, init_params
 from batchscore.runner import predict_texts
 from batchscore.scoring import softmax
 from batchscore.training.selection import greedy_epoch_average
