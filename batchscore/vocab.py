@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,16 +14,8 @@ PAD = "<pad>"
 UNK = "<unk>"
 PAD_ID = 0
 UNK_ID = 1
-
-
-def string_array(strings: list[str]) -> pa.Array:
-    """A string array built from its buffers: pa.array() on a list imports pandas to check the list
-    is not a DataFrame, a quarter of a second of every run's start-up."""
-    encoded = [s.encode("utf-8") for s in strings]
-    offsets = np.zeros(len(encoded) + 1, np.int64)
-    np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    data = pa.py_buffer(b"".join(encoded))
-    return pa.LargeStringArray.from_buffers(len(encoded), pa.py_buffer(offsets), data).cast(pa.string())
+WHITESPACE = re.compile(r"\s")  # for str patterns: exactly the characters str.isspace() accepts
+SEPARATOR = "\x00"  # not whitespace, so joining cannot make a clean list look bad
 
 
 class Vocab:
@@ -34,11 +27,12 @@ class Vocab:
             raise ValueError(f"a vocabulary must start with {PAD!r} and {UNK!r}")
         if len(set(tokens)) != len(tokens):
             raise ValueError("a vocabulary must not repeat a token")
-        bad = [t for t in tokens if not t or any(ch.isspace() for ch in t)]
-        if bad:
+        # one search over all tokens; the per-token scan only to name the bad ones (0.15 s at 60k tokens)
+        if "" in tokens or WHITESPACE.search(SEPARATOR.join(tokens)):
+            bad = [t for t in tokens if not t or WHITESPACE.search(t)]
             raise ValueError(f"vocabulary tokens must be non-empty without whitespace: {bad[:3]!r}")
         self.tokens = tokens
-        self._lookup = string_array(tokens)
+        self._lookup = pa.array(tokens, pa.string())
 
     def __len__(self) -> int:
         return len(self.tokens)
