@@ -12,8 +12,7 @@ import numpy as np
 
 from batchscore.model import (
     ModelConfig,
-    first_layer_tables,
-    prescale_gates,
+    inference_params,
     table_forward_logits,
 )
 from batchscore.network import forward_logits, init_params
@@ -22,8 +21,7 @@ from batchscore.network import forward_logits, init_params
 def main() -> None:
     config = ModelConfig(vocab_size=48_000)
     params = init_params(config, 0)
-    scaled = prescale_gates(params)  # what Scorer runs the table path on
-    table = first_layer_tables(scaled)
+    scaled, table = inference_params(params)  # what Scorer runs the table path on
     rng = np.random.default_rng(0)
     for rows, width in ((256, 256), (512, 128)):
         ids = rng.integers(2, config.vocab_size, (rows, width)).astype(np.int32)

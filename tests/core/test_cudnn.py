@@ -10,8 +10,7 @@ from jax.experimental import rnn
 from batchscore.cudnn import cudnn_forward_logits, device_params, pack_weights
 from batchscore.model import (
     ModelConfig,
-    first_layer_tables,
-    prescale_gates,
+    inference_params,
     table_forward_logits,
 )
 from batchscore.network import init_params
@@ -43,8 +42,7 @@ def test_packed_stack_matches_the_scan_path_on_ragged_rows(pooling):
     rng = np.random.default_rng(0)
     ids = rng.integers(2, 40, size=(6, 11)).astype(np.int32)
     lengths = np.array([1, 3, 11, 7, 2, 0], np.int32)  # ragged, with padding; 0 is clamped to 1
-    scaled = prescale_gates(params)
-    scan = table_forward_logits(config, scaled, first_layer_tables(scaled), ids, lengths)
+    scan = table_forward_logits(config, *inference_params(params), ids, lengths)
     packed = cudnn_forward_logits(config, device_params(config, params), ids, lengths, "reference")
     np.testing.assert_allclose(np.asarray(packed), np.asarray(scan), atol=1e-5)
 
