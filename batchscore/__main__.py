@@ -2,13 +2,15 @@
 
 from batchscore import interrupts
 
+OWN_PROCESS = {"own_process": True}  # what `run` may change process-wide (see cli.run)
+
 
 def main() -> None:
     interrupts.install_for_process()
     try:
         from batchscore.cli import main as cli
 
-        cli()
+        cli(obj=OWN_PROCESS)
     finally:
         interrupts.ignore_during_teardown()
 

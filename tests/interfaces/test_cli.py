@@ -7,6 +7,8 @@ import subprocess
 import sys
 from unittest import mock
 
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -96,3 +98,35 @@ def test_a_missing_extra_is_a_usage_error_naming_the_pip_command(tmp_path):
     with mock.patch.dict(sys.modules, {"plotly.graph_objects": None, "plotly.offline": None}):
         result = CliRunner().invoke(main, ["report", str(tmp_path / "root"), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 2 and "pip install 'batchscore[report]'" in result.output
+
+
+def test_the_program_runs_without_pandas_and_writes_what_the_library_writes(
+    tmp_path, tiny_bundle, reviews_table
+):
+    """A local `run` keeps pandas out of its process (a sixth of a small run's start-up); its
+    output must not depend on that: the same rows, types and values as a run where pandas is loaded."""
+    from tests.helpers import score_files
+
+    texts = reviews_table.column("text").to_pylist()
+    texts[3], texts[7] = None, ""  # nulls and empty texts go through the error and n_tokens paths
+    table = reviews_table.set_column(1, "text", pa.array(texts).dictionary_encode())  # categoricals
+    pq.write_table(table, tmp_path / "in.parquet")
+    pacsv.write_csv(reviews_table, tmp_path / "in.csv")
+    watch = (
+        "import atexit, sys; atexit.register(lambda: print('pandas loaded:', 'pandas' in sys.modules, "
+        "file=sys.stderr)); from batchscore.__main__ import main; sys.argv[0] = 'batchscore'; main()"
+    )
+    for name in ("in.parquet", "in.csv"):
+        program_out, library_out = tmp_path / f"program-{name}.parquet", tmp_path / f"library-{name}.parquet"
+        done = subprocess.run(
+            [sys.executable, "-c", watch, "run", str(tmp_path / name), "-o", str(program_out),
+             "--model", str(tiny_bundle), "--no-progress"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0 and "pandas loaded: False" in done.stderr, done.stderr
+        score_files([tmp_path / name], library_out, tiny_bundle)
+        assert "pandas" in sys.modules
+        varying = ["run_id", "scored_at"]
+        program, library = pq.read_table(program_out), pq.read_table(library_out)
+        assert program.drop(varying).equals(library.drop(varying)), name
+        assert program.schema.equals(library.schema)
