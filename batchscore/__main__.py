@@ -1,5 +1,9 @@
 """The `batchscore` program: signal handling first, so even a Ctrl-C during imports exits 130 cleanly."""
 
+import atexit
+import os
+import sys
+
 from batchscore import interrupts
 
 OWN_PROCESS = {"own_process": True}  # what `run` may change process-wide (see cli.run)
@@ -7,12 +11,34 @@ OWN_PROCESS = {"own_process": True}  # what `run` may change process-wide (see c
 
 def main() -> None:
     interrupts.install_for_process()
+    code: int | str | None = 0
     try:
         from batchscore.cli import main as cli
 
         cli(obj=OWN_PROCESS)
+    except SystemExit as done:
+        code = done.code
     finally:
         interrupts.ignore_during_teardown()
+    if not isinstance(code, int | None):
+        sys.exit(code)  # a message as exit status: Python prints it
+    end_process(code or 0)
+
+
+def end_process(code: int) -> None:
+    """Exit handlers, flushed output, then the exit, without Python's teardown.
+
+    By now every output is committed and closed and every stage thread joined. What the teardown
+    would still do is free memory object by object and destroy JAX's and Arrow's runtimes: 0.3 s,
+    a sixth of scoring a small file. Exit handlers (Ray's and Arrow's shutdowns among them) still run.
+    """
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing left to say on it
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
