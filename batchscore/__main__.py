@@ -1,6 +1,7 @@
 """The `batchscore` program: signal handling first, so even a Ctrl-C during imports exits 130 cleanly."""
 
 import atexit
+import contextlib
 import os
 import sys
 
@@ -34,10 +35,8 @@ def end_process(code: int) -> None:
     """
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing left to say on it
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing left to say on it
-            pass
     os._exit(code)
 
 
