@@ -198,7 +198,6 @@ def run(
     sys.exit(summary.exit_code)  # 0, or 7: finished with bad files skipped (run/verdict.py)
 
 
-
 def _arrow_without_pandas() -> None:
     """pyarrow imports pandas (0.3-0.4 s, a sixth of a small run) the first time it converts
     anything, only to ask whether the input is a pandas object. A local `run` hands it Arrow and
