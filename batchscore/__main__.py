@@ -29,9 +29,9 @@ def main() -> None:
 def end_process(code: int) -> None:
     """Exit handlers, flushed output, then the exit, without Python's teardown.
 
-    By now every output is committed and closed and every stage thread joined. What the teardown
-    would still do is free memory object by object and destroy JAX's and Arrow's runtimes: 0.3 s,
-    a sixth of scoring a small file. Exit handlers (Ray's and Arrow's shutdowns among them) still run.
+    By now every output is committed and closed, stage threads are joined and pool threads idle.
+    The teardown would only free memory object by object and destroy JAX's and Arrow's runtimes:
+    0.3 s, a sixth of scoring a small file. Exit handlers (Ray's and Arrow's among them) still run.
     """
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
