@@ -31,9 +31,11 @@ def pytest_report_header(config) -> list[str]:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """The training tests (a minute or two each) first: collected last, they left one of the two
-    workers running them alone for the suite's last minutes."""
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/training/") else 1)
+    """The longest tests first: the CPU probes (the emulated one takes 5-9 minutes), then training (a
+    minute or two each). Collected late, they left one of the two workers running them alone for the
+    suite's last minutes."""
+    first = ("tests/faults/test_portability.py", "tests/training/")
+    items.sort(key=lambda item: next((i for i, p in enumerate(first) if item.nodeid.startswith(p)), len(first)))
 
 
 @pytest.fixture(scope="session")

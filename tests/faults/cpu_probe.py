@@ -40,12 +40,13 @@ def main() -> None:
     rng = random.Random(11)
     texts = [random_review(rng, rng.choice([1, 3, 8, 20, 40, 70, 120])) for _ in range(300)]
     encoded = encode(pa.array(texts), vocab, TokenizerConfig())
-    # Two widths (16 and 48) and batches of 48, 96 and 192 rows: every program is compiled under an
-    # emulator, so the shapes are few, but they cover several row counts per width.
-    scorer = Scorer(config, params, Truncation(48, 12), BucketSpec(boundaries=(16,), token_budget=16384))
+    # Batches of 48, 96 and 192 rows, natively at two widths (16 and 48). Under an emulator every
+    # program compiles for a minute or more, so there one width (16) carries the three row counts.
+    truncation = Truncation(16, 4) if small else Truncation(48, 12)
+    scorer = Scorer(config, params, truncation, BucketSpec(boundaries=(16,), token_budget=16384))
     together = scorer.logits(encoded)
-    small = BucketSpec(boundaries=(16,), token_budget=1024)  # 48-row batches only
-    small_batches = Scorer(config, params, Truncation(48, 12), small).logits(encoded)
+    small_spec = BucketSpec(boundaries=(16,), token_budget=1024)  # 48-row batches only
+    small_batches = Scorer(config, params, truncation, small_spec).logits(encoded)
     order = np.random.default_rng(0).permutation(len(texts))
     windows = [scorer.logits(encoded, np.arange(s, min(s + 37, 300))) for s in range(0, 300, 37)]
     alone = [differing(scorer.logits(encoded, np.array([r]))[0], together[r]) for r in (0, 7, 299)]
