@@ -35,7 +35,11 @@ def pytest_collection_modifyitems(config, items) -> None:
     minute or two each). Collected late, they left one of the two workers running them alone for the
     suite's last minutes."""
     first = ("tests/faults/test_portability.py", "tests/training/")
-    items.sort(key=lambda item: next((i for i, p in enumerate(first) if item.nodeid.startswith(p)), len(first)))
+
+    def rank(item) -> int:
+        return next((i for i, prefix in enumerate(first) if item.nodeid.startswith(prefix)), len(first))
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
