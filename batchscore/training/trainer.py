@@ -24,6 +24,7 @@ from batchscore.evaluate import classification_report, fit_temperature
 from batchscore.model import ModelConfig
 from batchscore.network import SentimentBiLSTM, init_params
 from batchscore.pretrain import classifier_start
+from batchscore.runtime import enable_compilation_cache
 from batchscore.scoring import Scorer, Truncation, softmax
 from batchscore.text import TokenizerConfig, tokenize_array
 from batchscore.training.card import model_card, reference_profile
@@ -77,6 +78,7 @@ def train(
 ) -> TrainResult:
     """`lm_text`: unlabeled reviews the language-model stage reads besides the training texts; they
     also join the vocabulary (same min-count), so words only they hold get pretrained vectors."""
+    enable_compilation_cache()  # a resumed or repeated training loads its step programs
     start = _initial_bundle(config, vectors, valid_data) if config.init_model else None
     data = _prepare(train_data, valid_data, vectors, config, checkpoint_dir, resume, start, lm_text, log)
     model_config = ModelConfig(
