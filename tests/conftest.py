@@ -31,7 +31,7 @@ def pytest_report_header(config) -> list[str]:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """The longest tests first: the CPU probes (the emulated one takes 5-9 minutes), then training (a
+    """The longest tests first: the CPU probes (the emulated one takes one to three minutes), then training (a
     minute or two each). Collected late, they left one of the two workers running them alone for the
     suite's last minutes."""
     first = ("tests/faults/test_portability.py", "tests/training/")
