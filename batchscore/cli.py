@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -31,13 +32,13 @@ class _Program(click.Group):
         except click.UsageError as err:
             where = err.ctx.command_path if err.ctx is not None else "batchscore"
             message = f"{err.format_message()} (see '{where} --help')"
-            click.echo(f"{_stamp()}batchscore: error: {message}", err=True)
+            _tell(f"error: {message}")
             sys.exit(err.exit_code)
         except click.ClickException as err:
-            click.echo(f"{_stamp()}batchscore: error: {err.format_message()}", err=True)
+            _tell(f"error: {err.format_message()}")
             sys.exit(err.exit_code)
         except click.Abort:
-            click.echo(f"{_stamp()}batchscore: error: interrupted", err=True)
+            _tell("error: interrupted")
             sys.exit(130)
         except Exception as err:
             _exit_for(err)
@@ -76,6 +77,13 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ ")
 
 
+def _tell(line: str) -> None:
+    """One `[time ]batchscore: ...` line on stderr. A log reader that went away (a closed pipe, a full
+    disk) must not stop or fail work: the exit code still says how the run ended."""
+    with contextlib.suppress(OSError):
+        click.echo(f"{_stamp()}batchscore: {line}", err=True)
+
+
 def _logger(quiet: bool = False):
     """Every line of every message as `[time ]batchscore: ...` on stderr; --quiet drops them all."""
 
@@ -83,7 +91,7 @@ def _logger(quiet: bool = False):
         if quiet:
             return
         for line in message.splitlines():
-            click.echo(f"{_stamp()}batchscore: {line.removeprefix('batchscore: ')}", err=True)
+            _tell(line.removeprefix("batchscore: "))
 
     return log
 
@@ -111,7 +119,7 @@ def _exit_for(err: Exception) -> None:
     if _debug_requested:
         raise err
     code = err.exit_code if isinstance(err, BatchscoreError) else 1
-    click.echo(f"{_stamp()}batchscore: error: {err}", err=True)
+    _tell(f"error: {err}")
     sys.exit(code)
 
 

@@ -50,6 +50,22 @@ def test_a_refusal_before_any_work_prints_the_error_line_alone(tmp_path, tiny_bu
     assert code == 5 and len(lines) == 1 and "already exists" in lines[0]
 
 
+def test_a_log_reader_that_goes_away_neither_stops_nor_fails_the_run(tmp_path, tiny_bundle, reviews_table):
+    """`batchscore run ... 2>&1 | head -1`, or a log shipper that died: every write to stderr fails,
+    yet the scores are written whole and the exit code is the run's own."""
+    pq.write_table(reviews_table, tmp_path / "r.parquet")
+    output = tmp_path / "s.parquet"
+    command = [sys.executable, "-m", "batchscore", "run", str(tmp_path / "r.parquet"), "-o", str(output)]
+    command += ["--model", str(tiny_bundle), "--no-progress"]
+    for expected_code in (0, 5):  # scored; then refused, since the output exists
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process.stderr.close()  # the reader is gone: writes to the pipe fail (EPIPE)
+        assert process.wait(timeout=300) == expected_code
+    scored = pq.read_table(output)
+    assert scored.column("review_id").equals(reviews_table.column("review_id"))
+    assert scored.column("prob_positive").null_count == 0
+
+
 def test_an_interrupted_summary_says_what_was_committed():
     summary = RunSummary(status="interrupted", exit_code=130, rows=0, rows_scored_now=1000, seconds=2.0)
     text = summary.format()
