@@ -134,24 +134,34 @@ class _ProgressBar(ProgressListener):
     def __init__(self):
         from tqdm import tqdm
 
-        self.bar = tqdm(unit="rows", unit_scale=True, desc="scoring", file=sys.stderr, mininterval=0.5)
+        try:
+            self.bar = tqdm(unit="rows", unit_scale=True, desc="scoring", file=sys.stderr, mininterval=0.5)
+        except OSError:  # stderr is already unwritable: see _draw
+            self.bar = tqdm(disable=True)
         self.files = 0
         self.total_files = 0
+
+    def _draw(self, action) -> None:
+        """A bar nobody can see (stderr a closed pipe, a full disk) goes quiet, and the run goes on."""
+        try:
+            action()
+        except OSError:
+            self.bar.disable = True
 
     def planned(self, files: int, rows: int | None) -> None:
         self.total_files = files
         self.bar.total = rows
-        self.bar.set_postfix_str(f"files 0/{files}")
+        self._draw(lambda: self.bar.set_postfix_str(f"files 0/{files}"))
 
     def rows(self, n: int) -> None:
-        self.bar.update(n)
+        self._draw(lambda: self.bar.update(n))
 
     def file_done(self) -> None:
         self.files += 1
-        self.bar.set_postfix_str(f"files {self.files}/{self.total_files}")
+        self._draw(lambda: self.bar.set_postfix_str(f"files {self.files}/{self.total_files}"))
 
     def close(self) -> None:
-        self.bar.close()
+        self._draw(self.bar.close)
 
 
 def _progress_bar(enabled: bool) -> _ProgressBar | None:

@@ -56,9 +56,10 @@ def test_a_log_reader_that_goes_away_neither_stops_nor_fails_the_run(tmp_path, t
     pq.write_table(reviews_table, tmp_path / "r.parquet")
     output = tmp_path / "s.parquet"
     command = [sys.executable, "-m", "batchscore", "run", str(tmp_path / "r.parquet"), "-o", str(output)]
-    command += ["--model", str(tiny_bundle), "--no-progress"]
-    for expected_code in (0, 5):  # scored; then refused, since the output exists
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command += ["--model", str(tiny_bundle)]
+    # scored; refused, since the output exists; scored again with a progress bar drawn to nobody
+    for extra, expected_code in ((["--no-progress"], 0), ([], 5), (["--progress", "--overwrite"], 0)):
+        process = subprocess.Popen([*command, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         process.stderr.close()  # the reader is gone: writes to the pipe fail (EPIPE)
         assert process.wait(timeout=300) == expected_code
     scored = pq.read_table(output)
