@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -12,6 +11,7 @@ from pathlib import Path
 import click
 
 from batchscore import __version__, settings
+from batchscore.io.console import STDERR
 from batchscore.training.config import TrainConfig
 
 
@@ -78,10 +78,8 @@ def _stamp() -> str:
 
 
 def _tell(line: str) -> None:
-    """One `[time ]batchscore: ...` line on stderr. A log reader that went away (a closed pipe, a full
-    disk) must not stop or fail work: the exit code still says how the run ended."""
-    with contextlib.suppress(OSError):
-        click.echo(f"{_stamp()}batchscore: {line}", err=True)
+    """One `[time ]batchscore: ...` line on stderr (dropped where nobody reads it: console.STDERR)."""
+    click.echo(f"{_stamp()}batchscore: {line}", file=STDERR)
 
 
 def _logger(quiet: bool = False):

@@ -13,6 +13,7 @@ from batchscore.engines import Engine
 from batchscore.engines.local import LocalEngine
 from batchscore.errors import BatchscoreError, UsageError, require_extra
 from batchscore.interrupts import stop_on_signals
+from batchscore.io.console import STDERR
 from batchscore.io.safe_files import write_to_named_target
 from batchscore.report import ProgressListener, RunSummary
 from batchscore.run.driver import new_summary, score_files
@@ -134,34 +135,24 @@ class _ProgressBar(ProgressListener):
     def __init__(self):
         from tqdm import tqdm
 
-        try:
-            self.bar = tqdm(unit="rows", unit_scale=True, desc="scoring", file=sys.stderr, mininterval=0.5)
-        except OSError:  # stderr is already unwritable: see _draw
-            self.bar = tqdm(disable=True)
+        self.bar = tqdm(unit="rows", unit_scale=True, desc="scoring", file=STDERR, mininterval=0.5)
         self.files = 0
         self.total_files = 0
-
-    def _draw(self, action) -> None:
-        """A bar nobody can see (stderr a closed pipe, a full disk) goes quiet, and the run goes on."""
-        try:
-            action()
-        except OSError:
-            self.bar.disable = True
 
     def planned(self, files: int, rows: int | None) -> None:
         self.total_files = files
         self.bar.total = rows
-        self._draw(lambda: self.bar.set_postfix_str(f"files 0/{files}"))
+        self.bar.set_postfix_str(f"files 0/{files}")
 
     def rows(self, n: int) -> None:
-        self._draw(lambda: self.bar.update(n))
+        self.bar.update(n)
 
     def file_done(self) -> None:
         self.files += 1
-        self._draw(lambda: self.bar.set_postfix_str(f"files {self.files}/{self.total_files}"))
+        self.bar.set_postfix_str(f"files {self.files}/{self.total_files}")
 
     def close(self) -> None:
-        self._draw(self.bar.close)
+        self.bar.close()
 
 
 def _progress_bar(enabled: bool) -> _ProgressBar | None:

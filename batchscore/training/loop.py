@@ -14,6 +14,7 @@ import numpy as np
 
 from batchscore.batching import Batch, BucketSpec, pad_batch, plan_batches
 from batchscore.encoding import Encoded
+from batchscore.io.console import STDERR
 from batchscore.scoring import Truncation
 from batchscore.training.config import TrainState
 
@@ -78,4 +79,4 @@ def _progress(total: int, desc: str, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, mininterval=1.0)
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, mininterval=1.0, file=STDERR)
