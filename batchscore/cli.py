@@ -14,6 +14,9 @@ from batchscore import __version__, settings
 from batchscore.io.console import STDERR
 from batchscore.training.config import TrainConfig
 
+# Click 8.2+ raises this for a bare `batchscore`; 8.1 prints the help itself and exits 0
+_NO_ARGS_IS_HELP: type[Exception] | tuple = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
 
 class _Program(click.Group):
     """The error boundary of every command: Click's own errors (unknown option, bad value) in
@@ -26,7 +29,7 @@ class _Program(click.Group):
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
             result = super().main(args, prog_name or "batchscore", complete_var, False, **extra)
-        except click.exceptions.NoArgsIsHelpError as err:  # a bare `batchscore`: the help, as asked
+        except _NO_ARGS_IS_HELP as err:  # a bare `batchscore`: the help, as asked
             click.echo(err.format_message())
             sys.exit(0)
         except click.UsageError as err:

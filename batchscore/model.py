@@ -105,7 +105,7 @@ def project(forward_in: jax.Array, backward_in: jax.Array, w_input: jax.Array, b
 
     Two plain 2-D matmuls, (T*B, D) @ (D, 4H), kept apart: the batched einsum with a time-major
     (T, 2, B, 4H) output this replaced ran at a quarter of the speed on XLA:CPU (3.0 s vs 0.75 s on
-    512 x 256 rows; issue 9) and was the largest single cost of the forward pass, and stacking the
+    512 x 256 rows) and was the largest single cost of the forward pass, and stacking the
     two directions costs a copy the scan does not need (it stacks each step's slices in cache).
     """
     return forward_in @ w_input[0] + bias[0], backward_in @ w_input[1] + bias[1]
@@ -130,7 +130,7 @@ def gate_scale(hidden: int, dtype=jnp.float32) -> jax.Array:
     sigmoid(x) = 0.5 * tanh(x / 2) + 0.5, so with the i/f/o columns of W_in, W_h and the bias
     halved, all four gates are ONE tanh over the contiguous (..., 4H) pre-activation followed by
     one multiply-add. XLA:CPU then vectorises the cell; with separate sigmoids it expands each to
-    1 / (1 + exp(-x)) over four slices and emits scalar code (issue 9: ~2x faster recurrence).
+    1 / (1 + exp(-x)) over four slices and emits scalar code (the recurrence ran about 2x slower).
     Scaling the weights (never the bundle, see prescale_gates) keeps the model and its file unchanged.
     """
     half = jnp.full((hidden,), 0.5, dtype)
@@ -201,7 +201,7 @@ def recur_to_features(
     """The last layer's recurrence, returning the head's input (B, head_width) instead of its outputs.
 
     The features are gathered while the scan runs, so the outputs are never stored or read back
-    (reducing a stored (T, B, H) over T cost 20% of the forward pass on XLA:CPU, issue 9):
+    (reducing a stored (T, B, H) over T cost 20% of the forward pass on XLA:CPU):
     - step 0 gives the forward output at the first position and the backward output at the last;
     - the step at each row's length - 1 gives the forward output at its last real position and the
       backward output at its first (the backward direction reads the row reversed);

@@ -119,9 +119,9 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "precision",
         "float32",
-        "Matmul inputs. bfloat16: the recurrent matmul takes bfloat16 inputs (float32 sums), about "
-        "1.14x faster where the CPU has native BF16 (AVX512_BF16, AMX; elsewhere float32 runs and the "
-        "summary says so); probabilities move by up to ~5e-3, labels rarely (4 of 25,000 IMDb reviews).",
+        "Matmul inputs. bfloat16: the recurrent matmul takes bfloat16 inputs (float32 sums), used where "
+        "the CPU has native BF16 (AVX512_BF16, AMX; elsewhere float32 runs and the summary says so); "
+        "probabilities move by up to ~5e-3, labels rarely (4 of 25,000 IMDb reviews).",
         choices=PRECISIONS,
         in_job=True,
     ),

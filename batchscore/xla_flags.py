@@ -1,7 +1,8 @@
 """XLA:CPU settings applied before JAX starts its backend (imported first by the package).
 
-oneDNN kernels for the LSTM's matmuls measured 10-20% faster forward passes on
-the benchmark machine, with bit-identical results (benchmarks/README.md).
+Matmuls run on XLA's own kernels, with oneDNN, YNNPACK and XNNPACK turned off: those pick kernels
+by CPU at run time, and on AVX2 their rounding moved with a batch's row count, which would break
+the promise that a row's scores never depend on its batch-mates (docs/determinism.md).
 BATCHSCORE_CPU_DEVICES=N (opt-in, default 1) splits the host into N devices and the
 scorer alternates batches between them: on 2 cores +16-18% on dense batches and +8% on
 the IMDb mix, bit-identical, but peak RSS grows by ~500 MB (0.93 -> 1.42 GB at 100k rows),

@@ -1,4 +1,4 @@
-"""Model.score_frame vs `batchscore run`'s tokenize + forward time on the same rows (issue 15).
+"""Model.score_frame vs `batchscore run`'s tokenize + forward time on the same rows.
 
     python -m benchmarks.api [--rows 5000]
 Both in one process, after one warm-up each (so neither pays compilation): the run's stage times

@@ -1,4 +1,4 @@
-"""Forward speed of two bundles on the same reviews (issue 11: a new head may cost at most +10%).
+"""Forward speed of two bundles on the same reviews (a new head should cost at most +10%).
 
     python -m benchmarks.compare_models OLD_BUNDLE NEW_BUNDLE [--rows 5000] [--repeats 3]
 Both in one process, after a warm-up each, timed alternately; prints tokens/s and NEW's cost

@@ -1,4 +1,4 @@
-"""What drift profiling costs a run (issue 16: <= 2% of `batchscore run` wall time on 5,000 reviews).
+"""What drift profiling costs a run (target: <= 2% of `batchscore run` wall time on 5,000 reviews).
 
     python -m benchmarks.drift [--rows 5000] [--repeats 3]
 One process, the same input: runs with profiling and runs with it switched off (Profile's methods

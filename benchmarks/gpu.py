@@ -1,4 +1,4 @@
-"""The prepared GPU benchmark (issue 10): one run, one machine, every figure against its reference.
+"""The prepared GPU benchmark: one run, one machine, every figure against its reference.
 
     python -m benchmarks.gpu --imdb build/test.parquet [--reviews 200000] [--json OUT.json]
 Prints, in one process on one GPU:

@@ -1,4 +1,4 @@
-"""Host-side throughput with the model replaced by a no-op (issue 10: can the host feed a GPU?).
+"""Host-side throughput with the model replaced by a no-op (can the host feed a GPU?).
 
     python -m benchmarks.host [--rows 25000] [--repeats 2]
 Runs the local engine's own read -> clean/tokenize/encode -> bucket/pad path over IMDb test reviews,

@@ -1,4 +1,4 @@
-"""float32 vs bfloat16 matmuls on the IMDb test split, with the shipped model (issue 9's precision policy).
+"""float32 vs bfloat16 matmuls on the IMDb test split, with the shipped model: the precision policy's data.
 
     python -m benchmarks.precision [--rows 25000]
 Prints, for each precision: forward tokens/s (after compilation), test accuracy; then the accuracy

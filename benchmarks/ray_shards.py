@@ -1,4 +1,4 @@
-"""The Ray engine on many shards vs the local engine, and a Ray resume (issue 14).
+"""The Ray engine on many shards vs the local engine, and a Ray resume.
 
     python -m benchmarks.ray_shards [--shards 200] [--rows 250] [--resume-rows 50000]
 1. SHARDS files of ROWS IMDb test reviews (the test split repeated as needed), scored by the CLI with

@@ -1,4 +1,4 @@
-"""Many small shards vs one file with the same rows (issue 9's nightly-landing case).
+"""Many small shards vs one file with the same rows (the nightly-landing case).
 
     python -m benchmarks.shards [--shards 40] [--rows 100] [--repeats 2]
 Scores SHARDS files of ROWS IMDb test reviews each, and one file holding the same rows, with the

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
+import select
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -100,7 +105,9 @@ def crashed_run(monkeypatch, inputs, output, bundle, step: str, nth: int, **opti
     monkeypatch.setattr(writers, "commit_hook", None)
 
 
-# a `batchscore` process whose commit hook acts at the nth `step` (exit 77, hang, or a signal)
+# A `batchscore` process whose commit hook acts at the nth completion of `step`: "exit" (os._exit(77),
+# no cleanup at all), a signal name (sent to itself), or "hold": say "held" on the file descriptor
+# in HOLD_FDS and wait there until the test releases it (or kills the process).
 HOOKED_RUN = """
 import os, signal, sys
 import batchscore.io.writers as writers
@@ -112,14 +119,56 @@ def hook(name):
         if len(seen) == nth:
             if action == "exit":
                 os._exit(77)
-            if action == "hang":
-                signal.pause()  # holds its output lock until killed
+            if action == "hold":
+                held, release = (int(fd) for fd in os.environ["HOLD_FDS"].split(","))
+                os.write(held, b"held\\n")
+                os.read(release, 1)
+                return
             os.kill(os.getpid(), getattr(signal, action))
 writers.commit_hook = hook
 from batchscore.__main__ import main
 sys.argv = ["batchscore", *sys.argv[4:]]
 main()
 """
+
+
+class HeldRun:
+    """A `batchscore` process stopped at a known point of its commit protocol: the test acts on it
+    there (a signal, SIGKILL, a second run) at that point exactly, not after a guessed delay."""
+
+    def __init__(self, step: str, nth: int, args: list[str], **popen):
+        held_read, held_write = os.pipe()
+        release_read, self._release = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HOOKED_RUN, "hold", step, str(nth), *args],
+            pass_fds=(held_write, release_read),
+            env={**os.environ, "HOLD_FDS": f"{held_write},{release_read}"},
+            **popen,
+        )
+        os.close(held_write)
+        os.close(release_read)
+        self._held = held_read
+        self.pid = self.process.pid
+
+    def wait_until_held(self, timeout: float = 300) -> None:
+        """Until the process says it is at the step; fails if it ends first (or never gets there)."""
+        ready, _, _ = select.select([self._held], [], [], timeout)
+        assert ready, f"the run did not reach the step in {timeout} s"
+        assert os.read(self._held, 5) == b"held\n", "the run ended before it reached the step"
+
+    def release(self) -> None:
+        os.write(self._release, b"g")
+
+    def kill(self) -> int:
+        """SIGKILL where it is held; its exit status (-9)."""
+        self.process.send_signal(signal.SIGKILL)
+        return self.process.wait()
+
+    def close(self) -> None:
+        for fd in (self._held, self._release):
+            os.close(fd)
+        if self.process.poll() is None:
+            self.kill()
 
 
 def quiet(message: str) -> None:

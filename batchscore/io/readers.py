@@ -24,7 +24,7 @@ from batchscore.validation import decode_utf8
 
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowKeyError, OSError)
 _GUESS_DELIMITERS = (";", "\t", "|")
-_CSV_BLOCK = 1 << 22  # grown (x4 per retry, up to _CSV_MAX_BLOCK) when one row is longer than a block
+CSV_BLOCK_BYTES = 1 << 22  # grown (x4 per retry, up to _CSV_MAX_BLOCK) when one row is longer than a block
 _CSV_MAX_BLOCK = 1 << 31
 _HASH_CHUNK = 1 << 22
 
@@ -35,6 +35,7 @@ class ReadOptions:
     window_rows: int = 16384
     csv_delimiter: str = ","
     csv_infer_types: bool = False  # False: every CSV column but the text is read as a string, as written
+    csv_block_bytes: int = CSV_BLOCK_BYTES  # bytes pyarrow parses at a time; smaller finds a bad row sooner
 
 
 class ShardReader:
@@ -138,7 +139,7 @@ class ShardReader:
     def _csv_header(self) -> list[str]:
         """The CSV's column names, read once."""
         if self._csv_names is None:
-            probe = self._open_csv({}, _CSV_BLOCK)
+            probe = self._open_csv({}, self.options.csv_block_bytes)
             self._csv_names = probe.schema.names
             probe.close()
         return self._csv_names
@@ -293,7 +294,7 @@ class ShardReader:
 
     def _csv_batches(self, skip_rows: int) -> Iterator[pa.RecordBatch]:
         types = self.csv_column_types()
-        block, emitted = _CSV_BLOCK, 0
+        block, emitted = self.options.csv_block_bytes, 0
         while True:
             reader = self._open_csv(types, block)
             try:

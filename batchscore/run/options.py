@@ -8,7 +8,7 @@ from batchscore import interrupts
 from batchscore.batching import BucketSpec
 from batchscore.drift import DriftPolicy
 from batchscore.errors import UsageError
-from batchscore.io.readers import ReadOptions
+from batchscore.io.readers import CSV_BLOCK_BYTES, ReadOptions
 from batchscore.settings import RUN_SETTINGS, default
 
 
@@ -36,6 +36,7 @@ class RunOptions:
     command: str = ""  # recorded in the output lock, so a second run can say who holds it
     resume_hint: str = interrupts.RESUME_HINT  # what an interrupted run tells the operator to do
     partition_keys: tuple[str, ...] = ()  # Hive keys of the folders written into (a job's "date")
+    csv_block_bytes: int = CSV_BLOCK_BYTES  # CSV bytes parsed at a time (row numbers do not depend on it)
 
     @classmethod
     def from_settings(cls, values: dict, **others) -> RunOptions:
@@ -75,4 +76,6 @@ class RunOptions:
             raise UsageError("; ".join(problems))
 
     def read_options(self) -> ReadOptions:
-        return ReadOptions(self.text_column, self.window_rows, self.csv_delimiter, self.csv_infer_types)
+        return ReadOptions(
+            self.text_column, self.window_rows, self.csv_delimiter, self.csv_infer_types, self.csv_block_bytes
+        )

@@ -1,5 +1,5 @@
 """One compute plan for every engine: GPU batch sizes on GPU actors, the precision that runs recorded
-(and run) by both engines, an output started by one engine resumed by the other, text repaired once."""
+(and run) by both engines, an output started by one engine resumed by the other."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from batchscore.batching import GPU_BUCKETS, BucketSpec
 from batchscore.core import compute
 from batchscore.core.compute import actor_plan, batch_plan
 from batchscore.io import writers
-from batchscore.io.readers import ShardReader
 from batchscore.run.options import RunOptions
 from batchscore.runner import run_scoring
 from tests.helpers import Crash, crash_after, read_scores
@@ -115,32 +114,3 @@ def test_an_output_started_by_one_engine_is_resumed_by_the_other(
         [str(source)], str(tmp_path / "straight.parquet"), tiny_bundle, RunOptions(window_rows=40), **QUIET
     )
     assert read_scores(output).equals(read_scores(tmp_path / "straight.parquet"))
-
-
-def test_a_ray_read_task_repairs_each_window_once(tmp_path, tiny_bundle, monkeypatch):
-    """Invalid UTF-8 in a column that is not the text is replaced by the reader as it yields a
-    window; the Ray read task must not repair it a second time."""
-    import pyarrow as pa
-
-    from batchscore.bundle import load_bundle
-    from batchscore.engines import ray as ray_engine
-    from batchscore.io.paths import discover_inputs
-
-    bundle = load_bundle(tiny_bundle)
-    notes = pa.array([b"ok" if i % 7 else b"K\xf6ln" for i in range(120)], pa.binary()).view(pa.string())
-    table = pa.table({"text": ["good film"] * 120, "note": notes})
-    pq.write_table(table, tmp_path / "in.parquet", row_group_size=30)
-    calls = []
-    repair = ShardReader.repair_strings
-    monkeypatch.setattr(ShardReader, "repair_strings", lambda self, t: calls.append(1) or repair(self, t))
-    monkeypatch.setattr(ray_engine, "_vocab", lambda holder: bundle.vocab)
-    (source,) = discover_inputs([str(tmp_path / "in.parquet")])
-    options = RunOptions(window_rows=30)
-    fields = [pa.field("text", pa.string()), pa.field("note", pa.string())]
-    schema = pa.schema([*fields, *ray_engine._extra_fields()])
-    blocks = list(ray_engine._read_file(pa.table({"file": [0]}), [(source, 0)], options.read_options(),
-                                        schema, (None,), bundle.tokenizer.to_dict()))  # fmt: skip
-    windows = [b for b in blocks if b.column(ray_engine.ROW)[0].as_py() >= 0]
-    assert len(windows) == 4 and len(calls) == len(windows)
-    stats = json.loads(blocks[-1].column(ray_engine.READ_STATS)[0].as_py())
-    assert stats["replaced_utf8"] == {"note": 18}

@@ -114,3 +114,22 @@ def test_a_file_bad_part_way_is_skipped_or_fails_the_run(engine, tmp_path, tiny_
             engine=engine,
             **QUIET,
         )
+
+
+def test_invalid_utf8_outside_the_text_is_replaced_and_counted_once(engine, tmp_path, tiny_bundle):
+    """Every value with invalid bytes is counted once in the summary, whichever engine read it."""
+    notes = pa.array([b"ok" if i % 7 else b"K\xf6ln" for i in range(120)], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"text": ["good film"] * 120, "note": notes}), tmp_path / "in.parquet",
+                   row_group_size=30)  # fmt: skip
+    options = RunOptions(window_rows=30, keep_text=True)
+    summary = run_scoring(
+        [str(tmp_path / "in.parquet")],
+        str(tmp_path / "o.parquet"),
+        tiny_bundle,
+        options,
+        engine=engine,
+        **QUIET,
+    )
+    assert dict(summary.replaced_utf8) == {"note": 18}
+    written = pq.read_table(tmp_path / "o.parquet").column("note").to_pylist()
+    assert written.count("K\ufffdln") == 18 and written.count("ok") == 102

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from batchscore.api import load_model
 from batchscore.cli import main
+from tests.helpers import score_files
 
 
 def cli(*args):
@@ -436,16 +437,11 @@ def test_a_csv_whose_first_row_is_longer_than_a_read_block_is_read(tmp_path, tin
     (tmp_path / "big.csv").write_text(
         'review_id,text\n1,"' + "good " * 1_000_000 + '"\n2,fine film\n'
     )  # 5 MB row
-    with mock_block(1 << 20):
-        result = cli("run", tmp_path / "big.csv", "-o", tmp_path / "o.parquet", "--model", tiny_bundle)
-    assert result.exit_code == 0, result.output
+    summary = score_files(
+        [tmp_path / "big.csv"], tmp_path / "o.parquet", tiny_bundle, csv_block_bytes=1 << 20
+    )
+    assert summary.exit_code == 0
     assert pq.read_table(tmp_path / "o.parquet").column("truncated").to_pylist() == [True, False]
-
-
-def mock_block(size: int):
-    from unittest import mock
-
-    return mock.patch("batchscore.io.readers._CSV_BLOCK", size)
 
 
 def test_an_address_space_limit_too_small_for_jax_is_one_line_not_a_native_abort(

@@ -1,4 +1,4 @@
-"""The operator's view (issue 13): every exit observable, options and job files checked, honest reruns."""
+"""The operator's view: every exit observable, options and job files checked, honest reruns."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Python API (issue 15): the same values as `batchscore run`, from any thread, any pandas dtype."""
+"""The Python API: the same values as `batchscore run`, from any thread, any pandas dtype."""
 
 from __future__ import annotations
 

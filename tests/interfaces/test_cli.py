@@ -27,16 +27,18 @@ def stderr_lines(*args: str) -> tuple[int, list[str]]:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["run", "--bogus", "x"], "No such option '--bogus'"),
-        (["run"], "Missing argument 'INPUTS...'"),
-        (["run", "x.parquet", "--max-tokens", "0"], "'--max-tokens': 0 is not in the range"),
-        (["train", "--epochs", "0", "-o", "m"], "'--epochs'"),
+        (["run", "--bogus", "x"], ("No such option", "--bogus")),
+        (["run"], ("Missing argument", "INPUTS")),
+        (["run", "x.parquet", "--max-tokens", "0"], ("--max-tokens", "0 is not in the range")),
+        (["train", "--epochs", "0", "-o", "m"], ("--epochs",)),
     ],
 )
 def test_click_usage_errors_are_one_batchscore_line_exit_2(args, says):
+    """Click words the problem (its wording varies by release); batchscore makes it one line, exit 2."""
     code, lines = stderr_lines(*args)
     assert code == 2 and len(lines) == 1, lines
-    assert "batchscore: error:" in lines[0] and says in lines[0] and "--help" in lines[0]
+    assert "batchscore: error:" in lines[0] and "--help" in lines[0]
+    assert all(fragment in lines[0] for fragment in says), lines[0]
 
 
 def test_a_refusal_before_any_work_prints_the_error_line_alone(tmp_path, tiny_bundle, reviews_table):

@@ -1,4 +1,4 @@
-"""No silent wrong output: reruns, model changes, odd inputs and concurrent runs (issue 12)."""
+"""No silent wrong output: reruns, model changes, odd inputs and concurrent runs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import pytest
 from click.testing import CliRunner
 from safetensors.numpy import load_file, save_file
 
-import batchscore.io.readers as readers
 from batchscore.cli import main
 from batchscore.errors import InputError, OutputError, UsageError
 from batchscore.io.paths import discover_inputs, resolve
@@ -224,15 +223,24 @@ def test_library_callers_get_the_same_checks():
             RunOptions(**bad)
 
 
-def test_a_row_left_without_a_score_stops_the_window(tmp_path, tiny_bundle, reviews_table, monkeypatch):
-    import batchscore.scoring as scoring
+@pytest.mark.parametrize("lost", ["a batch never returned", "a non-finite logit"])
+def test_a_row_left_without_a_score_is_never_written(tiny_bundle, lost):
+    """The last check before rows are written: every dispatched row has a finite score, or the window
+    fails as an internal error (nothing of it reaches the output)."""
+    from batchscore.bundle import load_bundle
+    from batchscore.scoring import Dispatched, Scorer, Truncation
 
-    real = scoring.plan_scoring_batches
-    monkeypatch.setattr(scoring, "plan_scoring_batches", lambda *a, **k: real(*a, **k)[1:])  # lose a batch
-    pq.write_table(reviews_table, tmp_path / "r.parquet")
+    bundle = load_bundle(tiny_bundle)
+    scorer = Scorer(bundle.model, bundle.params, Truncation(16, 4))
+    logits = np.zeros((2, bundle.model.num_classes), np.float32)
+    if lost == "a batch never returned":
+        dispatched = Dispatched(3, [(np.array([0, 2]), logits)])
+    else:
+        logits[1, 0] = np.nan
+        dispatched = Dispatched(2, [(np.array([0, 1]), logits)])
     with pytest.raises(Exception, match="got no finite score"):
-        score_files([tmp_path / "r.parquet"], tmp_path / "o.parquet", tiny_bundle)
-    assert not (tmp_path / "o.parquet").exists()
+        scorer.collect(dispatched)
+    assert scorer.collect(Dispatched(2, [(np.array([1, 0]), np.zeros_like(logits))])).shape == logits.shape
 
 
 # 7 ---------------------------------------------------------------------------------------------
@@ -320,41 +328,49 @@ def test_megabyte_csv_fields_are_read(tmp_path, tiny_bundle):
     assert out.column("truncated").to_pylist() == [False, True, False]
 
 
-def test_a_file_that_turns_bad_midway_is_skipped_like_any_bad_file(tmp_path, tiny_bundle, monkeypatch):
-    monkeypatch.setattr(readers, "_CSV_BLOCK", 1 << 12)  # so "mid-way" is 4 kB in, past the preflight
+SMALL_BLOCKS = {"csv_block_bytes": 1 << 12}  # so "mid-way" is 4 kB in, past the first block
+
+
+def test_a_file_that_turns_bad_midway_is_skipped_like_any_bad_file(tmp_path, tiny_bundle):
     landing = tmp_path / "landing"
     landing.mkdir()
     good_rows = "".join(f"{i},good film number {i}\n" for i in range(2000))
     (landing / "bad.csv").write_text("id,text\n" + good_rows + "2001,ragged,row,here\n")
     (landing / "good.csv").write_text("id,text\n1,fine\n")
-    summary = score_files([landing], tmp_path / "out", tiny_bundle, skip_bad_files=True, window_rows=256)
+    summary = score_files(
+        [landing], tmp_path / "out", tiny_bundle, skip_bad_files=True, window_rows=256, **SMALL_BLOCKS
+    )
     assert len(summary.bad_files) == 1 and "bad.csv" in summary.bad_files[0]
     assert "in row 2,000 (" in summary.bad_files[0] and "'2001,ragged,row,here'" in summary.bad_files[0]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.parquet"]
     with pytest.raises(InputError, match=r"bad\.csv"):
-        score_files([landing / "bad.csv"], tmp_path / "o.parquet", tiny_bundle, window_rows=256)
+        score_files(
+            [landing / "bad.csv"], tmp_path / "o.parquet", tiny_bundle, window_rows=256, **SMALL_BLOCKS
+        )
 
 
 @pytest.mark.parametrize("first_rows", [1, 3000])  # in the first block (parsed on opening) or later
-def test_a_ragged_csv_row_is_named_by_its_row_number(tmp_path, tiny_bundle, monkeypatch, first_rows):
-    monkeypatch.setattr(readers, "_CSV_BLOCK", 1 << 12)
+def test_a_ragged_csv_row_is_named_by_its_row_number(tmp_path, tiny_bundle, first_rows):
     rows = "".join(f'{i},"good film, number {i}\nsecond line"\n' for i in range(first_rows))
     (tmp_path / "r.csv").write_text("id,text\n" + rows + "x,fine,extra\n" + "y,fine\n")
     with pytest.raises(InputError) as raised:
-        score_files([tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle)
+        score_files([tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle, **SMALL_BLOCKS)
     message = str(raised.value)
     assert message.startswith(f"{tmp_path / 'r.csv'}: CSV parse error in row {first_rows:,} (")
     assert f"record {first_rows + 2} of the file" in message and "got 3: 'x,fine,extra'" in message
     assert not (tmp_path / "o.parquet").exists()
 
 
-def test_type_inference_breaking_midway_is_a_bad_file(tmp_path, tiny_bundle, monkeypatch):
-    monkeypatch.setattr(readers, "_CSV_BLOCK", 1 << 12)
+def test_type_inference_breaking_midway_is_a_bad_file(tmp_path, tiny_bundle):
     rows = "".join(f"{i},good film\n" for i in range(2000))
     (tmp_path / "r.csv").write_text("n,text\n" + rows + "not-a-number,bad film\n")
     with pytest.raises(InputError, match=r"r\.csv"):
-        score_files([tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle, csv_infer_types=True)
-    summary = score_files([tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle)  # default: strings
+        score_files(
+            [tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle, csv_infer_types=True, **SMALL_BLOCKS
+        )
+    summary = score_files(
+        [tmp_path / "r.csv"], tmp_path / "o.parquet", tiny_bundle, **SMALL_BLOCKS
+    )  # default: strings
     assert summary.rows == 2001
 
 
@@ -446,7 +462,7 @@ def test_zero_row_inputs_give_zero_row_outputs_with_the_full_schema(tmp_path, ti
     assert run_cli(tmp_path / "zero.csv", "--model", tiny_bundle).exit_code == 3
 
 
-# issue 9: one stream for many files ------------------------------------------------------------
+# one stream for many files -------------------------------------------------------------------
 def small_shards(tmp_path, reviews_table, count: int = 12):
     landing = tmp_path / "landing"
     landing.mkdir()

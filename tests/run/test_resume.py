@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import HOOKED_RUN, random_review, read_scores
+from tests.helpers import HOOKED_RUN, HeldRun, random_review, read_scores
 
 pytestmark = pytest.mark.slow
 
@@ -71,35 +71,53 @@ def committed_rows(output: Path) -> int:
         return -1
 
 
-def kill_when(process: subprocess.Popen, output: Path, rows: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while committed_rows(output) < rows and process.poll() is None:
-        assert time.monotonic() < deadline, "the job never reached the kill point"
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+def started(process: subprocess.Popen) -> None:
+    """Until batchscore has installed its signal handlers (bit 15 of SigCgt in /proc/PID/status): its
+    first act, so the rest of start-up (imports, model load, compilation) is still ahead."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        assert process.poll() is None, "batchscore ended before it installed its signal handlers"
+        time.sleep(0.002)
+    raise AssertionError("batchscore never installed its signal handlers")
 
 
-@pytest.mark.parametrize("kill_at_rows", [-1, 0, 3_000, 21_000, ROWS])
+# Where a SIGKILL lands: in start-up, or with the run held at a commit step (rows committed then).
+KILL_POINTS = [
+    ("start-up", 0, None),
+    ("part written", 1, 0),
+    ("manifest updated", 3, 3 * WINDOW),
+    ("manifest updated", 21, 21 * WINDOW),
+    ("output written", 1, ROWS),
+    ("output renamed", 1, ROWS),
+]
+
+
+@pytest.mark.parametrize(("step", "nth", "committed"), KILL_POINTS)
 def test_sigkill_then_resume_equals_uninterrupted_run(
-    big_input, tiny_bundle, reference, tmp_path, kill_at_rows
+    big_input, tiny_bundle, reference, tmp_path, step, nth, committed
 ):
     output = tmp_path / "out.parquet"
-    process = subprocess.Popen(
-        command(big_input, output, tiny_bundle), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    if kill_at_rows < 0:  # while still starting up
-        time.sleep(0.3)
+    args = command(big_input, output, tiny_bundle)
+    if step == "start-up":
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started(process)
         process.send_signal(signal.SIGKILL)
-        process.wait()
+        assert process.wait() == -signal.SIGKILL
+        assert not output.exists()
     else:
-        kill_when(process, output, kill_at_rows)
-    assert process.returncode == -signal.SIGKILL  # it really was killed mid-run
-    if 0 < kill_at_rows < ROWS:
-        assert not output.exists() and 0 < committed_rows(output) < ROWS
+        run = HeldRun(step, nth, args[3:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run.wait_until_held()
+        assert run.kill() == -signal.SIGKILL  # killed mid-run, not finished
+        run.close()
+        if step == "output renamed":  # the kill came after the atomic rename: the file must be whole
+            assert read_scores(output).equals(reference)
+        else:
+            assert not output.exists() and committed_rows(output) == committed
     assert not [p for p in tmp_path.iterdir() if p.name == "out.parquet" and p.stat().st_size == 0]
-    if output.exists():  # the kill came after the atomic rename: the file must be whole
-        assert read_scores(output).equals(reference)
     resumed = subprocess.run(
         command(big_input, output, tiny_bundle, "--resume"), capture_output=True, text=True
     )
@@ -126,27 +144,31 @@ def test_resume_skips_finished_output_and_rescores_a_changed_input(big_input, ti
 
 def test_partial_output_without_resume_is_refused(big_input, tiny_bundle, tmp_path):
     output = tmp_path / "out.parquet"
-    process = subprocess.Popen(
-        command(big_input, output, tiny_bundle), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    first = HeldRun(
+        "manifest updated", 2, command(big_input, output, tiny_bundle)[3:], stderr=subprocess.DEVNULL
     )
-    kill_when(process, output, 2_000)
+    first.wait_until_held()
+    first.kill()
+    first.close()
     again = subprocess.run(command(big_input, output, tiny_bundle), capture_output=True, text=True)
     assert again.returncode == 5
     assert "pass --resume to continue it or --overwrite" in again.stderr
 
 
 def test_sigterm_stops_cleanly_and_says_how_to_resume(big_input, tiny_bundle, tmp_path, reference):
+    """A SIGTERM from outside while a commit is under way: the commit completes, the run stops at the
+    next window with 130 and says how to continue."""
     output = tmp_path / "out.parquet"
-    process = subprocess.Popen(
-        command(big_input, output, tiny_bundle), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    while committed_rows(output) < 2_000 and process.poll() is None:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    run = HeldRun("manifest updated", 2, command(big_input, output, tiny_bundle)[3:],
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    run.wait_until_held()
+    run.process.send_signal(signal.SIGTERM)
+    run.release()
+    _, stderr = run.process.communicate(timeout=120)
+    run.close()
+    assert run.process.returncode == 130, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
-    assert not output.exists()
+    assert not output.exists() and committed_rows(output) >= 2 * WINDOW
     resumed = subprocess.run(
         command(big_input, output, tiny_bundle, "--resume"), capture_output=True, text=True
     )
@@ -220,35 +242,20 @@ def test_signal_at_each_commit_step_exits_130_and_resumes(
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.4, 1.5, 3.0])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_at_any_moment_exits_130(big_input, tiny_bundle, tmp_path, delay, signum):
-    """From start-up (imports, model load, compilation) to mid-run: always a clean 130."""
+def test_a_signal_during_start_up_exits_130(big_input, tiny_bundle, tmp_path, signum):
+    """From batchscore's first act on (imports, model load, compilation still ahead): a clean 130."""
     output = tmp_path / "out.parquet"
     process = subprocess.Popen(
         command(big_input, output, tiny_bundle), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    wait_for_sigterm_handler(process.pid)  # batchscore's first act; the interpreter's own start is before it
-    time.sleep(delay)
+    started(process)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    if process.returncode == 0:  # finished before the signal: nothing to check
-        return
     assert process.returncode == 130, stderr
     for noise in ("Traceback", "Aborted", "FATAL", "terminate called"):
         assert noise not in stderr
-
-
-def wait_for_sigterm_handler(pid: int, timeout: float = 30) -> None:
-    """Until the process catches SIGTERM (bit 15 of SigCgt in /proc/PID/status)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = Path(f"/proc/{pid}/status").read_text()
-        caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
-        if caught & (1 << (signal.SIGTERM - 1)):
-            return
-        time.sleep(0.002)
-    raise AssertionError("batchscore never installed its signal handlers")
+    assert not output.exists()
 
 
 def test_stale_temporary_output_is_removed_on_resume(big_input, tiny_bundle, tmp_path):
@@ -263,23 +270,17 @@ def test_stale_temporary_output_is_removed_on_resume(big_input, tiny_bundle, tmp
 
 def test_concurrent_runs_on_one_output(big_input, tiny_bundle, reference, tmp_path):
     output = tmp_path / "out.parquet"
-    hang = [sys.executable, "-c", HOOKED_RUN, "hang", "manifest updated", "3"]
-    first = subprocess.Popen(
-        [*hang, *command(big_input, output, tiny_bundle)[3:]],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    while committed_rows(output) < 3 * WINDOW and first.poll() is None:
-        time.sleep(0.005)
-    assert first.poll() is None
+    first = HeldRun("manifest updated", 3, command(big_input, output, tiny_bundle)[3:],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    first.wait_until_held()  # holds its output lock there
     second = subprocess.run(
         command(big_input, output, tiny_bundle, "--max-tokens", "10", "--resume"),
         capture_output=True,
         text=True,
     )
     assert second.returncode == 5 and f"pid {first.pid}" in second.stderr
-    first.send_signal(signal.SIGKILL)  # its lock dies with it
-    first.wait()
+    first.kill()  # its lock dies with it
+    first.close()
     resumed = subprocess.run(
         command(big_input, output, tiny_bundle, "--resume"), capture_output=True, text=True
     )
