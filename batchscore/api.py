@@ -18,6 +18,7 @@ from batchscore.bundle import Bundle, load_bundle
 from batchscore.core.compute import local_plan, truncation_for
 from batchscore.core.outputs import OUTPUT_COLUMNS, OutputBuilder, output_names
 from batchscore.core.scorer import WindowScorer
+from batchscore.environment import check_environment
 from batchscore.errors import InputError, UsageError
 from batchscore.settings import RUN, default
 from batchscore.validation import INVALID_UTF8, not_string
@@ -153,6 +154,7 @@ def load_model(
     precision: str = default("precision"),
 ) -> Model:
     """Load a model bundle (None: the bundled IMDb model) for in-memory scoring."""
+    check_environment()
     return Model(load_bundle(path), device, max_tokens, precision)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from batchscore import __version__, settings
-from batchscore.io.console import STDERR
+from batchscore.io.console import STDERR, printable
 from batchscore.training.config import TrainConfig
 
 # Click 8.2+ raises this for a bare `batchscore`; 8.1 prints the help itself and exits 0
@@ -55,6 +55,9 @@ def main() -> None:
 
     Typical nightly use:  batchscore run 'shards/*.parquet' -o scored/
     """
+    from batchscore.environment import check_environment
+
+    check_environment()  # a bad BATCHSCORE_* value: exit 2 naming it, before any work
 
 
 def _load_bundle(model: Path | None):
@@ -81,18 +84,18 @@ def _stamp() -> str:
 
 
 def _tell(line: str) -> None:
-    """One `[time ]batchscore: ...` line on stderr (dropped where nobody reads it: console.STDERR)."""
-    click.echo(f"{_stamp()}batchscore: {line}", file=STDERR)
+    """One `[time ]batchscore: ...` line on stderr (dropped where nobody reads it: console.STDERR);
+    whatever `line` holds (a file name, another run's lock file) cannot start a line of its own."""
+    click.echo(f"{_stamp()}batchscore: {printable(line)}", file=STDERR)
 
 
 def _logger(quiet: bool = False):
-    """Every line of every message as `[time ]batchscore: ...` on stderr; --quiet drops them all."""
+    """Each message as one `[time ]batchscore: ...` line on stderr; --quiet drops them all. Several
+    lines are several messages (RunSummary.lines): a newline inside one is shown as an escape."""
 
     def log(message: str) -> None:
-        if quiet:
-            return
-        for line in message.splitlines():
-            _tell(line.removeprefix("batchscore: "))
+        if not quiet:
+            _tell(message.removeprefix("batchscore: "))
 
     return log
 

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from batchscore.environment import read_or_default
 from batchscore.errors import Interrupted
 
 # SIGHUP too: a closed terminal or a scheduler ending a session must stop as cleanly as SIGTERM.
@@ -50,7 +51,7 @@ def _watch_for_stuck_stops() -> None:
     gives the orderly stop a grace period, then ends the process with 130. Ending at any instant is
     safe: committed work is on disk and the next run resumes after it.
     """
-    grace = float(os.environ.get(STOP_GRACE_ENV, "") or 30)
+    grace = read_or_default(STOP_GRACE_ENV)
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     try:

@@ -11,6 +11,7 @@ partition (pandas/pyarrow datasets) would otherwise try to read it as Parquet.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import string
 import tomllib
@@ -23,8 +24,13 @@ import pyarrow.fs as pafs
 from batchscore import __version__
 from batchscore.drift import DriftPolicy
 from batchscore.errors import BatchscoreError, NoInputFound, OutputError, UsageError
-from batchscore.io.paths import Location, resolve
-from batchscore.io.safe_files import write_location_bytes
+from batchscore.io.paths import HIDDEN_PREFIXES, Location, resolve
+from batchscore.io.safe_files import (
+    is_local,
+    own_directory_problem,
+    require_own_directory,
+    write_location_bytes,
+)
 from batchscore.report import RunSummary
 from batchscore.run.options import RunOptions
 from batchscore.settings import RUN, default, job_settings
@@ -205,6 +211,7 @@ def run_job(
     fs = paths.partition.filesystem
     log(f"job {spec.name} for {day.isoformat()}: {spec.input_for(day)} -> {paths.partition.uri}")
     owner = paths.partition.parent().child(OWNER_FILE)
+    _require_own_folders(paths)
     _check_owner(spec, owner)
     if paths.success.exists():
         fs.delete_file(paths.success.path)  # a rerun is not a success until it finishes
@@ -295,19 +302,54 @@ def _claim(spec: JobSpec, owner: Location) -> None:
     write_location_bytes(owner, json.dumps(_owner_record(spec)).encode("utf-8"))
 
 
+def _require_own_folders(paths: JobPaths) -> None:
+    """The job writes into and deletes from its root, the night's partition and its metrics folder:
+    on a local disk each must be the running user's own real directory (none is created here)."""
+    if not is_local(paths.partition.filesystem):
+        return
+    root = paths.partition.parent()
+    metrics_dir = paths.metrics.parent()
+    for folder, role in (
+        (root, "the job's output root"),
+        (paths.partition, "the night's partition folder"),
+        (metrics_dir.parent(), "the job's metrics folder"),
+        (metrics_dir, "the night's metrics folder"),
+    ):
+        require_own_directory(folder.path, role)
+
+
 def _stale_outputs(partition: Location, outputs: list[str]) -> list[str]:
-    """Parquet files in the partition (relative names) that this run did not write or confirm."""
-    selector = pafs.FileSelector(partition.path, recursive=True, allow_not_found=True)
+    """Parquet files in the partition (relative names) that this run did not write or confirm; on a
+    local disk only files in the partition's own folders, never through a symbolic link."""
     current = {uri.rstrip("/") for uri in outputs}
     stale = []
-    for info in partition.filesystem.get_file_info(selector):
-        relative = info.path[len(partition.path.rstrip("/")) + 1 :]
-        hidden = any(part[:1] in "._" for part in relative.split("/"))
-        if info.type != pafs.FileType.File or hidden or not relative.endswith(".parquet"):
+    for relative in _files_below(partition):
+        hidden = any(part.startswith(HIDDEN_PREFIXES) for part in relative.split("/"))
+        if hidden or not relative.endswith(".parquet"):
             continue
         if partition.child(relative).uri.rstrip("/") not in current:
             stale.append(relative)
     return sorted(stale)
+
+
+def _files_below(folder: Location) -> list[str]:
+    if not is_local(folder.filesystem):
+        selector = pafs.FileSelector(folder.path, recursive=True, allow_not_found=True)
+        prefix = len(folder.path.rstrip("/")) + 1
+        infos = folder.filesystem.get_file_info(selector)
+        return [info.path[prefix:] for info in infos if info.type == pafs.FileType.File]
+    files = []
+    for directory, subdirs, names in os.walk(folder.path):  # symbolic links to folders: not entered
+        if own_directory_problem(directory):
+            subdirs[:] = []
+            continue
+        below = os.path.relpath(directory, folder.path)
+        for name in names:
+            if os.path.isfile(os.path.join(directory, name)) and not os.path.islink(
+                os.path.join(directory, name)
+            ):
+                files.append(name if below == "." else f"{below}/{name}")
+    return files
 
 
 def _metrics(spec: JobSpec, day: date, started: datetime, paths: JobPaths, summary: RunSummary) -> dict:

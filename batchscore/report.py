@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from batchscore.drift import Profile, summary_line
 from batchscore.errors import BatchscoreError, Interrupted
+from batchscore.io.console import printable
 
 STAGES = ("read", "tokenize", "forward", "write")
 SUMMARY_SCHEMA_VERSION = 1  # of the JSON to_dict() gives: batchscore/schemas/run-summary.schema.json
@@ -147,6 +148,11 @@ class RunSummary:
         return line
 
     def format(self) -> str:
+        """The summary as text, one line per entry (foreign text in an entry cannot break it)."""
+        return "\n".join(printable(line) for line in self.lines())
+
+    def lines(self) -> list[str]:
+        """The summary's lines, as an operator reads them after a run."""
         d = self.to_dict()
         rate = (
             f"{d['rows_per_second']:,.0f} rows/s, {d['tokens_per_second']:,.0f} tokens/s"
@@ -193,4 +199,4 @@ class RunSummary:
             for c, n in sorted(self.replaced_utf8.items())
         ]
         lines += [f"  bad file: {b}" for b in self.bad_files]
-        return "\n".join(lines)
+        return lines

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import pyarrow.fs as pafs
 
 from batchscore.errors import InputError, NoInputFound, UsageError, require_extra
+from batchscore.io.console import printable
 from batchscore.io.paths import Location, require_regular_file, resolve
 from batchscore.io.safe_files import is_local, write_location_bytes
 
@@ -42,14 +43,95 @@ def collect_metrics(root: str) -> list[dict]:
         try:
             with path.filesystem.open_input_stream(path.path) as handle:
                 night = json.loads(handle.read().decode("utf-8"))
-        except (OSError, ValueError) as err:
-            raise InputError(f"{path.uri}: not a readable metrics.json: {err}") from err
+        except (OSError, ValueError, RecursionError) as err:
+            raise InputError(f"{path.uri}: not a readable metrics.json: {printable(str(err), 200)}") from err
         if not isinstance(night, dict):
             raise InputError(f"{path.uri}: not a metrics.json (a JSON object was expected)")
+        problem = _night_problem(night)
+        if problem:
+            raise InputError(f"{path.uri}: {problem}")
         nights.append({**night, SOURCE_KEY: path.uri})
     if not nights:
         raise NoInputFound(f"{base.uri}: no date=*/metrics.json found; is {root} a job's output root?")
     return sorted(nights, key=lambda m: str(m.get("date", "")))
+
+
+# What the page reads from a night's metrics.json, and the type each must have. A metrics.json is
+# foreign data (anyone who can write the output root can edit it): a value of another type is refused
+# here, naming the file and key, and every text that reaches the page is HTML-escaped (_e).
+_TEXT, _DATE, _COUNT, _NUMBER, _CODE = "text", "date", "count", "number", "exit code"
+_HISTOGRAM = {"edges": [_NUMBER], "counts": [_COUNT]}
+NIGHT_FIELDS: dict = {
+    "job": _TEXT,
+    "date": _DATE,
+    "status": _TEXT,
+    "exit_code": _CODE,
+    "rows": _COUNT,
+    "error_rows": _COUNT,
+    "errors": {_TEXT: _COUNT},
+    "labels": {_TEXT: _COUNT},
+    "mean_prob_positive": _NUMBER,
+    "rows_per_second": _NUMBER,
+    "error_rate": _NUMBER,
+    "profile": {"prob_histogram": _HISTOGRAM},
+    "drift": {
+        "status": _TEXT,
+        "reasons": [_TEXT],
+        "unknown_rate": _NUMBER,
+        "unknown_rate_ratio": _NUMBER,
+        "psi_prob_positive": _NUMBER,
+        "psi_length": _NUMBER,
+        "label_share_shift": _NUMBER,
+        "thresholds": {_TEXT: _NUMBER},
+        "reference": {"prob_histogram": _HISTOGRAM},
+    },
+}
+_LARGEST = 1e15  # beyond any count or rate a night can have
+
+
+def _night_problem(night: dict) -> str | None:
+    return _value_problem(night, NIGHT_FIELDS, "")
+
+
+def _value_problem(value, kind, key: str) -> str | None:
+    """Why `value` (at `key`) does not fit `kind`; None when it does or is null."""
+    if value is None:
+        return None
+    if isinstance(kind, list):
+        if not isinstance(value, list):
+            return f"{key} must be a list"
+        return next(
+            filter(None, (_value_problem(v, kind[0], f"{key}[{i}]") for i, v in enumerate(value))), None
+        )
+    if isinstance(kind, dict):
+        if not isinstance(value, dict):
+            return f"{key} must be an object"
+        if _TEXT in kind:  # any names, one kind of value
+            found = (
+                _value_problem(v, kind[_TEXT], f"{key}.{printable(str(k), 40)}") for k, v in value.items()
+            )
+        else:
+            found = (_value_problem(value.get(k), sub, f"{key}.{k}".lstrip(".")) for k, sub in kind.items())
+        return next(filter(None, found), None)
+    if kind in (_TEXT, _DATE):
+        if not isinstance(value, str) or len(value) > 500:
+            return f"{key} must be a text of at most 500 characters"
+        if kind == _DATE and not _is_date(value):
+            return f"{key} must be a date YYYY-MM-DD (got {printable(value, 40)!r})"
+        return None
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not abs(value) <= _LARGEST:  # NaN fails too
+        return f"{key} must be a number (got {printable(json.dumps(value)[:40])})"
+    if kind in (_COUNT, _CODE) and (not float(value).is_integer() or value < 0):
+        return f"{key} must be a whole number, 0 or more (got {value!r})"
+    return None
+
+
+def _is_date(text: str) -> bool:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date().isoformat() == text
+    except ValueError:
+        return False
 
 
 def render(nights: list[dict], root: str) -> str:
@@ -146,7 +228,7 @@ def _table(nights: list[dict]) -> str:
         cells = [
             _e(night.get("date")),
             _badge(night.get("status", "?"))
-            + (f" (exit {night['exit_code']})" if night.get("exit_code") else ""),
+            + (_e(f" (exit {night['exit_code']})") if night.get("exit_code") else ""),
             f"{rows:,}",
             _e(f"{night.get('error_rows', 0):,}" + ("".join(f"; {k} {v:,}" for k, v in errors.items()))),
             _e(", ".join(f"{k} {v / rows:.1%}" for k, v in sorted(labels.items())) if rows else ""),

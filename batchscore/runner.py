@@ -113,7 +113,8 @@ def _report(summary: RunSummary, summary_json: Path | str | None, log: Callable[
     """The summary on stderr (unless `log` is None), and as JSON in a file (written atomically) or on
     stdout for "-"."""
     if log is not None:
-        log(summary.format())
+        for line in summary.lines():
+            log(line)
     if summary_json is not None:
         write_json_line(summary.to_dict(), summary_json)
 

@@ -12,30 +12,43 @@ from pathlib import Path
 
 import jax
 
-from batchscore import settings
+from batchscore import environment, settings
 from batchscore.errors import BatchscoreError
+from batchscore.io.console import STDERR, printable
+from batchscore.io.safe_files import private_path_problem
 
 CACHE_ENV = "BATCHSCORE_COMPILATION_CACHE"  # a directory, or "off"
 _cache_ready = False
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = environment.read("XDG_CACHE_HOME")
+    if not os.path.isabs(base):  # unset, or relative (which the XDG specification says to ignore)
+        base = str(Path.home() / ".cache")
     return Path(base) / "batchscore" / "jax"
 
 
 def enable_compilation_cache() -> Path | None:
-    """Turn on JAX's persistent cache once per process (unless BATCHSCORE_COMPILATION_CACHE=off)."""
+    """Turn on JAX's persistent cache once per process (unless BATCHSCORE_COMPILATION_CACHE=off).
+
+    A cache entry is native code that every later run executes, so the folder must be private: the
+    running user's own, writable by nobody else, with no folder above it another user could swap.
+    Any other folder turns the cache off for the run, with one warning line (it compiles instead).
+    """
     global _cache_ready
-    setting = os.environ.get(CACHE_ENV, "")
-    if setting.lower() == "off":
+    setting = environment.read(CACHE_ENV)
+    if setting == "off":
         return None
     directory = Path(setting) if setting else default_cache_dir()
     if not _cache_ready:
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            problem = private_path_problem(str(directory))
         except OSError:
             return None  # a read-only home must not stop a nightly job
+        if problem:
+            _warn_once(f"warning: compilation cache not used ({printable(problem)}); compiling instead")
+            return None
         jax.config.update("jax_compilation_cache_dir", str(directory))
         # every program: the 0.13 s compile of inference_params fell under JAX's 0.2 s default
         # only on some runs, so a warm start-up paid it or not by chance
@@ -43,6 +56,15 @@ def enable_compilation_cache() -> Path | None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         _cache_ready = True
     return directory
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(line: str) -> None:
+    if line not in _warned:
+        _warned.add(line)
+        STDERR.write(f"batchscore: {line}\n")
 
 
 DEVICES = settings.DEVICES
@@ -119,7 +141,7 @@ def cpu_summary() -> str:
 def recurrence_path(device: jax.Device) -> str:
     """ "cudnn" on a GPU (one fused kernel for the whole recurrence), else "scan" (XLA loop, CPU).
     BATCHSCORE_GPU_RNN=scan keeps the scan on a GPU, to compare the two."""
-    if device.platform == "gpu" and os.environ.get("BATCHSCORE_GPU_RNN", "cudnn") != "scan":
+    if device.platform == "gpu" and environment.read("BATCHSCORE_GPU_RNN") != "scan":
         return "cudnn"
     return "scan"
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 
+from batchscore.environment import read_or_default
+
 # Matmuls go to XLA's own (Eigen) kernels: the same compiled code on every x86-64 CPU, and with one
 # shape per batch width (batching.plan_batches) a row's result does not depend on its batch.
 # YNNPACK and oneDNN pick kernels at run time by CPU; on AVX2 their rounding moved with the row count.
@@ -22,11 +24,11 @@ CPU_DEVICES_ENV = "BATCHSCORE_CPU_DEVICES"
 
 
 def apply_default_flags() -> None:
-    if os.environ.get("BATCHSCORE_XLA_DEFAULTS", "on").lower() == "off":
+    if read_or_default("BATCHSCORE_XLA_DEFAULTS") == "off":
         return
     current = os.environ.get("XLA_FLAGS", "")
     names = {part.split("=", 1)[0] for part in current.split()}
-    devices = int(os.environ.get(CPU_DEVICES_ENV, "") or 1)
+    devices = read_or_default(CPU_DEVICES_ENV)
     wanted = (*CPU_FLAGS, f"--xla_force_host_platform_device_count={devices}") if devices > 1 else CPU_FLAGS
     extra = [flag for flag in wanted if flag.split("=", 1)[0] not in names]
     if extra:

@@ -11,7 +11,9 @@ from dataclasses import dataclass, replace
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from batchscore import environment
 from batchscore.errors import InputError, NoInputFound, OutputError, UsageError
+from batchscore.io.console import printable
 from batchscore.io.safe_files import TEMPORARY_NAME_EXTRA, is_local
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
@@ -117,19 +119,9 @@ S3_SETTINGS = {
 def _s3_settings() -> dict:
     settings = {}
     for variable, name in S3_SETTINGS.items():
-        raw = os.environ.get(variable)
-        if raw is None or not raw.strip():
-            continue
-        try:
-            value = float(raw)
-        except ValueError:
-            value = -1.0
-        if value <= 0 or (name == "retry_strategy" and not value.is_integer()):
-            raise UsageError(
-                f"{variable}={raw!r}: expected a positive "
-                + ("integer" if name == "retry_strategy" else "number")
-            )
-        settings[name] = pafs.AwsStandardS3RetryStrategy(int(value)) if name == "retry_strategy" else value
+        value = environment.read(variable)
+        if value is not None:
+            settings[name] = pafs.AwsStandardS3RetryStrategy(value) if name == "retry_strategy" else value
     return settings
 
 
@@ -270,6 +262,11 @@ def _list_directory(location: Location) -> list[_Found]:
     out = []
     for path in paths:
         relative = path[len(location.path.rstrip("/")) + 1 :]
+        if "" in relative.split("/"):  # an object-store key like day//b.parquet: listed, never readable
+            raise InputError(
+                f"{printable(location.uri.rstrip('/'))}/{printable(relative)}: the key has an empty folder "
+                "name ('//'), which batchscore's storage layer cannot read; copy it to a key without one"
+            )
         if _skipped_when_listing(relative):
             continue
         if split_extension(relative.rsplit("/", 1)[-1])[1]:
@@ -281,7 +278,10 @@ def _list_directory(location: Location) -> list[_Found]:
 
 
 def _skipped_when_listing(relative: str) -> bool:
-    return any(part[:1] in "._" for part in relative.split("/"))
+    return any(part.startswith(HIDDEN_PREFIXES) for part in relative.split("/"))
+
+
+HIDDEN_PREFIXES = ("_", ".")  # names Spark, pyarrow.dataset, DuckDB and batchscore skip in a folder
 
 
 def _walk_local(root: str) -> list[str]:
@@ -358,6 +358,13 @@ def _identity(location: Location) -> tuple:
 
 
 def _as_input(location: Location, relative: str = "", listed_under: Location | None = None) -> InputFile:
+    try:
+        location.path.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 (surrogateescape): no reader can open it
+        raise InputError(
+            f"{printable(location.uri)}: the file name is not valid UTF-8; rename it (for example with "
+            "convmv) and rerun"
+        ) from None
     ext = split_extension(location.name)[1]
     if not ext:
         raise InputError(
@@ -385,6 +392,26 @@ def plan_outputs(
     return outputs
 
 
+def _below_output(source: InputFile) -> str:
+    """The input's path below -o DIR: its relative stem without empty folder names (an object-store key
+    like `day//b.csv`); refused where it would leave DIR (`..` in a glob) or be hidden from the
+    readers of DIR (a name starting with `_` or `.`)."""
+    parts = [part for part in source.relative_stem.split("/") if part]
+    if not parts or any(part in (".", "..") for part in parts):
+        raise UsageError(
+            f"{source}: its path below the pattern's folder ({source.relative_stem}) leaves the output "
+            "directory; write the input pattern without '..'"
+        )
+    hidden = [part for part in parts if part.startswith(HIDDEN_PREFIXES)]
+    if hidden:
+        raise UsageError(
+            f"{source}: its output would be named {'/'.join(parts)}.parquet, which readers of the output "
+            f"directory skip as hidden ({hidden[0]!r} starts with '_' or '.'); rename the input or "
+            "score it with -o FILE.parquet"
+        )
+    return "/".join(parts)
+
+
 def _output_names(
     inputs: list[InputFile], output: str | None, single_input: bool, filesystem: pafs.FileSystem | None
 ) -> list[Location]:
@@ -407,7 +434,7 @@ def _output_names(
     if output.lower().endswith(".parquet"):
         raise OutputError(f"-o {output}: several inputs need an output directory, not a .parquet file")
     directory = resolve(output, filesystem)
-    outputs = [directory.child(f.relative_stem + ".parquet") for f in inputs]
+    outputs = [directory.child(_below_output(f) + ".parquet") for f in inputs]
     seen: dict[str, InputFile] = {}
     for source, target in zip(inputs, outputs, strict=True):
         if target.path in seen:

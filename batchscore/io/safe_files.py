@@ -124,11 +124,80 @@ def open_lock_file(path: str) -> int:
     return fd
 
 
-def make_private_dir(path: str) -> None:
-    """Create the directory `path` (parents as needed); an existing one must be a real directory."""
+def make_private_dir(path: str, role: str = "the work directory") -> None:
+    """Create the directory `path` (parents as needed); an existing one must pass own_directory_problem."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o755)
-    info = os.lstat(path)
+    require_own_directory(path, role)
+
+
+# Directories batchscore adopts (committed parts it resumes from), writes into or deletes from (a job's
+# root and partitions) must be the running user's own: in a shared folder (mode 1777) anyone can create
+# a name first, and whoever owns or can write a directory can swap what batchscore finds in it.
+
+
+def own_directory_problem(path: str) -> str | None:
+    """Why the local directory `path` must not be adopted, written into or deleted from; None if it
+    may be (or does not exist yet). Not a symbolic link, owned by the running user, and writable by
+    nobody else (group-writable only for the user's own private group)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link"
     if not stat.S_ISDIR(info.st_mode):
-        raise OutputError(f"{path}: exists and is not a directory (a symbolic link?); remove it and rerun")
+        return "is not a directory"
+    if info.st_uid != os.geteuid():
+        return f"belongs to another user (uid {info.st_uid})"
+    if _writable_by_others(info):
+        return "is writable by other users"
+    return None
+
+
+def require_own_directory(path: str, role: str) -> None:
+    problem = own_directory_problem(path)
+    if problem:
+        raise OutputError(
+            f"{path}: {role} {problem}; batchscore only adopts, writes into or deletes from directories "
+            "of its own user that nobody else can write (remove it, or chmod go-w it, and rerun)"
+        )
+
+
+def private_path_problem(path: str) -> str | None:
+    """own_directory_problem for `path`, and no folder above it that another user could use to swap it:
+    each is owned by the running user or root, and writable by others only if sticky (like /tmp)."""
+    problem = own_directory_problem(path)
+    if problem:
+        return f"{path} {problem}"
+    parent = os.path.dirname(os.path.abspath(path))
+    while True:
+        info = os.stat(parent)
+        if info.st_uid not in (0, os.geteuid()):
+            return f"{parent} belongs to another user (uid {info.st_uid})"
+        if _writable_by_others(info) and not info.st_mode & stat.S_ISVTX:
+            return f"{parent} is writable by other users"
+        if parent == os.path.dirname(parent):
+            return None
+        parent = os.path.dirname(parent)
+
+
+def _writable_by_others(info: os.stat_result) -> bool:
+    if info.st_mode & stat.S_IWOTH:
+        return True
+    return bool(info.st_mode & stat.S_IWGRP) and not _is_private_group(info.st_gid)
+
+
+def _is_private_group(gid: int) -> bool:
+    """The running user's own group with no other members (the usual "user private group")."""
+    if gid != os.getegid():
+        return False
+    try:
+        import grp
+        import pwd
+
+        members = set(grp.getgrgid(gid).gr_mem)
+        return members <= {pwd.getpwuid(os.geteuid()).pw_name}
+    except (KeyError, ImportError):
+        return True  # the user's own group with no entry in the group database: nobody else is in it

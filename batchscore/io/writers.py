@@ -24,11 +24,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from batchscore.errors import OutputError
+from batchscore.io.console import printable
 from batchscore.io.paths import Location
 from batchscore.io.safe_files import (
     is_local,
     make_private_dir,
     open_lock_file,
+    require_own_directory,
     write_location,
     write_location_bytes,
 )
@@ -100,14 +102,19 @@ class PartWriter:
         self._schema: pa.Schema | None = None
 
     def has_partial(self) -> bool:
+        self._require_own_work_dir()
         return self.work.exists()
 
-    def _work_is_planted_link(self) -> bool:
-        return is_local(self.work.filesystem) and os.path.islink(self.work.path)
+    def _require_own_work_dir(self) -> None:
+        """Committed parts are adopted, and a parts folder deleted, only if it is the running user's
+        own real directory: in a shared folder anyone could have made `.NAME.parts` first."""
+        if is_local(self.work.filesystem):
+            require_own_directory(self.work.path, "the folder of committed parts")
 
     def resume(self) -> Progress:
         """Pick up committed parts if they were made from the same input and settings."""
-        manifest = None if self._work_is_planted_link() else self._read_manifest()
+        self._require_own_work_dir()
+        manifest = self._read_manifest()
         if manifest is None or manifest.get("fingerprint") != self.fingerprint:
             self.discard()
             return self.progress
@@ -121,9 +128,8 @@ class PartWriter:
         return self.progress
 
     def discard(self) -> None:
-        if self._work_is_planted_link():  # never delete through a link into someone else's folder
-            os.unlink(self.work.path)
-        elif self.work.exists():
+        self._require_own_work_dir()
+        if self.work.exists():
             self.work.filesystem.delete_dir(self.work.path)
         self.progress = Progress(run=self.run)
 
@@ -271,7 +277,7 @@ class OutputLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "unknown"
+                holder = printable(os.read(fd, 4096).decode("utf-8", "replace").strip(), 300) or "unknown"
                 os.close(fd)
                 raise OutputError(
                     f"{self.target.uri} is being written by another batchscore run ({holder}); "

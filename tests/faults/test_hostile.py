@@ -97,15 +97,18 @@ def test_an_output_name_planted_as_a_symlink_is_replaced_not_written_through(
     assert not (out / "r.parquet").is_symlink() and pq.read_table(out / "r.parquet").num_rows == 300
 
 
-def test_a_planted_parts_directory_link_is_not_followed(tmp_path, tiny_bundle, source):
+@pytest.mark.parametrize("flag", ["--overwrite", "--resume"])
+def test_a_planted_parts_directory_link_is_refused_not_followed(tmp_path, tiny_bundle, source, flag):
     out, elsewhere = tmp_path / "out", tmp_path / "someone-elses"
     out.mkdir()
     elsewhere.mkdir()
     (elsewhere / "keep.txt").write_text("mine")
     (out / ".r.parquet.parts").symlink_to(elsewhere, target_is_directory=True)
-    result = cli("run", source, "-o", out / "r.parquet", "--model", tiny_bundle, "--overwrite")
-    assert result.exit_code == 0, result.output
+    result = cli("run", source, "-o", out / "r.parquet", "--model", tiny_bundle, flag)
+    assert result.exit_code == 5, result.output
+    assert ".r.parquet.parts: the folder of committed parts is a symbolic link" in result.output
     assert (elsewhere / "keep.txt").read_text() == "mine" and sorted(os.listdir(elsewhere)) == ["keep.txt"]
+    assert not (out / "r.parquet").exists()
 
 
 def test_summary_json_into_a_fifo_is_written_into_it(tmp_path, tiny_bundle, source):

@@ -31,10 +31,23 @@ def blocks(kind: str) -> list[str]:
 def test_first_lines_are_the_two_commands():
     first = README.read_text().split("```", 2)[1]
     commands = [line.split("#")[0].strip() for line in first.splitlines()[1:] if line.strip()]
-    assert commands[0] == "pip install . && batchscore run sample_data/reviews.parquet"
-    assert commands[1] == "pip install -e '.[test]' && python -m pytest"
+    assert commands[0] == "pip install -c requirements.lock . && batchscore run sample_data/reviews.parquet"
+    assert commands[1] == "pip install -c requirements.lock -e '.[test]' && python -m pytest"
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python3 -m pytest -q" in ci  # CI runs the README's test command
+    assert "-c requirements.lock" in ci  # with the versions the suite passed with
+
+
+def test_the_lock_pins_every_package_the_tests_install():
+    """requirements.lock holds one exact version for each package the test extras resolve to."""
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.split("#")[0].strip().partition("==")
+            assert version and name not in pins, line
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    for needed in ("jax", "jaxlib", "flax", "click", "pandas", "pyarrow", "pytest", "ray", "pyspark", "ruff"):
+        assert needed in pins, needed
 
 
 def test_every_example_is_run_or_marked_as_shown_only():

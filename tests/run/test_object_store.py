@@ -148,3 +148,22 @@ def test_s3_timeouts_and_retries_are_settings(s3_endpoint, landing, tmp_path, ti
     tuned = cli("run", f"s3://{landing}/in/", "-o", tmp_path / "o", "--model", tiny_bundle, "--no-progress")
     assert tuned.exit_code == 0, tuned.output
     assert pq.read_table(tmp_path / "o").num_rows == 280
+
+
+def test_a_key_with_an_empty_folder_name_is_named_not_skipped(s3_endpoint, reviews_table, tmp_path):
+    """`day//b.parquet` is a valid S3 key that pyarrow lists but cannot open: the run refuses it by
+    name instead of scoring its neighbours alone with exit 0."""
+    import boto3
+
+    prefix = "empty-segment"
+    pq.write_table(reviews_table.slice(0, 50), f"{BUCKET}/{prefix}/day/a.parquet", filesystem=s3_endpoint)
+    pq.write_table(reviews_table.slice(50, 50), tmp_path / "b.parquet")
+    client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    client.put_object(
+        Bucket=BUCKET, Key=f"{prefix}/day//b.parquet", Body=(tmp_path / "b.parquet").read_bytes()
+    )
+    result = CliRunner().invoke(
+        main, ["run", f"s3://{BUCKET}/{prefix}/day/", "-o", f"s3://{BUCKET}/{prefix}/out/", "--no-progress"]
+    )
+    assert result.exit_code == 3, result.output
+    assert f"s3://{BUCKET}/{prefix}/day//b.parquet: the key has an empty folder name" in result.output
