@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load, save_file
 
 from batchscore.errors import ModelError
 from batchscore.model import ModelConfig, flatten_params, unflatten_params
@@ -113,144 +113,194 @@ def default_bundle_path() -> Path:
 
 
 def load_bundle(directory: Path | str | None = None) -> Bundle:
-    """Load and validate a bundle; raises BundleError naming the file and the problem."""
+    """Load and validate a bundle; raises BundleError naming the file and the problem.
+
+    Each file is read once into memory, and what is checked, used and hashed are those same bytes:
+    a file replaced while the bundle loads cannot give scores from one version under another's hash.
+    """
     directory = Path(directory) if directory is not None else default_bundle_path()
+    where = f"model bundle {directory}"
     if not directory.is_dir():
-        raise BundleError(f"model bundle {directory}: not a directory")
+        raise BundleError(f"{where}: not a directory")
     root = directory.resolve()
-    paths = {}
+    contents = {}
     for name in BUNDLE_FILES:
         path = directory / name
         if not path.is_file():
-            raise BundleError(f"model bundle {directory}: missing {name}")
+            raise BundleError(f"{where}: missing {name}")
         if root not in path.resolve().parents:
-            raise BundleError(f"model bundle {directory}: {name} points outside the bundle directory")
-        paths[name] = path
-    config = _read_config(paths[CONFIG_FILE])
+            raise BundleError(f"{where}: {name} points outside the bundle directory")
+        try:
+            contents[name] = path.read_bytes()
+        except OSError as err:
+            raise BundleError(f"{where}: cannot read {name}: {err.strerror}") from err
+    config = _read_config(contents[CONFIG_FILE], f"{where}: {CONFIG_FILE}")
+    model = ModelConfig.from_dict(config["model"])
+    tokenizer = TokenizerConfig.from_dict(config["tokenizer"])
     try:
-        model = ModelConfig.from_dict(config["model"])
-        tokenizer = TokenizerConfig.from_dict(config["tokenizer"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise BundleError(f"model bundle {directory}: {CONFIG_FILE} is invalid: {err}") from err
-    if model.pooling and config["format_version"] < 2:
-        raise BundleError(
-            f"model bundle {directory}: {CONFIG_FILE} uses model.pooling, which needs format_version 2"
-        )
-    settings = _check_settings(config, model, f"model bundle {directory}: {CONFIG_FILE}")
-    try:
-        vocab = Vocab.load(paths[VOCAB_FILE])
+        vocab = Vocab.from_text(contents[VOCAB_FILE].decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
-        raise BundleError(f"model bundle {directory}: {VOCAB_FILE} is invalid: {err}") from err
+        raise BundleError(f"{where}: {VOCAB_FILE} is invalid: {err}") from err
     if len(vocab) != model.vocab_size:
         raise BundleError(
-            f"model bundle {directory}: {VOCAB_FILE} has {len(vocab)} tokens "
-            f"but {CONFIG_FILE} says vocab_size={model.vocab_size}"
+            f"{where}: {VOCAB_FILE} has {len(vocab)} tokens but {CONFIG_FILE} says "
+            f"vocab_size={model.vocab_size}"
         )
-    params = _read_weights(paths[WEIGHTS_FILE], model)
-    hashes = {name: file_sha256(path) for name, path in paths.items()}
+    params = _read_weights(contents[WEIGHTS_FILE], model, where)
+    hashes = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
     return Bundle(
-        name=str(config.get("name", directory.name)),
+        name=config.get("name", directory.name),
         model=model,
         tokenizer=tokenizer,
         vocab=vocab,
         params=params,
+        labels=tuple(config.get("labels", LABELS)),
+        max_tokens=config.get("max_tokens", 400),
+        head_tokens=config.get("head_tokens", 100),
+        temperature=float(config.get("temperature", 1.0)),
         card=dict(config.get("card", {})),
         weights_sha256=hashes[WEIGHTS_FILE],
         bundle_sha256=hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest(),
-        **settings,
     )
 
 
-def _check_settings(config: dict, model: ModelConfig, where: str) -> dict:
-    """The scoring settings of a config, each checked: a bad value must stop a run, not skew its scores."""
-
-    def fail(key: str, problem: str) -> BundleError:
-        return BundleError(f"{where}: {key!r} {problem} (found {config.get(key)!r})")
-
-    def integer(key: str, default: int, minimum: int) -> int:
-        value = config.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise fail(key, f"must be an integer >= {minimum}")
-        return value
-
-    for key in ("vocab_size", "embed_dim", "hidden", "num_layers", "num_classes"):
-        value = getattr(model, key)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < (2 if key == "num_classes" else 1)
-        ):
-            raise BundleError(f"{where}: model.{key} must be a positive integer (found {value!r})")
-    max_tokens = integer("max_tokens", 400, 1)
-    head_tokens = integer("head_tokens", 100, 0)
-    if head_tokens > max_tokens:
-        raise fail("head_tokens", f"must not exceed max_tokens ({max_tokens})")
-    temperature = config.get("temperature", 1.0)
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, int | float)
-        or not math.isfinite(temperature)
-        or temperature <= 0
-    ):
-        raise fail("temperature", "must be a finite number > 0")
-    labels = config.get("labels", ["negative", "positive"])
-    if (
-        not isinstance(labels, list)
-        or not all(isinstance(label, str) and label for label in labels)
-        or len(set(labels)) != len(labels)
-    ):
-        raise fail("labels", "must be a list of distinct non-empty strings")
-    if len(labels) != model.num_classes:
-        raise fail("labels", f"must name {model.num_classes} classes (model.num_classes)")
-    if not isinstance(config.get("card", {}), dict):
-        raise fail("card", "must be a JSON object")
-    return {
-        "labels": tuple(labels),
-        "max_tokens": max_tokens,
-        "head_tokens": head_tokens,
-        "temperature": float(temperature),
-    }
+# config.json, checked as a whole before any of it is used: every key known, every value of its type
+# and within its range. (kind, minimum, maximum); "count" is an integer, "number" a finite float.
+LABELS = ("negative", "positive")  # the head's class order: column 1 is prob_positive
+_MAX_TOKENS = 100_000  # a review longer than this is cut (head + tail) long before the model sees it
+CONFIG_SCHEMA: dict = {
+    "format": ("text", None, None),
+    "format_version": ("count", 1, FORMAT_VERSION),
+    "name": ("text", None, None),
+    "model": {
+        "vocab_size": ("count", 2, 10_000_000),
+        "embed_dim": ("count", 1, 4096),
+        "hidden": ("count", 1, 4096),
+        "num_layers": ("count", 1, 16),
+        "num_classes": ("count", 2, 2),
+        "dropout": ("number", 0.0, 0.99),
+        "pooling": ("texts", None, None),
+    },
+    "tokenizer": {
+        "name": ("text", None, None),
+        "version": ("count", 1, None),
+        "lowercase": ("flag", None, None),
+        "strip_html": ("flag", None, None),
+    },
+    "labels": ("texts", None, None),
+    "max_tokens": ("count", 1, _MAX_TOKENS),
+    "head_tokens": ("count", 0, _MAX_TOKENS),
+    "temperature": ("number", 0.01, 100.0),
+    "card": ("object", None, None),
+}
+_REQUIRED = {"": ("format", "format_version", "model", "tokenizer"), "model": ("vocab_size",)}
 
 
-def _read_config(path: Path) -> dict:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BundleError(f"model bundle {path.parent}: {CONFIG_FILE} is not valid JSON: {err}") from err
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise BundleError(f"model bundle {path.parent}: {CONFIG_FILE} is not a {FORMAT} config")
-    version = config.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
-        raise BundleError(
-            f"model bundle {path.parent}: format version {version!r} is newer than this "
-            f"batchscore supports ({FORMAT_VERSION}); upgrade batchscore"
+def _schema_problem(data, schema: dict, prefix: str = "") -> str | None:
+    """The first way `data` breaks `schema` ("key: problem"), or None."""
+    if not isinstance(data, dict):
+        return f"{prefix or 'the file'}: must be a JSON object"
+    for key in _REQUIRED.get(prefix, ()):
+        if key not in data:
+            return f"{prefix}.{key}: missing".lstrip(".")
+    for key, value in data.items():
+        name = f"{prefix}.{key}".lstrip(".")
+        if key not in schema:
+            return f"{name}: not a known key"
+        rule = schema[key]
+        problem = (
+            _schema_problem(value, rule, name) if isinstance(rule, dict) else _value_problem(value, *rule)
         )
+        if problem:
+            return problem if isinstance(rule, dict) else f"{name}: {problem} (found {_shown(value)})"
+    return None
+
+
+def _value_problem(value, kind: str, low: float | None, high: float | None) -> str | None:
+    if kind == "text":
+        return None if isinstance(value, str) and 0 < len(value) <= 200 else "must be a non-empty text"
+    if kind == "texts":
+        if isinstance(value, list) and all(isinstance(v, str) and v for v in value) and len(value) <= 16:
+            return None
+        return "must be a list of non-empty texts"
+    if kind == "flag":
+        return None if isinstance(value, bool) else "must be true or false"
+    if kind == "object":
+        return None if isinstance(value, dict) else "must be a JSON object"
+    whole = kind == "count"
+    if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
+        return "must be " + ("a whole number" if whole else "a number")
+    if not (math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)):
+        bounds = f"from {low:g}" + (f" to {high:g}" if high is not None else " up")
+        return ("must be a whole number " if whole else "must be a number ") + bounds
+    return None
+
+
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def _read_config(data: bytes, where: str) -> dict:
+    """config.json's content, refused (naming the key) unless it is a whole, valid config."""
+    try:
+        config = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise BundleError(f"{where} is not valid JSON: {str(err)[:200]}") from err
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise BundleError(f"{where} is not a {FORMAT} config")
+    version = config.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise BundleError(
+            f"{where}: format version {version} is newer than this batchscore supports "
+            f"({FORMAT_VERSION}); upgrade batchscore"
+        )
+    problem = _schema_problem(config, CONFIG_SCHEMA)
+    if problem is None:
+        problem = _consistency_problem(config)
+    if problem:
+        raise BundleError(f"{where}: {problem}")
     return config
 
 
-def _read_weights(path: Path, model: ModelConfig) -> dict:
+def _consistency_problem(config: dict) -> str | None:
+    """What the schema's per-key rules cannot see: how the keys fit together."""
+    model, tokenizer = config["model"], config["tokenizer"]
+    labels = config.get("labels", list(LABELS))
+    if tuple(labels) != LABELS:
+        return f"labels: must be {list(LABELS)}, the order the model's head uses (found {_shown(labels)})"
+    if config.get("head_tokens", 100) > config.get("max_tokens", 400):
+        return f"head_tokens: must not exceed max_tokens ({config.get('max_tokens', 400)})"
+    if model.get("pooling") and config["format_version"] < 2:
+        return "model.pooling: needs format_version 2"
     try:
-        arrays = load_file(str(path))
+        ModelConfig.from_dict(model)
+        TokenizerConfig.from_dict(tokenizer)
+    except (TypeError, ValueError) as err:
+        return str(err)
+    return None
+
+
+def _read_weights(data: bytes, model: ModelConfig, where: str) -> dict:
+    try:
+        arrays = load(data)
     except (SafetensorError, OSError, ValueError) as err:
-        raise BundleError(f"model bundle {path.parent}: {WEIGHTS_FILE} is unreadable: {err}") from err
+        raise BundleError(f"{where}: {WEIGHTS_FILE} is unreadable: {err}") from err
     expected = model.param_shapes()
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))
     if missing or extra:
         raise BundleError(
-            f"model bundle {path.parent}: {WEIGHTS_FILE} does not match {CONFIG_FILE}: "
+            f"{where}: {WEIGHTS_FILE} does not match {CONFIG_FILE}: "
             f"missing {missing or 'nothing'}, unexpected {extra or 'nothing'}"
         )
     for name, shape in expected.items():
         if arrays[name].dtype.kind != "f":
-            raise BundleError(
-                f"model bundle {path.parent}: weight {name} is {arrays[name].dtype}, not floating point"
-            )
+            raise BundleError(f"{where}: weight {name} is {arrays[name].dtype}, not floating point")
         if arrays[name].shape != shape:
             raise BundleError(
-                f"model bundle {path.parent}: weight {name} has shape {arrays[name].shape}, "
-                f"config expects {shape}"
+                f"{where}: weight {name} has shape {arrays[name].shape}, config expects {shape}"
             )
         if not np.all(np.isfinite(arrays[name])):
-            raise BundleError(f"model bundle {path.parent}: weight {name} has NaN or infinite values")
+            raise BundleError(f"{where}: weight {name} has NaN or infinite values")
     return unflatten_params({name: a.astype(np.float32) for name, a in arrays.items()})

@@ -64,7 +64,10 @@ class Setting:
         if self.choices:
             kind: click.ParamType | type = click.Choice(list(self.choices))
         elif self.kind is int:
-            kind = click.IntRange(min=None if self.minimum is None else int(self.minimum))
+            kind = click.IntRange(
+                min=None if self.minimum is None else int(self.minimum),
+                max=None if self.maximum is None else int(self.maximum),
+            )
         elif self.kind is float:
             kind = click.FloatRange(self.minimum, self.maximum)
         else:
@@ -106,7 +109,15 @@ RUN_SETTINGS: tuple[Setting, ...] = (
         minimum=1,
         in_job=True,
     ),
-    Setting("max_tokens", None, "Truncation length. Default: the model's.", int, minimum=1, optional=True),
+    Setting(
+        "max_tokens",
+        None,
+        "Truncation length. Default: the model's.",
+        int,
+        minimum=1,
+        maximum=100_000,
+        optional=True,
+    ),
     Setting(
         "host_workers",
         None,

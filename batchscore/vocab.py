@@ -58,7 +58,12 @@ class Vocab:
 
     @classmethod
     def load(cls, path: Path) -> Vocab:
-        lines = path.read_text(encoding="utf-8").split("\n")
+        return cls.from_text(path.read_text(encoding="utf-8"))
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocab:
+        """A vocabulary from vocab.txt's content: one token per line."""
+        lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
         return cls(lines)

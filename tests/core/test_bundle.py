@@ -139,3 +139,55 @@ def test_pooled_head_is_format_version_2_and_plain_head_stays_1(tiny_bundle, tmp
     with pytest.raises(BundleError, match="pooling must be"):
         load_bundle(tmp_path / "pooled")
     assert ModelConfig(vocab_size=3).head_width == 4 * ModelConfig(vocab_size=3).hidden
+
+
+def edit_config(bundle: Path, edit) -> None:
+    config = json.loads((bundle / "config.json").read_text())
+    edit(config)
+    (bundle / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda c: c.update(labels=["positive", "negative"]), "labels: must be ['negative', 'positive']"),
+        (lambda c: c.update(labels=["negative", "positive", "mixed"]), "labels: must be"),
+        (lambda c: c.update(temperature=1e-320), "temperature: must be a number from 0.01 to 100"),
+        (lambda c: c.update(temperature="1.0"), "temperature: must be a number"),
+        (lambda c: c["tokenizer"].update(lowercase="no"), "tokenizer.lowercase: must be true or false"),
+        (lambda c: c["model"].update(num_classes=3), "model.num_classes: must be a whole number from 2 to 2"),
+        (lambda c: c.update(max_tokens=10**12), "max_tokens: must be a whole number from 1 to 100000"),
+        (lambda c: c.update(head_tokens=60), "head_tokens: must not exceed max_tokens (48)"),
+        (lambda c: c.pop("format_version"), "format_version: missing"),
+        (lambda c: c.update(format_version="2"), "format_version: must be a whole number"),
+        (lambda c: c["model"].update(hidden=True), "model.hidden: must be a whole number"),
+        (lambda c: c.update(surprise=1), "surprise: not a known key"),
+        (lambda c: c.update(card=[]), "card: must be a JSON object"),
+        (lambda c: c.update(model=[1, 2]), "model: must be a JSON object"),
+    ],
+)
+def test_a_config_value_outside_the_schema_is_refused_naming_the_key(bundle_copy, edit, says):
+    edit_config(bundle_copy, edit)
+    with pytest.raises(BundleError) as raised:
+        load_bundle(bundle_copy)
+    message = str(raised.value)
+    assert message.startswith(f"model bundle {bundle_copy}: config.json") and says in message, message
+    assert "\n" not in message
+
+
+def test_a_deeply_nested_config_is_one_clear_refusal(bundle_copy):
+    (bundle_copy / "config.json").write_text('{"format": "batchscore-bundle", "card": ' + "[" * 100_000)
+    with pytest.raises(BundleError, match=r"config\.json is not valid JSON"):
+        load_bundle(bundle_copy)
+
+
+def test_the_hashes_are_of_the_bytes_that_were_loaded(bundle_copy):
+    """What is scored and what model_sha256 names come from one read of each file."""
+    import hashlib
+
+    bundle = load_bundle(bundle_copy)
+    weights = (bundle_copy / "weights.safetensors").read_bytes()
+    assert bundle.weights_sha256 == hashlib.sha256(weights).hexdigest()
+    arrays = load_file(str(bundle_copy / "weights.safetensors"))
+    for name, value in flatten_params(bundle.params).items():
+        np.testing.assert_array_equal(np.asarray(value), arrays[name].astype(np.float32))
