@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -21,6 +22,14 @@ _NO_ARGS_IS_HELP: type[Exception] | tuple = getattr(click.exceptions, "NoArgsIsH
 class _Program(click.Group):
     """The error boundary of every command: Click's own errors (unknown option, bad value) in
     batchscore's one-line form (exit 2), and any other error as _exit_for says."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:  # stdout's reader went away (`predict - | head -1`): it wants no more
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         global _debug_requested
@@ -421,12 +430,18 @@ def job(spec, day, progress, summary_json, quiet) -> None:
     Writes OUTPUT/date=YYYY-MM-DD/<stem>.parquet, then OUTPUT/date=YYYY-MM-DD/_SUCCESS and
     OUTPUT/_metrics/date=YYYY-MM-DD/metrics.json. Rerunning a date skips finished shards.
     """
-    from datetime import UTC, date, datetime, timedelta
+    from datetime import UTC, datetime, timedelta
 
     from batchscore.jobs import run_job
 
-    try:
-        when = date.fromisoformat(day) if day is not None else datetime.now(UTC).date() - timedelta(days=1)
+    try:  # exactly YYYY-MM-DD: fromisoformat alone also takes 20260101 and 2026-W01 as other dates
+        when = (
+            datetime.strptime(day, "%Y-%m-%d").date()
+            if day is not None
+            else datetime.now(UTC).date() - timedelta(days=1)
+        )
+        if day is not None and when.isoformat() != day:
+            raise ValueError(day)
     except ValueError:
         raise click.BadParameter(f"{day!r} is not YYYY-MM-DD", param_hint="--date") from None
     from batchscore.interrupts import stop_on_signals

@@ -24,9 +24,11 @@ import pyarrow.fs as pafs
 from batchscore import __version__
 from batchscore.drift import DriftPolicy
 from batchscore.errors import BatchscoreError, NoInputFound, OutputError, UsageError
+from batchscore.io.console import printable
 from batchscore.io.paths import HIDDEN_PREFIXES, Location, resolve
 from batchscore.io.safe_files import (
     is_local,
+    json_record,
     own_directory_problem,
     require_own_directory,
     write_location_bytes,
@@ -66,13 +68,22 @@ def _known_keys(path: Path, name: str, table: dict, schema) -> dict:
 
 
 def _placeholders(path: Path, key: str, value: str) -> set[str]:
-    """The {names} in a path template; a stray brace is the job file's error, named as such."""
+    """The {names} in a path template; a stray brace, a format spec or a conversion ({date:%Y},
+    {date!r}) is the job file's error, named as such: each placeholder is a plain name."""
     try:
-        return {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(value)]
     except ValueError as err:
         raise JobSpecError(
             f"{path}: [job] {key} = {value!r}: {err} (placeholders look like {{date}})"
         ) from err
+    for name, spec, conversion in fields:
+        if name is not None and (spec or conversion or not name.isidentifier()):
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise JobSpecError(
+                f"{path}: [job] {key} = {value!r}: {shown} is not a placeholder; write a plain name such as "
+                "{date} or {yyyy}"
+            )
+    return {name for name, _, _ in fields if name is not None}
 
 
 def _drift_policy(path: Path, table) -> DriftPolicy:
@@ -141,6 +152,10 @@ class JobSpec:
         for key in ("name", "input", "output"):
             if not job[key].strip():  # "" would mean the current directory (input) or / (output)
                 raise JobSpecError(f"{path}: [job] {key} is empty")
+            if job[key].startswith("~"):  # no shell expands it here: it would be a folder named "~"
+                raise JobSpecError(
+                    f"{path}: [job] {key} = {job[key]!r}: write the home directory out in full"
+                )
         placeholders = _placeholders(path, "input", job["input"])
         if placeholders - set(_PLACEHOLDERS):
             unknown_names = ", ".join("{" + p + "}" for p in sorted(placeholders - set(_PLACEHOLDERS)))
@@ -285,11 +300,13 @@ def _check_owner(spec: JobSpec, owner: Location) -> None:
     """Two jobs writing one output root would delete each other's outputs as stale: refuse."""
     try:
         with owner.filesystem.open_input_stream(owner.path) as handle:
-            recorded = json.loads(handle.read().decode("utf-8"))
+            recorded = json_record(handle.read(), {"job": str, "input": str})
     except FileNotFoundError:
         return
     except (OSError, ValueError) as err:
-        raise OutputError(f"{owner.uri}: cannot read which job owns this output root: {err}") from err
+        raise OutputError(
+            f"{owner.uri}: cannot read which job owns this output root: {printable(str(err), 200)}"
+        ) from err
     if _owner_identity(recorded) != _owner_identity(_owner_record(spec)):
         raise OutputError(
             f"{owner.parent().uri} belongs to job {recorded.get('job')!r} (input {recorded.get('input')!r}), "

@@ -11,7 +11,7 @@ from batchscore.bundle import Bundle, load_bundle
 from batchscore.core.compute import truncation_for
 from batchscore.engines import Engine
 from batchscore.engines.local import LocalEngine
-from batchscore.errors import BatchscoreError, UsageError, require_extra
+from batchscore.errors import BatchscoreError, OutputError, UsageError, require_extra
 from batchscore.interrupts import stop_on_signals
 from batchscore.io.console import STDERR
 from batchscore.io.safe_files import write_to_named_target
@@ -127,7 +127,10 @@ def write_json_line(payload: dict, target: Path | str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    write_to_named_target(str(target), text.encode("utf-8"))
+    try:
+        write_to_named_target(str(target), text.encode("utf-8"))
+    except OSError as err:  # a full disk, a read-only folder: an output problem, exit 5
+        raise OutputError(f"--summary-json {target}: cannot write it: {err.strerror or err}") from err
 
 
 class _ProgressBar(ProgressListener):

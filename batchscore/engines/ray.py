@@ -39,7 +39,7 @@ from batchscore.bundle import Bundle, BundleError, default_bundle_path, load_bun
 from batchscore.core.compute import ComputePlan, actor_plan
 from batchscore.core.rows import Window, encode_window
 from batchscore.encoding import Encoded
-from batchscore.errors import BatchscoreError, InputError
+from batchscore.errors import BatchscoreError, InputError, UsageError
 from batchscore.io.paths import InputFile
 from batchscore.io.readers import ReadOptions, ShardReader
 from batchscore.run.options import RunOptions
@@ -381,12 +381,30 @@ class RayEngine:
         return Window(first_row, original, texts, reasons, _encoded(part), logits, task)
 
 
+def _require_reachable(address: str | None, timeout: float = 10.0) -> None:
+    """A cluster address (host:port) that answers, or a one-line refusal: Ray itself waits for an
+    address that does not answer without end, printing its own log lines."""
+    if not address or address == "auto" or "://" in address:
+        return  # local, discovered, or a client URL (ray://) that Ray checks with its own timeout
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address!r}: expected HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UsageError(
+            f"--ray-address {address}: no Ray cluster answers there ({err.strerror or err}); check the "
+            "address (ray status on the head node prints it)"
+        ) from None
+
+
 def _start_ray(address: str | None) -> None:
     import ray
     import ray.data  # configures Ray Data's loggers: quieten them after this, not before
 
     verbose = bool(os.environ.get("BATCHSCORE_DEBUG"))
     if not ray.is_initialized():
+        _require_reachable(address)
         ray.init(
             address=address,
             include_dashboard=False,

@@ -421,6 +421,8 @@ def _output_names(
     in .parquet: that file. Otherwise -o is a directory with one `<stem>.parquet`
     per input, subfolders below a directory input kept, so shards map one to one.
     """
+    if output is not None and not output.strip():  # "" would be the current directory
+        raise UsageError("-o is empty; name a .parquet file or a directory")
     if output is not None and output.lower().rstrip("/").endswith(_NOT_PARQUET):
         raise UsageError(f"-o {output}: batchscore writes Parquet; name a .parquet file or a directory")
     if single_input and len(inputs) == 1:
@@ -430,17 +432,26 @@ def _output_names(
         if output.lower().endswith(".parquet"):
             return [resolve(output, filesystem)]
     if output is None:
-        raise OutputError("several input files (or a directory): pass -o DIR for the scored shards")
+        raise UsageError("several input files (or a directory): pass -o DIR for the scored shards")
     if output.lower().endswith(".parquet"):
-        raise OutputError(f"-o {output}: several inputs need an output directory, not a .parquet file")
+        raise UsageError(f"-o {output}: several inputs need an output directory, not a .parquet file")
     directory = resolve(output, filesystem)
     outputs = [directory.child(_below_output(f) + ".parquet") for f in inputs]
     seen: dict[str, InputFile] = {}
     for source, target in zip(inputs, outputs, strict=True):
         if target.path in seen:
-            raise OutputError(
+            raise UsageError(
                 f"{seen[target.path]} and {source} would both be written to {target.uri}; "
                 "rename one or score them separately"
             )
         seen[target.path] = source
+    for source, target in zip(inputs, outputs, strict=True):  # x.csv -> x.parquet and x.parquet/y.csv
+        folder = target.parent()
+        while folder.path.rstrip("/") != directory.path.rstrip("/") and len(folder.path) > 1:
+            if folder.path in seen:
+                raise UsageError(
+                    f"{seen[folder.path]} and {source} need {folder.uri} as a file and as a folder; "
+                    "rename one or score them separately"
+                )
+            folder = folder.parent()
     return outputs

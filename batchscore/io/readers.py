@@ -81,6 +81,10 @@ class ShardReader:
         except OSError as err:
             raise self._fail("cannot read", err) from err
 
+    def _compression(self) -> str | None:
+        """gzip for a .gz name in any case (pyarrow's own detection knows the lower-case one only)."""
+        return "gzip" if self.source.location.path.lower().endswith(".gz") else None
+
     def _fail(self, problem: str, err: Exception | None = None) -> InputError:
         detail = f": {err}" if err is not None else ""
         return InputError(f"{self.source}: {problem}{detail}")
@@ -106,7 +110,7 @@ class ShardReader:
         try:
             if location.filesystem.get_file_info(location.path).size == 0:
                 raise self._fail("empty file (0 bytes)")
-            stream = location.filesystem.open_input_stream(location.path, compression="detect")
+            stream = location.filesystem.open_input_stream(location.path, compression=self._compression())
             return pacsv.open_csv(
                 stream,
                 read_options=pacsv.ReadOptions(block_size=block_size, use_threads=on_invalid_row is None),
@@ -186,7 +190,9 @@ class ShardReader:
         one with another common delimiter, say which to pass."""
         location = self.source.location
         try:
-            with location.filesystem.open_input_stream(location.path, compression="detect") as stream:
+            with location.filesystem.open_input_stream(
+                location.path, compression=self._compression()
+            ) as stream:
                 head = stream.read(1 << 16)
         except OSError:
             return ""
@@ -323,7 +329,9 @@ class ShardReader:
             location = self.source.location
             quotes = 0
             try:
-                with location.filesystem.open_input_stream(location.path, compression="detect") as handle:
+                with location.filesystem.open_input_stream(
+                    location.path, compression=self._compression()
+                ) as handle:
                     while chunk := handle.read(_HASH_CHUNK):
                         quotes += chunk.count(b'"')
             except _ARROW_ERRORS as err:

@@ -11,6 +11,7 @@ with one link. Object stores have no links, so their paths keep pyarrow's plain 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import stat
@@ -201,3 +202,24 @@ def _is_private_group(gid: int) -> bool:
         return members <= {pwd.getpwuid(os.geteuid()).pw_name}
     except (KeyError, ImportError):
         return True  # the user's own group with no entry in the group database: nobody else is in it
+
+
+def json_record(data: bytes, fields: dict[str, type | tuple[type, ...]]) -> dict:
+    """A JSON object read back from a file batchscore wrote but anyone with access could have edited
+    (a manifest, an owner marker): ValueError unless it is an object whose `fields` (missing counts as
+    None, allowed where the type tuple has type(None)) have their types. Too deep a nesting is
+    ValueError too, not RecursionError."""
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    for key, kind in fields.items():
+        value = record.get(key)
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            raise ValueError(
+                f"{key!r} is {type(value).__name__}, not {' or '.join(k.__name__ for k in kinds)}"
+            )
+    return record

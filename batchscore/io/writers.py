@@ -28,6 +28,7 @@ from batchscore.io.console import printable
 from batchscore.io.paths import Location
 from batchscore.io.safe_files import (
     is_local,
+    json_record,
     make_private_dir,
     open_lock_file,
     require_own_directory,
@@ -37,6 +38,14 @@ from batchscore.io.safe_files import (
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1  # an internal file: read back by --resume only
+_MANIFEST_FIELDS = {
+    "rows_done": int,
+    "parts": int,
+    "fingerprint": dict,
+    "complete": (bool, type(None)),
+    "tally": (dict, type(None)),
+    "run": (dict, type(None)),
+}
 
 
 def part_name(index: int) -> str:
@@ -139,15 +148,22 @@ class PartWriter:
         path = self.work.child(MANIFEST)
         try:
             with path.filesystem.open_input_stream(path.path) as handle:
-                manifest = json.loads(handle.read().decode("utf-8"))
+                data = handle.read()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as err:
+        except OSError as err:
             raise OutputError(
                 f"{path.uri}: cannot read the manifest of committed parts ({err}); nothing was "
                 "discarded, rerun with --resume once it is readable (or --overwrite to start again)"
             ) from err
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("rows_done"), int):
+        try:
+            manifest = json_record(data, _MANIFEST_FIELDS)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise OutputError(
+                f"{path.uri}: the manifest of committed parts is malformed ({printable(str(err), 200)}); "
+                "nothing was discarded: remove the folder or rerun with --overwrite"
+            ) from None
+        if manifest["rows_done"] < 0 or manifest["parts"] < 0:
             raise OutputError(
                 f"{path.uri}: the manifest of committed parts is malformed; nothing was discarded"
             )

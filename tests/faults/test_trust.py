@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from batchscore.cli import main
 from batchscore.io.console import printable
-from tests.helpers import ROOT, read_scores
+from tests.helpers import ROOT, read_scores, score_files
 
 OTHER_USER = 65534  # "nobody"
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="making another user's files needs root")
@@ -252,6 +252,22 @@ def test_an_input_whose_output_readers_would_skip_is_refused(tmp_path, tiny_bund
     assert "_part-1.parquet, which readers of the output directory skip as hidden" in result.output
 
 
+def test_an_empty_output_is_refused_not_the_current_directory(tmp_path, tiny_bundle, source, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("run", source, "-o", "", "--model", tiny_bundle)
+    assert result.exit_code == 2 and "-o is empty" in result.output, result.output
+    assert sorted(os.listdir(tmp_path)) == ["in"]
+
+
+def test_a_file_and_a_folder_of_one_name_are_refused_before_scoring(tmp_path, tiny_bundle, reviews_table):
+    (tmp_path / "in" / "x.parquet").mkdir(parents=True)
+    pq.write_table(reviews_table, tmp_path / "in" / "x.parquet" / "y.parquet")
+    (tmp_path / "in" / "x.csv").write_text("text\ngood film\n")
+    result = cli("run", tmp_path / "in", "-o", tmp_path / "out", "--model", tiny_bundle)
+    assert result.exit_code == 2, result.output
+    assert "as a file and as a folder" in result.output and not (tmp_path / "out").exists()
+
+
 # foreign text shown to a person --------------------------------------------------------------------
 
 
@@ -356,3 +372,96 @@ def test_foreign_text_in_the_report_is_escaped_so_the_page_runs_only_its_own_scr
     for tag in ("<script", "<img", 'onerror="'):  # no element or handler of the metrics' own
         assert page.count(tag) == expected.count(tag), tag
     assert "&lt;img src=x onerror=&quot;document.title=1&quot;&gt;" in page
+
+
+def test_a_ray_address_nobody_answers_is_refused_at_once(tmp_path, tiny_bundle, source):
+    pytest.importorskip("ray")
+    done = subprocess.run(
+        [sys.executable, "-m", "batchscore", "run", str(source), "-o", str(tmp_path / "o.parquet"),
+         "--model", str(tiny_bundle), "--engine", "ray", "--ray-address", "127.0.0.1:1", "--no-progress"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "--ray-address 127.0.0.1:1: no Ray cluster answers there" in lines[0]
+
+
+# late failures and wrong codes ----------------------------------------------------------------------
+
+
+def test_summary_json_on_a_full_disk_is_an_output_problem(tiny_bundle, source, tmp_path):
+    result = cli(
+        "run", source, "-o", tmp_path / "o.parquet", "--model", tiny_bundle, "--summary-json", "/dev/full"
+    )
+    assert result.exit_code == 5, result.output
+    assert "--summary-json /dev/full: cannot write it" in result.output
+
+
+def test_predict_into_a_reader_that_leaves_ends_quietly(tiny_bundle):
+    lines = "".join(f"good film number {i}\n" for i in range(5000))
+    pipeline = (
+        f"{sys.executable} -m batchscore predict --model {tiny_bundle} - 2>&1 | head -1; "
+        'echo "exit ${PIPESTATUS[0]}"'
+    )
+    done = subprocess.run(["bash", "-c", pipeline], input=lines, capture_output=True, text=True, timeout=300)
+    first, status = done.stdout.strip().splitlines()
+    assert "good film number 0" in first and status == "exit 0", done.stdout
+
+
+@pytest.mark.parametrize(
+    ("template", "says"),
+    [("{date:%Y}", "{date:%Y} is not a placeholder"), ("{date!r}", "{date!r} is not a placeholder")],
+)
+def test_a_job_input_placeholder_with_a_format_is_refused_when_the_job_is_read(job_setup, template, says):
+    text = job_setup.read_text()
+    job_setup.write_text(re.sub(r'input = ".*"', f'input = "landing/{template}/*.parquet"', text))
+    result = cli("job", job_setup, "--date", "2026-11-27")
+    assert result.exit_code == 2 and says in result.output, result.output
+
+
+def test_a_job_output_starting_with_a_tilde_is_refused(job_setup, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job_setup.write_text(re.sub(r'output = ".*"', 'output = "~/scored"', job_setup.read_text()))
+    result = cli("job", job_setup, "--date", "2026-11-27")
+    assert result.exit_code == 2 and "write the home directory out in full" in result.output
+    assert not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("day", ["2026-W01", "20260101", "2026-1-1", "2026-02-30"])
+def test_a_job_date_in_another_form_is_refused(job_setup, day):
+    result = cli("job", job_setup, "--date", day)
+    assert result.exit_code == 2 and "is not YYYY-MM-DD" in result.output, result.output
+
+
+def test_an_upper_case_gzip_name_is_read_as_gzip(tmp_path, tiny_bundle):
+    import gzip
+
+    (tmp_path / "in").mkdir()
+    with gzip.open(tmp_path / "in" / "REVIEWS.CSV.GZ", "wt") as handle:
+        handle.write("id,text\n1,good film\n2,bad film\n")
+    summary = score_files([tmp_path / "in" / "REVIEWS.CSV.GZ"], tmp_path / "o.parquet", tiny_bundle)
+    assert summary.rows == 2 and pq.read_table(tmp_path / "o.parquet").num_rows == 2
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        "[" * 100_000,
+        '{"rows_done": 5, "parts": {"a": 1}, "fingerprint": {}}',
+        '{"rows_done": -1, "parts": 0}',
+    ],
+)
+def test_a_damaged_manifest_is_refused_naming_it(tiny_bundle, source, tmp_path, manifest):
+    parts = tmp_path / ".o.parquet.parts"
+    parts.mkdir()
+    (parts / "manifest.json").write_text(manifest)
+    result = cli("run", source, "-o", tmp_path / "o.parquet", "--model", tiny_bundle, "--resume")
+    assert result.exit_code == 5, result.output
+    assert "manifest.json: the manifest of committed parts is malformed" in result.output
+
+
+def test_a_damaged_owner_marker_is_refused_naming_it(job_setup, tmp_path):
+    (tmp_path / "scored").mkdir()
+    (tmp_path / "scored" / "_batchscore_job.json").write_text('{"job": ["x"], "input": 1}')
+    result = cli("job", job_setup, "--date", "2026-11-27")
+    assert result.exit_code == 5 and "_batchscore_job.json: cannot read which job owns" in result.output

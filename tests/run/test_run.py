@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from batchscore.cli import main
 from batchscore.core.outputs import PROVENANCE_COLUMNS
-from batchscore.errors import OutputError
+from batchscore.errors import OutputError, UsageError
 from batchscore.run.options import RunOptions
 from tests.helpers import random_review, read_scores, score_files
 
@@ -115,8 +115,10 @@ def test_file_uri_input_and_output(tmp_path, tiny_bundle, reviews_table):
 def test_several_inputs_need_an_output_directory(tmp_path, tiny_bundle, reviews_table):
     for name in ("a", "b"):
         pq.write_table(reviews_table, tmp_path / f"{name}.parquet")
-    with pytest.raises(OutputError, match="pass -o DIR"):
+    with pytest.raises(UsageError, match="pass -o DIR"):  # a command-line mistake: exit 2
         score_files([tmp_path / "a.parquet", tmp_path / "b.parquet"], None, tiny_bundle)
+    with pytest.raises(UsageError, match=r"need an output directory, not a \.parquet file"):
+        score_files([tmp_path / "a.parquet", tmp_path / "b.parquet"], tmp_path / "x.parquet", tiny_bundle)
 
 
 def test_existing_output_is_never_overwritten_silently(tmp_path, tiny_bundle, reviews_table):
