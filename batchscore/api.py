@@ -130,6 +130,9 @@ class Model:
         """score_table for pandas: the frame's own columns, dtypes and index are kept as they are."""
         if text_column not in frame.columns:
             raise KeyError(f"no text column {text_column!r}; columns are {list(frame.columns)}")
+        repeated = sorted({str(name) for name in frame.columns[frame.columns.duplicated()]})
+        if repeated:  # as for a file: which of two same-named columns is the text, or kept, is unknowable
+            raise InputError(f"the frame has repeated column names {repeated}; rename them before scoring")
         column = frame[text_column]
         if column.dtype == object:  # plain Python values, possibly mixed: checked one by one
             scores = self._score_values(column.tolist())

@@ -67,6 +67,12 @@ def main() -> None:
     from batchscore.environment import check_environment
 
     check_environment()  # a bad BATCHSCORE_* value: exit 2 naming it, before any work
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # relative paths would fail later, one by one, naming no file
+        raise click.UsageError(
+            "the current directory no longer exists; cd to an existing one and rerun"
+        ) from None
 
 
 def _load_bundle(model: Path | None):

@@ -71,16 +71,22 @@ def score_dataframe(
     settings = (path, bundle.bundle_sha256, max_tokens, precision, device)
     run = new_run_record() if provenance else None
 
+    original = list(df.columns)
+
     def score_partition(batches):
         scorer = _worker_model(*settings)
         for batch in batches:
-            scored = scorer.score_table(pa.Table.from_batches([batch], schema=batch.schema), text_column)
+            table = pa.Table.from_batches([batch], schema=batch.schema).rename_columns(original)
+            scored = scorer.score_table(table, text_column)
             if run is not None:
                 for name, column in provenance_columns(scorer.bundle, run, scored.num_rows).items():
                     scored = scored.append_column(name, column)
             yield from scored.rename_columns(output_schema.names).cast(output_schema).to_batches()
 
-    return df.mapInArrow(score_partition, from_arrow_schema(output_schema))
+    # Spark reads a dot in a column name as a field of a struct: the columns travel under plain
+    # positional names and get their own back inside the task
+    plain = df.toDF(*[f"_c{index}" for index in range(len(original))])
+    return plain.mapInArrow(score_partition, from_arrow_schema(output_schema))
 
 
 def _worker_model(

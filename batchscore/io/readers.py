@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -366,6 +367,10 @@ class ShardReader:
         the file again on one thread and lets pyarrow's invalid-row handler say which row it is.
         """
         first_invalid = FirstInvalidRow()
+        # pyarrow decodes a malformed row as UTF-8 before it calls the handler; for a row that is not
+        # UTF-8 that fails inside pyarrow, which would print the traceback itself: kept quiet here,
+        # the message then names the file and pyarrow's words (the row's text, without its number).
+        previous_hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
         try:
             reader = self._open_csv(types, block, on_invalid_row=first_invalid)
             try:
@@ -375,6 +380,8 @@ class ShardReader:
                 reader.close()
         except (*_ARROW_ERRORS, InputError):
             pass
+        finally:
+            sys.unraisablehook = previous_hook
         located = first_invalid.describe()
         return self._fail(located) if located else self._fail(problem, err)
 

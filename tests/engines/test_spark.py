@@ -83,3 +83,13 @@ def test_a_worker_with_another_bundle_at_the_same_path_refuses(tiny_bundle):
 
     with pytest.raises(ModelError, match="not the bundle the driver loaded"):
         _worker_model(str(tiny_bundle), "0" * 64, None, "float32", "cpu")
+
+
+def test_column_names_with_dots_are_scored_and_kept(spark, tiny_bundle):
+    """Spark reads `review.text` as a field of a struct unless told otherwise: the names are kept."""
+    from batchscore.spark import score_dataframe
+
+    frame = spark.createDataFrame([("good film", 1), ("bad film", 2)], ["review.text", "shop.id"])
+    rows = score_dataframe(frame, tiny_bundle, text_column="review.text", provenance=False).collect()
+    assert [row["shop.id"] for row in rows] == [1, 2]
+    assert all(row["label"] in ("positive", "negative") for row in rows)

@@ -465,3 +465,40 @@ def test_a_damaged_owner_marker_is_refused_naming_it(job_setup, tmp_path):
     (tmp_path / "scored" / "_batchscore_job.json").write_text('{"job": ["x"], "input": 1}')
     result = cli("job", job_setup, "--date", "2026-11-27")
     assert result.exit_code == 5 and "_batchscore_job.json: cannot read which job owns" in result.output
+
+
+def test_a_ragged_row_that_is_not_utf8_is_one_line_naming_the_file(tmp_path, tiny_bundle):
+    (tmp_path / "rag.csv").write_bytes(b"id,text\n1,good\n2,caf\xe9,bad,extra\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "batchscore", "run", str(tmp_path / "rag.csv"), "-o",
+         str(tmp_path / "o.parquet"), "--model", str(tiny_bundle), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 3 and len(lines) == 1, done.stderr
+    assert (
+        f"{tmp_path / 'rag.csv'}: cannot read as CSV" in lines[0] and "Expected 2 columns, got 4" in lines[0]
+    )
+
+
+def test_a_deleted_working_directory_is_one_clear_refusal(tmp_path, tiny_bundle, source):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    done = subprocess.run(
+        f"cd {gone} && rmdir {gone} && exec {sys.executable} -m batchscore run {source} -o o.parquet "
+        f"--model {tiny_bundle} --no-progress",
+        shell=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and "the current directory no longer exists" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("columns", [["text", "text"], ["text", "label", "label"], ["text", "a", "a"]])
+def test_a_frame_with_repeated_column_names_is_refused_naming_them(tiny_bundle, columns):
+    import pandas as pd
+
+    from batchscore.api import load_model
+    from batchscore.errors import InputError
+
+    frame = pd.DataFrame([["good film"] * len(columns)], columns=columns)
+    with pytest.raises(InputError, match=r"repeated column names \['"):
+        load_model(tiny_bundle).score_frame(frame)
