@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,6 +85,7 @@ def test_short_rows_are_zero_padded():
     assert matrix[0].tolist() == [5, 6, 7, 0] and lengths[0] == 3
 
 
+@pytest.mark.slow
 def test_host_workers_do_not_change_encoding_or_scores(tiny_bundle, reviews_table, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 

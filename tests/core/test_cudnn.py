@@ -17,6 +17,7 @@ from batchscore.network import init_params
 from batchscore.runtime import recurrence_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling", [(), ("max", "mean")])
 def test_packed_weights_unpack_to_ours(pooling):
     config = ModelConfig(vocab_size=30, embed_dim=6, hidden=5, num_layers=2, pooling=pooling)

@@ -171,6 +171,7 @@ def test_job_drift_settings_are_checked(tmp_path):
         assert re.search(message, result.output), result.output
 
 
+@pytest.mark.slow
 def test_job_fails_on_drift_without_success_marker_and_report_shows_it(tmp_path):
     rng = random.Random(3)
     normal = [
@@ -211,6 +212,7 @@ def test_report_on_a_root_without_metrics_is_exit_8(tmp_path):
     assert "no date=*/metrics.json" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.imdb
 @pytest.mark.skipif(not IMDB_TEST.exists(), reason="needs ../shared/data/imdb")
 def test_imdb_test_reviews_as_a_job_are_ok(tmp_path):

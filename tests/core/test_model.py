@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from batchscore.batching import ROW_QUANTUM, BucketSpec
 from batchscore.bundle import load_bundle
@@ -42,6 +43,7 @@ def test_padding_does_not_change_logits():
     assert_padding_does_not_reach_logits(ModelConfig(vocab_size=50, embed_dim=4, hidden=5, num_layers=2), 0)
 
 
+@pytest.mark.slow
 def test_head_width_is_four_times_hidden_and_layers_are_stacked():
     config = ModelConfig(vocab_size=10, embed_dim=3, hidden=7, num_layers=3)
     params = init_params(config, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,6 +63,7 @@ def test_array_keeps_nulls_and_row_count():
     assert out.to_pylist() == [["a", "b"], None, [], ["c"]]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200))
 def test_arbitrary_unicode_gives_clean_tokens(text):
@@ -72,6 +74,7 @@ def test_arbitrary_unicode_gives_clean_tokens(text):
     assert tokenize(" ".join(tokens)) == tokens
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=50), max_size=20))
 def test_vectorised_equals_one_by_one(texts):

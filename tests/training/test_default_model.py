@@ -36,6 +36,7 @@ def test_the_two_sentences_the_textbook_model_gets_wrong(bundle):
     assert bad["label"] == "negative"
 
 
+@pytest.mark.slow
 def test_readme_command_on_the_sample_data(tmp_path):
     source = tmp_path / "reviews.parquet"
     source.write_bytes((ROOT / "sample_data" / "reviews.parquet").read_bytes())
@@ -46,6 +47,7 @@ def test_readme_command_on_the_sample_data(tmp_path):
     assert agree.mean() > 0.9  # the synthetic reviews are unambiguous
 
 
+@pytest.mark.slow
 @pytest.mark.imdb
 @pytest.mark.skipif(not IMDB_TEST.exists(), reason="needs ../shared/data/imdb")
 def test_imdb_test_accuracy_and_ece_from_run_output_match_the_model_card(bundle, tmp_path):

@@ -66,6 +66,7 @@ def test_no_direction_sees_the_token_it_will_be_asked_for():
         assert not np.allclose(before[reversed_step, 1, row], after[reversed_step, 1, row])
 
 
+@pytest.mark.slow
 def test_loss_scores_real_targets_only_and_its_gradient_is_finite():
     params = init_params(ModelConfig(vocab_size=30, embed_dim=6, hidden=8), 0)
     unigram = sampling_distribution(IDS[IDS > 0], 30)
@@ -112,6 +113,7 @@ def _counting_texts(rows: int, seed: int) -> LabeledData:
     return LabeledData(pa.array(texts), labels, "cycle")
 
 
+@pytest.mark.slow
 def test_pretraining_learns_a_predictable_sequence(tmp_path):
     vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
     train_part, valid_part = split_validation(_counting_texts(2000, 0), 0.2, seed=0)
@@ -128,6 +130,7 @@ def test_pretraining_learns_a_predictable_sequence(tmp_path):
     assert "pretrain   4 language-model epochs" in model_card_text(result.bundle)
 
 
+@pytest.mark.slow
 def test_interrupted_pretraining_resumes_exactly(tmp_path):
     vectors, train_part, valid_part = toy_split(tmp_path, rows=300, seed=1)
     config = small_config(lm_pretrain_epochs=2, epochs=2)
@@ -154,6 +157,7 @@ def test_interrupted_pretraining_resumes_exactly(tmp_path):
             np.testing.assert_array_equal(value, resumed.bundle.params[name][key])
 
 
+@pytest.mark.slow
 def test_a_finished_pretraining_serves_another_classifier_schedule(tmp_path):
     """Copying a run's language-model checkpoint into a new directory and resuming with other
     --epochs or --average-epochs skips the pretraining and gives the weights a fresh run would."""
@@ -197,6 +201,7 @@ def test_a_finished_pretraining_serves_another_classifier_schedule(tmp_path):
         train(train_part, valid_part, vectors, other, tmp_path / "c", resume=True, **QUIET)
 
 
+@pytest.mark.slow
 def test_pretraining_option_is_checked(tmp_path):
     vectors, train_part, valid_part = toy_split(tmp_path, rows=200, seed=2)
     plain = train(train_part, valid_part, vectors, small_config(epochs=1), tmp_path / "a", **QUIET)
@@ -264,6 +269,7 @@ def test_unlabeled_text_is_read_as_scoring_reads_it_and_accounted_for(tmp_path):
     assert read_unlabeled([tmp_path / "b.parquet"]).sources[0]["skipped"] == {"null text": 1, "blank text": 1}
 
 
+@pytest.mark.slow
 def test_pretraining_reads_the_unlabeled_text_and_the_card_says_so(tmp_path):
     """The language model reads the unlabeled rows too, their words join the vocabulary, a text that
     is also a validation row is left out, and the card records files, rows and sha256."""
@@ -285,6 +291,7 @@ def test_pretraining_reads_the_unlabeled_text_and_the_card_says_so(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_pretraining_on_unlabeled_text_resumes_exactly_and_only_on_the_same_text(tmp_path):
     vectors, train_part, valid_part = toy_split(tmp_path, rows=300, seed=1)
     _unlabeled_files(tmp_path)
@@ -302,6 +309,7 @@ def test_pretraining_on_unlabeled_text_resumes_exactly_and_only_on_the_same_text
         train(train_part, valid_part, vectors, config, tmp_path / "b", resume=True, **QUIET, lm_text=other)
 
 
+@pytest.mark.slow
 def test_train_command_with_lm_data(tmp_path):
     """--lm-data on the command line: read, recorded in the card; without pretraining it is refused
     before any work."""

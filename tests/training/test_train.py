@@ -95,6 +95,7 @@ def test_training_learns_a_separable_task(tmp_path):
     assert accuracy > 0.85  # chance is 0.5
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path):
     vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
     data = labeled(toy_reviews(300, 1), "toy")
@@ -115,6 +116,7 @@ def test_resume_continues_exactly(tmp_path):
         train(train_part, valid_part, vectors, changed, tmp_path / "b", resume=True, **quiet)
 
 
+@pytest.mark.slow
 def test_crash_inside_a_checkpoint_commit_resumes_exactly(tmp_path, monkeypatch):
     """Killed after the new arrays are on disk but before state.json: the previous epoch stays whole."""
     vectors = load_word_vectors(str(write_glove(tmp_path / "g.txt", dim=6)))
@@ -156,6 +158,7 @@ def test_same_seed_same_metrics(tmp_path):
     assert first.history[0]["train_loss"] == second.history[0]["train_loss"]
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_commands(tmp_path):
     pq.write_table(toy_reviews(300, 3), tmp_path / "train.parquet")
     pq.write_table(toy_reviews(100, 4), tmp_path / "test.parquet")
@@ -358,6 +361,7 @@ def test_greedy_epoch_average_keeps_only_epochs_that_do_not_hurt_validation():
     np.testing.assert_allclose(average["w"], [3.5, 3.5])
 
 
+@pytest.mark.slow
 def test_training_with_epoch_averaging_records_its_choice(tmp_path):
     vectors, train_part, valid_part = toy_split(tmp_path)
     config = small_config(average_epochs=True)
@@ -377,6 +381,7 @@ def test_training_with_epoch_averaging_records_its_choice(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_init_model_continues_from_a_bundle(tmp_path):
     vectors, train_part, valid_part = toy_split(tmp_path)
     quiet = QUIET
@@ -414,6 +419,7 @@ def test_init_model_continues_from_a_bundle(tmp_path):
         train(other_train, other_valid, vectors, config, tmp_path / "d", **quiet)
 
 
+@pytest.mark.slow
 def test_adversarial_push_spends_its_budget_on_real_tokens_and_raises_the_loss():
     config = ModelConfig(vocab_size=50, embed_dim=6, hidden=5, num_layers=2, dropout=0.0, pooling=("max",))
     model = SentimentBiLSTM(config)
@@ -439,6 +445,7 @@ def test_adversarial_push_spends_its_budget_on_real_tokens_and_raises_the_loss()
     assert (pushed - clean > np.abs(randomly - clean)).all()  # ... more than along a random nudge
 
 
+@pytest.mark.slow
 def test_adversarial_training_learns_and_is_recorded(tmp_path):
     vectors, train_part, valid_part = toy_split(tmp_path, rows=600, seed=0)
     plain = train(train_part, valid_part, vectors, small_config(), tmp_path / "a", **QUIET)
@@ -449,6 +456,7 @@ def test_adversarial_training_learns_and_is_recorded(tmp_path):
     assert not np.array_equal(result.bundle.params["head"]["kernel"], plain.bundle.params["head"]["kernel"])
 
 
+@pytest.mark.slow
 def test_weight_drop_masks_only_the_recurrent_weights_and_keeps_their_expected_value():
     config = ModelConfig(vocab_size=50, embed_dim=6, hidden=40, num_layers=2, pooling=("max",))
     params = init_params(config, seed=1)
@@ -467,6 +475,7 @@ def test_weight_drop_masks_only_the_recurrent_weights_and_keeps_their_expected_v
     assert not np.array_equal(again["lstm_0"]["w_hidden"] == 0, dropped["lstm_0"]["w_hidden"] == 0)
 
 
+@pytest.mark.slow
 def test_weight_drop_training_learns_and_is_recorded(tmp_path):
     vectors, train_part, valid_part = toy_split(tmp_path, rows=600, seed=0)
     plain = train(train_part, valid_part, vectors, small_config(), tmp_path / "a", **QUIET)
