@@ -61,7 +61,8 @@ def _run_scoring(
                 raise
             raise UsageError(
                 f"out of memory ({str(err).splitlines()[0][:160]}); lower --batch-tokens or "
-                "--max-batch-rows, or give the process more memory"
+                "--max-batch-rows, use a smaller --max-tokens (a batch holds at least 48 rows of the "
+                "widest length), or give the process more memory"
             ) from err
         finally:
             if bar is not None:

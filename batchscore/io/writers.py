@@ -201,9 +201,20 @@ class PartWriter:
         _step_done("manifest updated")
 
     def _committed_schema(self) -> pa.Schema:
-        first = self.work.child(part_name(0))
-        with first.filesystem.open_input_file(first.path) as handle:
-            return pq.read_schema(handle)
+        return self._read_part(0, pq.read_schema)
+
+    def _read_part(self, index: int, read):
+        """`read(handle)` of committed part `index`; a part that is missing or damaged (a disk
+        error, someone's edit) stops the run naming it, and nothing is discarded."""
+        part = self.work.child(part_name(index))
+        try:
+            with part.filesystem.open_input_file(part.path) as handle:
+                return read(handle)
+        except (OSError, pa.ArrowException) as err:
+            raise OutputError(
+                f"{part.uri}: committed part {index} cannot be read ({printable(str(err), 200)}); "
+                "rerun with --overwrite to score this output again from the start"
+            ) from err
 
     def mark_complete(self) -> None:
         if self.progress.parts == 0:
@@ -235,13 +246,11 @@ class PartWriter:
         schema = self.schema().with_metadata(
             {f"{METADATA_PREFIX}{k}".encode(): str(v).encode() for k, v in metadata.items()}
         )
-        parts = [self.work.child(part_name(i)) for i in range(self.progress.parts)]
 
         def write(handle):
             with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
-                for part in parts:
-                    with part.filesystem.open_input_file(part.path) as source:
-                        writer.write_table(pq.read_table(source).cast(schema))
+                for index in range(self.progress.parts):
+                    writer.write_table(self._read_part(index, pq.read_table).cast(schema))
             _step_done("output written")  # complete under its temporary name, not yet renamed
 
         self._guard("write the output", write_location, self.target, write)

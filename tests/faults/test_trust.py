@@ -31,6 +31,12 @@ def cli(*args, env: dict | None = None):
     return CliRunner().invoke(main, [*words, "--no-progress"] if words[0] == "run" else words, env=env)
 
 
+def batchscore(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`batchscore ARGS` in a process of its own: what reaches stderr, and the exit code it sets."""
+    command = [sys.executable, "-m", "batchscore", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
 @pytest.fixture
 def source(tmp_path, reviews_table) -> Path:
     path = tmp_path / "in" / "reviews.parquet"
@@ -131,11 +137,7 @@ def test_stale_outputs_are_never_removed_through_a_link_inside_the_partition(job
 
 def cache_run(source: Path, output: Path, bundle: Path, cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "BATCHSCORE_COMPILATION_CACHE": str(cache)}
-    return subprocess.run(
-        [sys.executable, "-m", "batchscore", "run", str(source), "-o", str(output), "--model", str(bundle),
-         "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    return batchscore("run", source, "-o", output, "--model", bundle, "--no-progress", env=env)
 
 
 @pytest.mark.slow
@@ -189,10 +191,7 @@ def test_a_cache_folder_that_is_not_private_is_not_used(tiny_bundle, source, tmp
     ],
 )
 def test_a_bad_environment_value_is_one_line_naming_the_variable_exit_2(tmp_path, name, value):
-    env = {**os.environ, name: value}
-    done = subprocess.run(
-        [sys.executable, "-m", "batchscore", "predict", "good film"], capture_output=True, text=True, env=env
-    )
+    done = batchscore("predict", "good film", env={**os.environ, name: value})
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert f"environment variable {name}={value!r}: expected" in lines[0]
@@ -201,9 +200,7 @@ def test_a_bad_environment_value_is_one_line_naming_the_variable_exit_2(tmp_path
 def test_a_bad_environment_value_does_not_stop_version_or_help():
     env = {**os.environ, "BATCHSCORE_CPU_DEVICES": "abc"}
     for args in (["--version"], ["--help"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "batchscore", *args], capture_output=True, text=True, env=env
-        )
+        done = batchscore(*args, env=env)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
 
 
@@ -288,11 +285,7 @@ def test_another_runs_lock_text_is_shown_on_one_line(tiny_bundle, source, tmp_pa
     lock.write_text("pid 9\n2026-12-01T00:00:00Z batchscore: 1 file(s) scored\n")
     with open(lock) as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        done = subprocess.run(
-            [sys.executable, "-m", "batchscore", "run", str(source), "-o", str(out / "r.parquet"),
-             "--model", str(tiny_bundle), "--no-progress"],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        done = batchscore("run", source, "-o", out / "r.parquet", "--model", tiny_bundle, "--no-progress")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 5 and len(lines) == 1, done.stderr
     assert "pid 9\\x0a2026-12-01T00:00:00Z batchscore: 1 file(s) scored" in lines[0]
@@ -304,11 +297,7 @@ def test_a_file_name_that_is_not_utf8_is_named_in_the_error(tmp_path, tiny_bundl
     name = os.fsencode(folder) + b"/caf\xe9.csv"
     with open(name, "wb") as handle:
         handle.write(b"id,text\n1,good\n2,bad,extra\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "batchscore", "run", str(folder), "-o", str(tmp_path / "out"),
-         "--model", str(tiny_bundle), "--no-progress"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = batchscore("run", folder, "-o", tmp_path / "out", "--model", tiny_bundle, "--no-progress")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 3, done.stderr
     assert "caf\\xe9.csv" in lines[-1] and "Traceback" not in done.stderr
@@ -376,11 +365,19 @@ def test_foreign_text_in_the_report_is_escaped_so_the_page_runs_only_its_own_scr
 
 def test_a_ray_address_nobody_answers_is_refused_at_once(tmp_path, tiny_bundle, source):
     pytest.importorskip("ray")
-    done = subprocess.run(
-        [sys.executable, "-m", "batchscore", "run", str(source), "-o", str(tmp_path / "o.parquet"),
-         "--model", str(tiny_bundle), "--engine", "ray", "--ray-address", "127.0.0.1:1", "--no-progress"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = batchscore(
+        "run",
+        source,
+        "-o",
+        tmp_path / "o.parquet",
+        "--model",
+        tiny_bundle,
+        "--engine",
+        "ray",
+        "--ray-address",
+        "127.0.0.1:1",
+        "--no-progress",
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert "--ray-address 127.0.0.1:1: no Ray cluster answers there" in lines[0]
@@ -469,11 +466,9 @@ def test_a_damaged_owner_marker_is_refused_naming_it(job_setup, tmp_path):
 
 def test_a_ragged_row_that_is_not_utf8_is_one_line_naming_the_file(tmp_path, tiny_bundle):
     (tmp_path / "rag.csv").write_bytes(b"id,text\n1,good\n2,caf\xe9,bad,extra\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "batchscore", "run", str(tmp_path / "rag.csv"), "-o",
-         str(tmp_path / "o.parquet"), "--model", str(tiny_bundle), "--no-progress"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = batchscore(
+        "run", tmp_path / "rag.csv", "-o", tmp_path / "o.parquet", "--model", tiny_bundle, "--no-progress"
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 3 and len(lines) == 1, done.stderr
     assert (
@@ -502,3 +497,16 @@ def test_a_frame_with_repeated_column_names_is_refused_naming_them(tiny_bundle, 
     frame = pd.DataFrame([["good film"] * len(columns)], columns=columns)
     with pytest.raises(InputError, match=r"repeated column names \['"):
         load_model(tiny_bundle).score_frame(frame)
+
+
+def test_a_damaged_committed_part_is_named_on_resume(tmp_path, tiny_bundle, source, monkeypatch):
+    from batchscore.errors import OutputError
+    from tests.helpers import crashed_run
+
+    out = tmp_path / "o.parquet"
+    crashed_run(monkeypatch, [source], out, tiny_bundle, "manifest updated", 2, window_rows=100)
+    part = tmp_path / ".o.parquet.parts" / "part-000001.parquet-part"
+    part.write_bytes(part.read_bytes()[:40])
+    with pytest.raises(OutputError, match=r"part-000001\.parquet-part: committed part 1 cannot be read"):
+        score_files([source], out, tiny_bundle, window_rows=100, resume=True)
+    assert not out.exists() and part.exists()
