@@ -10,16 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load, save_file
+from safetensors.numpy import load, save
 
 from batchscore.errors import ModelError
+from batchscore.io.safe_files import replace_atomically
 from batchscore.model import ModelConfig, flatten_params, unflatten_params
 from batchscore.text import TokenizerConfig
 from batchscore.vocab import Vocab
@@ -80,23 +80,23 @@ def save_bundle(bundle: Bundle, directory: Path, weights_dtype: str = "float16")
         name: np.ascontiguousarray(np.asarray(value, dtype=weights_dtype))
         for name, value in flatten_params(bundle.params).items()
     }
-    _atomic(directory / WEIGHTS_FILE, lambda tmp: save_file(arrays, str(tmp), metadata={"format": FORMAT}))
-    _atomic(directory / VOCAB_FILE, bundle.vocab.save)
+    weights = save(arrays, metadata={"format": FORMAT})
+    _write(directory / WEIGHTS_FILE, weights)
+    _write(directory / VOCAB_FILE, bundle.vocab.to_text().encode("utf-8"))
     save_config(bundle, directory)
-    return file_sha256(directory / WEIGHTS_FILE)
+    return hashlib.sha256(weights).hexdigest()
 
 
 def save_config(bundle: Bundle, directory: Path) -> None:
     """Write config.json alone (atomically): settings and card change, weights and vocabulary stay."""
     text = json.dumps(bundle.config_dict(), indent=2, sort_keys=False) + "\n"
-    _atomic(directory / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    _write(directory / CONFIG_FILE, text.encode("utf-8"))
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.chmod(tmp, 0o644)  # a bundle is read by other users and services
-    os.replace(tmp, path)
+def _write(path: Path, data: bytes) -> None:
+    """Whole or not at all, never through a name planted beside it; readable by other users and
+    services (a bundle is shared)."""
+    replace_atomically(str(path), lambda handle: handle.write(data), mode=0o644)
 
 
 def file_sha256(path: Path) -> str:

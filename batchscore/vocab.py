@@ -53,8 +53,9 @@ class Vocab:
         found = pc.index_in(tokens, value_set=self._lookup)
         return pc.fill_null(found, UNK_ID).to_numpy(zero_copy_only=False).astype(np.int32)
 
-    def save(self, path: Path) -> None:
-        path.write_text("\n".join(self.tokens) + "\n", encoding="utf-8")
+    def to_text(self) -> str:
+        """vocab.txt's content: one token per line."""
+        return "\n".join(self.tokens) + "\n"
 
     @classmethod
     def load(cls, path: Path) -> Vocab:

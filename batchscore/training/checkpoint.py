@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
+from batchscore.io.safe_files import make_private_dir, require_own_directory, write_bytes_atomically
 from batchscore.model import flatten_params, unflatten_params
 from batchscore.training.config import TrainState
+
+# Called with "arrays written" once a checkpoint's arrays are on disk and its state.json (the commit
+# point) is not yet; None in normal runs. The fault-injection tests end the training there.
+commit_hook: Callable[[str], None] | None = None
 
 
 class Checkpoint:
@@ -27,9 +32,14 @@ class Checkpoint:
 
     TREES = ("params", "ema", "best")
 
+    def _write(self, name: str, data: bytes) -> None:
+        """One file of the checkpoint, whole or not at all, in a folder of the running user's own: a
+        resumed training loads what is here, so nobody else may be able to put anything in it."""
+        make_private_dir(str(self.directory), "the checkpoint folder")
+        write_bytes_atomically(str(self.directory / name), data)
+
     def save(self, trees: dict[str, dict], opt_state, state: TrainState, meta: dict) -> None:
         """`trees` holds the current, averaged and best parameters (see TREES)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         arrays = {
             f"{tree}/{k}": np.asarray(v)
             for tree in self.TREES
@@ -40,15 +50,11 @@ class Checkpoint:
         # Arrays go to a file named by the step; state.json names that file and is replaced atomically,
         # so it is the single commit point: a crash before it leaves the previous checkpoint whole.
         name = f"arrays-{state.step:09d}.safetensors"
-        tmp = self.directory / f".{name}.tmp"
-        save_file(arrays, str(tmp))
-        _fsync(tmp)
-        os.replace(tmp, self.directory / name)
+        self._write(name, save(arrays))
+        if commit_hook is not None:
+            commit_hook("arrays written")
         payload = {"state": asdict(state), "meta": meta, "arrays": name}
-        tmp = self.directory / ".state.tmp"
-        tmp.write_text(json.dumps(payload, indent=1))
-        _fsync(tmp)
-        os.replace(tmp, self.directory / "state.json")
+        self._write("state.json", json.dumps(payload, indent=1).encode("utf-8"))
         for old in self.directory.glob("arrays*.safetensors"):  # superseded checkpoints
             if old.name != name:
                 old.unlink()
@@ -56,18 +62,17 @@ class Checkpoint:
     def save_epoch_weights(self, epoch: int, params: dict) -> None:
         """The weights evaluated after `epoch`, kept for averaging; written before that epoch's commit,
         so every committed epoch has its file (a rerun of an uncommitted epoch rewrites it)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{epoch:03d}.safetensors"
-        tmp = self.directory / f".{name}.tmp"
-        save_file({k: np.asarray(v) for k, v in flatten_params(params).items()}, str(tmp))
-        _fsync(tmp)
-        os.replace(tmp, self.directory / name)
+        self._write(
+            f"epoch-{epoch:03d}.safetensors",
+            save({k: np.asarray(v) for k, v in flatten_params(params).items()}),
+        )
 
     def epoch_weights(self, epoch: int) -> dict:
         arrays = load_file(str(self.directory / f"epoch-{epoch:03d}.safetensors"))
         return unflatten_params({k: jnp.asarray(v) for k, v in arrays.items()})
 
     def load(self, opt_template) -> tuple[dict[str, dict], object, TrainState, dict]:
+        require_own_directory(str(self.directory), "the checkpoint folder")
         payload = json.loads((self.directory / "state.json").read_text())
         arrays = load_file(str(self.directory / payload.get("arrays", "arrays.safetensors")))
         trees = {
@@ -82,8 +87,3 @@ class Checkpoint:
         n = treedef.num_leaves
         opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[f"opt/{i}"]) for i in range(n)])
         return trees, opt_state, TrainState(**payload["state"]), payload["meta"]
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())

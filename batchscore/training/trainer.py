@@ -21,6 +21,7 @@ from batchscore.embeddings import WordVectors, embedding_matrix
 from batchscore.encoding import Encoded, encode
 from batchscore.errors import UsageError
 from batchscore.evaluate import classification_report, fit_temperature
+from batchscore.io.safe_files import write_bytes_atomically
 from batchscore.model import ModelConfig
 from batchscore.network import SentimentBiLSTM, init_params
 from batchscore.pretrain import classifier_start
@@ -258,7 +259,7 @@ class _Classifier:
             log(f"resuming after epoch {self.state.epoch} (step {self.state.step})")
         else:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            self.data.vocab.save(self.checkpoint_dir / "vocab.txt")
+            write_bytes_atomically(str(self.checkpoint_dir / "vocab.txt"), self.data.vocab.to_text().encode())
         run_epochs(
             self.state, config.epochs, self.data.train_enc, self.spec, self.truncation,
             lambda epoch: np.random.default_rng([config.seed, epoch]), jax.random.PRNGKey(config.seed),

@@ -510,3 +510,31 @@ def test_a_damaged_committed_part_is_named_on_resume(tmp_path, tiny_bundle, sour
     with pytest.raises(OutputError, match=r"part-000001\.parquet-part: committed part 1 cannot be read"):
         score_files([source], out, tiny_bundle, window_rows=100, resume=True)
     assert not out.exists() and part.exists()
+
+
+def test_a_bundle_saved_into_a_folder_with_planted_links_writes_through_none(tmp_path, tiny_bundle):
+    from batchscore.bundle import load_bundle, save_bundle
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "model"
+    out.mkdir()
+    for name in ("config.json", "vocab.txt", "weights.safetensors"):
+        (out / name).symlink_to(victim)
+        (out / f".{name}.tmp").symlink_to(victim)
+    save_bundle(load_bundle(tiny_bundle), out, weights_dtype="float32")
+    assert victim.read_text() == "precious\n"
+    assert load_bundle(out).bundle_sha256 == load_bundle(tiny_bundle).bundle_sha256
+
+
+@as_root
+def test_a_checkpoint_folder_of_another_user_is_not_resumed_from(tmp_path):
+    from batchscore.errors import OutputError
+    from batchscore.training.checkpoint import Checkpoint
+
+    folder = tmp_path / "m.checkpoint"
+    folder.mkdir()
+    (folder / "state.json").write_text('{"state": {}, "meta": {}, "arrays": "arrays.safetensors"}')
+    os.chown(folder, OTHER_USER, OTHER_USER)
+    with pytest.raises(OutputError, match="the checkpoint folder belongs to another user"):
+        Checkpoint(folder).load(opt_template=None)

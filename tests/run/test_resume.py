@@ -85,10 +85,11 @@ def started(process: subprocess.Popen) -> None:
     raise AssertionError("batchscore never installed its signal handlers")
 
 
-# Where a SIGKILL lands: in start-up, or with the run held at a commit step (rows committed then).
+# Where a SIGKILL lands: in start-up, or with the run held at a commit step (rows committed then;
+# -1: no manifest yet, the first part is on disk but not committed).
 KILL_POINTS = [
     ("start-up", 0, None),
-    ("part written", 1, 0),
+    ("part written", 1, -1),
     ("manifest updated", 3, 3 * WINDOW),
     ("manifest updated", 21, 21 * WINDOW),
     ("output written", 1, ROWS),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +34,7 @@ from batchscore.training.selection import greedy_epoch_average
 from batchscore.training.steps import adversarial_push, drop_recurrent_weights
 from batchscore.training.trainer import train
 from batchscore.vocab import Vocab
-from tests.helpers import QUIET
+from tests.helpers import QUIET, Crash, crash_after
 from tests.training.toys import (
     interrupted_then_resumed,
     labeled,
@@ -126,20 +125,13 @@ def test_crash_inside_a_checkpoint_commit_resumes_exactly(tmp_path, monkeypatch)
     config = small_config(ema_decay=0.9)
     straight = train(train_part, valid_part, vectors, config, tmp_path / "a", **quiet)
 
-    real_write_text = Path.write_text
-    saves = []
+    from batchscore.training import checkpoint
 
-    def dying_write_text(self, *args, **kwargs):
-        if self.name == ".state.tmp":
-            saves.append(self)
-            if len(saves) == 2:
-                raise KeyboardInterrupt  # the second epoch's arrays are written, its state is not
-        return real_write_text(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "write_text", dying_write_text)
-    with pytest.raises(KeyboardInterrupt):
+    # the second epoch's arrays are written, its state.json is not
+    monkeypatch.setattr(checkpoint, "commit_hook", crash_after("arrays written", 2))
+    with pytest.raises(Crash):
         train(train_part, valid_part, vectors, config, tmp_path / "b", **quiet)
-    monkeypatch.setattr(Path, "write_text", real_write_text)
+    monkeypatch.setattr(checkpoint, "commit_hook", None)
     resumed = train(train_part, valid_part, vectors, config, tmp_path / "b", resume=True, **quiet)
     assert [h["valid_loss"] for h in resumed.history] == [h["valid_loss"] for h in straight.history]
     for key, value in straight.bundle.params["head"].items():
