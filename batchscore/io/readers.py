@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from batchscore.errors import InputError
+from batchscore.io.console import printable
 from batchscore.io.paths import InputFile
 from batchscore.validation import decode_utf8
 
@@ -87,7 +88,7 @@ class ShardReader:
         return "gzip" if self.source.location.path.lower().endswith(".gz") else None
 
     def _fail(self, problem: str, err: Exception | None = None) -> InputError:
-        detail = f": {err}" if err is not None else ""
+        detail = f": {printable(str(err), 300)}" if err is not None else ""  # pyarrow's words: foreign text
         return InputError(f"{self.source}: {problem}{detail}")
 
     def _open_parquet(self) -> pq.ParquetFile:

@@ -538,3 +538,19 @@ def test_a_checkpoint_folder_of_another_user_is_not_resumed_from(tmp_path):
     os.chown(folder, OTHER_USER, OTHER_USER)
     with pytest.raises(OutputError, match="the checkpoint folder belongs to another user"):
         Checkpoint(folder).load(opt_template=None)
+
+
+def test_a_corrupt_data_page_is_one_line_naming_the_file(tmp_path, tiny_bundle, reviews_table):
+    from batchscore.errors import InputError
+
+    path = tmp_path / "r.parquet"
+    pq.write_table(reviews_table, path, compression="snappy", row_group_size=100)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = b"\xff" * 64  # inside the column chunks, the footer intact
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError) as raised:
+        score_files([path], tmp_path / "o.parquet", tiny_bundle)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message, message
+    assert not (tmp_path / "o.parquet").exists()
