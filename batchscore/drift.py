@@ -23,6 +23,7 @@ LENGTH_EDGES = (1, 11, 21, 51, 101, 201, 301, 501, 1001)  # token-count bins; th
 LENGTH_CAP = 4096  # token counts are tallied exactly up to here (quantiles), longer ones together
 QUANTILES = (0.1, 0.5, 0.9, 0.99)
 STATUSES = ("ok", "warn", "alert")
+NOT_JUDGED = "not judged"  # fewer rows than min_rows and no other signal raised: never "ok"
 REFERENCE_KEYS = ("rows", "unknown_rate", "label_shares", "prob_histogram", "length_histogram")
 FAIL_ON = ("never", "warn", "alert")
 
@@ -208,7 +209,10 @@ def _judge(run: dict, reference: dict | None, policy: DriftPolicy) -> dict:
             policy.label_shift_alert,
             f"label shares moved by {block['label_share_shift']:.2f}",
         )
-    block["status"] = max(levels, key=STATUSES.index) if levels else "ok"
+    if levels:
+        block["status"] = max(levels, key=STATUSES.index)
+    elif run["rows"] < policy.min_rows:  # nothing raised, but PSI and label shares were not looked at
+        block["status"] = NOT_JUDGED
     return block
 
 
