@@ -58,10 +58,15 @@ def _check_type(path: Path, key: str, value, annotation: str, table: str = "job"
         )
 
 
-def _known_keys(path: Path, name: str, table: dict, schema) -> dict:
-    """The dataclass fields a TOML table may set; any other key is an error naming them all."""
+def _known_keys(path: Path, name: str, table: dict, schema, elsewhere: dict | None = None) -> dict:
+    """The dataclass fields a TOML table may set; any other key is an error naming them all, and the
+    table it belongs in when it is another table's key (`elsewhere`: table name -> its dataclass)."""
     known = {f.name: f for f in fields(schema)}
     unknown = sorted(set(table) - set(known))
+    for key in unknown:
+        for other, other_schema in (elsewhere or {}).items():
+            if key in {f.name for f in fields(other_schema)}:
+                raise JobSpecError(f"{path}: [{name}] {key} belongs under [{other}]; move it there")
     if unknown:
         raise JobSpecError(f"{path}: unknown [{name}] keys {unknown}; known keys are {sorted(known)}")
     return known
@@ -136,7 +141,7 @@ class JobSpec:
         job = data.get("job")
         if not isinstance(job, dict):
             raise JobSpecError(f"{path}: expected a [job] table")
-        known = _known_keys(path, "job", job, cls)
+        known = _known_keys(path, "job", job, cls, elsewhere={"job.drift": DriftPolicy})
         missing = [k for k in ("name", "input", "output") if k not in job]
         if missing:
             raise JobSpecError(f"{path}: [job] needs {missing}")

@@ -141,10 +141,9 @@ class RunSummary:
             )
         line = f"  rows {self.rows:,} in finished outputs"
         if self.rows_scored_now:
-            line += (
-                f"; {self.rows_scored_now:,} scored and committed by this run in {self.seconds:.1f}s "
-                "(kept: resuming continues after them)"
-            )
+            line += f"; {self.rows_scored_now:,} scored and committed by this run in {self.seconds:.1f}s"
+            if self.status in ("failed", "interrupted"):  # an unfinished output: its work is not lost
+                line += " (kept: resuming continues after them)"
         return line
 
     def format(self) -> str:

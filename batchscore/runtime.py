@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 
 from batchscore import environment, settings
-from batchscore.errors import BatchscoreError
+from batchscore.errors import UsageError
 from batchscore.io.console import STDERR, printable
 from batchscore.io.safe_files import private_path_problem
 
@@ -78,13 +78,14 @@ def pick_devices(name: str) -> list[jax.Device]:
         try:
             return jax.devices("gpu")[:1]
         except RuntimeError as err:
-            raise BatchscoreError(
-                "--device gpu: JAX sees no GPU (install batchscore[gpu] on a CUDA machine)"
+            raise UsageError(  # asking for what the machine does not have: a usage mistake, exit 2
+                "--device gpu: JAX sees no GPU (install batchscore[gpu] on a CUDA machine, or use "
+                "--device cpu)"
             ) from err
     if name == "auto":
         first = jax.devices()[0]
         return jax.devices("cpu") if first.platform == "cpu" else [first]
-    raise BatchscoreError(f"--device must be auto, cpu or gpu, not {name!r}")
+    raise UsageError(f"--device must be auto, cpu or gpu, not {name!r}")
 
 
 def pick_device(name: str) -> jax.Device:

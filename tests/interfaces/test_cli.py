@@ -149,3 +149,36 @@ def test_the_program_runs_without_pandas_and_writes_what_the_library_writes(
         program, library = pq.read_table(program_out), pq.read_table(library_out)
         assert program.drop(varying).equals(library.drop(varying)), name
         assert program.schema.equals(library.schema)
+
+
+def test_asking_for_a_gpu_the_machine_lacks_is_a_usage_error(tmp_path, tiny_bundle, reviews_table):
+    import jax
+
+    if any(device.platform == "gpu" for device in jax.devices()):
+        pytest.skip("this machine has a GPU")
+    pq.write_table(reviews_table, tmp_path / "r.parquet")
+    result = CliRunner().invoke(
+        main,
+        ["run", str(tmp_path / "r.parquet"), "--model", str(tiny_bundle), "--device", "gpu", "--no-progress"],
+    )
+    assert result.exit_code == 2 and "--device gpu: JAX sees no GPU" in result.output, result.output
+
+
+def test_a_drift_key_at_the_top_of_a_job_says_where_it_belongs(job_setup):
+    job_setup.write_text(job_setup.read_text() + 'fail_on_drift = "alert"\n')
+    result = CliRunner().invoke(main, ["job", str(job_setup), "--date", "2026-11-27"])
+    assert result.exit_code == 2
+    assert "[job] fail_on_drift belongs under [job.drift]; move it there" in result.output
+
+
+def test_a_finished_run_does_not_talk_about_resuming(tmp_path, tiny_bundle, reviews_table):
+    (tmp_path / "in").mkdir()
+    pq.write_table(reviews_table, tmp_path / "in" / "good.parquet")
+    (tmp_path / "in" / "bad.parquet").write_bytes(b"not parquet at all")
+    result = CliRunner().invoke(
+        main,
+        ["run", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tiny_bundle),
+         "--skip-bad-files", "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 7, result.output
+    assert "committed by this run" in result.output and "resuming" not in result.output
