@@ -14,6 +14,11 @@ apply_default_flags()  # must run before JAX initialises its CPU backend
 __all__ = ["Model", "load_model"]
 
 
+def __dir__() -> list[str]:
+    """What `dir(batchscore)` and completion show: the lazy names too."""
+    return sorted({*globals(), *__all__})
+
+
 def __getattr__(name: str):
     """`batchscore.load_model` / `batchscore.Model`, imported on first use: the CLI must start (and
     take over signals) before JAX is imported, so the package root stays light."""

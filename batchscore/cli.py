@@ -257,15 +257,19 @@ def predict(texts, model, as_json) -> None:
     if list(texts) == ["-"]:  # bytes that are not UTF-8 become that line's error, not a crash
         texts = [line.decode("utf-8", "surrogateescape").rstrip("\r\n") for line in sys.stdin.buffer]
     results = predict_texts(list(texts), _load_bundle(model))
+    if not as_json:
+        click.echo(f"{'label':8s}  {'p(positive)':>11s}  {'tokens':>6s}  text")
     for result in results:
+        tokens = "-" if result["n_tokens"] is None else str(result["n_tokens"])
         if as_json:
             click.echo(json.dumps({"schema_version": PREDICT_SCHEMA_VERSION, **result}))
-        elif result["error"] is not None:  # no probabilities to show, only why
-            click.echo(f"{'error':8s}  {result['error']:29s}  {result['text'][:60]!r}")
+        elif result["error"] is not None:  # no probability to show, only why
+            click.echo(f"{'error':8s}  {result['error']:>11s}  {tokens:>6s}  {result['text'][:60]!r}")
         else:
+            cut = " (truncated)" if result["truncated"] else ""
             click.echo(
-                f"{result['label']:8s}  positive {result['prob_positive']:.3f}  "
-                f"negative {result['prob_negative']:.3f}  {result['text'][:60]!r}"
+                f"{result['label']:8s}  {result['prob_positive']:11.3f}  {tokens:>6s}  "
+                f"{result['text'][:60]!r}{cut}"
             )
 
 

@@ -30,6 +30,14 @@ class ProgressListener:
         """One more output file is complete."""
 
 
+# the first line of a summary that did not end "ok", by status
+_STATUS_LINES = {
+    "bad files skipped": "run finished, bad files skipped",
+    "failed": "run failed",
+    "interrupted": "run interrupted",
+}
+
+
 @dataclass
 class RunSummary:
     status: str = "ok"  # ok | bad files skipped | failed | interrupted
@@ -158,7 +166,13 @@ class RunSummary:
             if self.seconds
             else ""
         )
-        lines = [] if self.status == "ok" else [f"batchscore: run {self.status} (exit {self.exit_code})"]
+        lines = (
+            []
+            if self.status == "ok"
+            else [
+                f"batchscore: {_STATUS_LINES.get(self.status, 'run ' + self.status)} (exit {self.exit_code})"
+            ]
+        )
         lines += [
             f"batchscore: {self.files_scored} file(s) scored"
             + (f", {self.files_skipped_done} already complete" if self.files_skipped_done else "")
@@ -181,7 +195,7 @@ class RunSummary:
                 lines.append(
                     "  (drift compares this input with the model's validation reviews: text of other "
                     "lengths or wording than the model knows; scores are written anyway, and the exit "
-                    "code changes only with --fail-on-drift.)"
+                    "code changes only where fail_on_drift asks: --fail-on-drift, or a job's [job.drift].)"
                 )
         if len(self.outputs) == 1:
             lines.append(f"  output {self.outputs[0]}")

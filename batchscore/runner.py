@@ -140,7 +140,7 @@ class _ProgressBar(ProgressListener):
     def __init__(self):
         from tqdm import tqdm
 
-        self.bar = tqdm(unit="rows", unit_scale=True, desc="scoring", file=STDERR, mininterval=0.5)
+        self.bar = tqdm(unit="rows", desc="scoring", file=STDERR, mininterval=0.5)  # whole rows, not 3.00k
         self.files = 0
         self.total_files = 0
 
@@ -180,6 +180,8 @@ def predict_texts(texts: list[str | None], bundle: Bundle) -> list[dict]:
                 "label": row.label if scored else None,
                 "prob_positive": float(row.prob_positive) if scored else None,
                 "prob_negative": 1.0 - float(row.prob_positive) if scored else None,  # sums to 1
+                "n_tokens": None if pd.isna(row.n_tokens) else int(row.n_tokens),  # none: never tokenized
+                "truncated": None if pd.isna(row.truncated) else bool(row.truncated),
                 "error": None if scored else row.error,
             }
         )

@@ -126,7 +126,13 @@ RUN_SETTINGS: tuple[Setting, ...] = (
         minimum=1,
         optional=True,
     ),
-    Setting("device", "auto", "", choices=DEVICES, in_job=True),
+    Setting(
+        "device",
+        "auto",
+        "Where the model runs: auto (a GPU when JAX sees one), cpu or gpu.",
+        choices=DEVICES,
+        in_job=True,
+    ),
     Setting(
         "precision",
         "float32",

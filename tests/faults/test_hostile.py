@@ -210,7 +210,8 @@ def test_predict_from_stdin_with_invalid_bytes_scores_the_good_lines(tiny_bundle
         input=b"good film\n\xff\n", capture_output=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.decode().splitlines()
+    header, *lines = done.stdout.decode().splitlines()
+    assert header.split() == ["label", "p(positive)", "tokens", "text"]
     assert len(lines) == 2 and "invalid UTF-8" in lines[1] and "Traceback" not in done.stderr.decode()
 
 

@@ -182,3 +182,10 @@ def test_a_finished_run_does_not_talk_about_resuming(tmp_path, tiny_bundle, revi
     )  # fmt: skip
     assert result.exit_code == 7, result.output
     assert "committed by this run" in result.output and "resuming" not in result.output
+    assert "batchscore: run finished, bad files skipped (exit 7)" in result.output
+
+
+def test_the_lazy_api_names_are_listed_by_dir():
+    import batchscore
+
+    assert {"load_model", "Model"} <= set(dir(batchscore))

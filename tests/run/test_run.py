@@ -208,11 +208,19 @@ def test_predict_prints_label_and_probabilities(tiny_bundle):
     assert first["label"] in ("positive", "negative")
     assert abs(first["prob_positive"] + first["prob_negative"] - 1) < 1e-9
     assert second["error"] == "empty text"
-    # the text form says why a row has no score, instead of printing probabilities of 0
+    assert (first["n_tokens"], first["truncated"], second["n_tokens"], second["truncated"]) == (
+        2,
+        False,
+        0,
+        False,
+    )
+    # the text form: a header, each label once with its probability; why a row has no score
     text = CliRunner().invoke(main, ["predict", "good film", "", "--model", str(tiny_bundle)])
-    scored, failed = text.output.strip().splitlines()
-    assert scored.split()[0] == first["label"] and f"positive {first['prob_positive']:.3f}" in scored
-    assert failed.split()[:3] == ["error", "empty", "text"] and "positive" not in failed
+    header, scored, failed = text.output.strip().splitlines()
+    assert header.split() == ["label", "p(positive)", "tokens", "text"]
+    assert scored.split()[:3] == [first["label"], f"{first['prob_positive']:.3f}", "2"]
+    assert scored.count("positive") + scored.count("negative") == 1
+    assert failed.split()[:4] == ["error", "empty", "text", "0"]
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
