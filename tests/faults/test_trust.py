@@ -397,7 +397,7 @@ def test_summary_json_on_a_full_disk_is_an_output_problem(tiny_bundle, source, t
 def test_predict_into_a_reader_that_leaves_ends_quietly(tiny_bundle):
     lines = "".join(f"good film number {i}\n" for i in range(5000))
     pipeline = (
-        f"{sys.executable} -m batchscore predict --model {tiny_bundle} - 2>&1 | head -1; "
+        f"{sys.executable} -m batchscore predict --json --model {tiny_bundle} - 2>&1 | head -1; "
         'echo "exit ${PIPESTATUS[0]}"'
     )
     done = subprocess.run(["bash", "-c", pipeline], input=lines, capture_output=True, text=True, timeout=300)
