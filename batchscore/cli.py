@@ -317,8 +317,10 @@ def report(root, output) -> None:
     """
     from batchscore.report_page import write_report
 
+    if not output.lower().endswith((".html", ".htm")):  # r.pdf would hold HTML under a PDF's name
+        raise click.BadParameter(f"{output}: the report is an HTML page; name it .html", param_hint="-o")
     nights = write_report(root, output)
-    click.echo(f"wrote {output} ({nights} night(s))", err=True)
+    _tell(f"wrote {output} ({nights} night(s))")
 
 
 # The bundled model's training settings (its model card has the full command, data included: the

@@ -189,3 +189,15 @@ def test_the_lazy_api_names_are_listed_by_dir():
     import batchscore
 
     assert {"load_model", "Model"} <= set(dir(batchscore))
+
+
+def test_the_report_is_named_html_and_says_so_on_one_prefixed_line(tmp_path):
+    pytest.importorskip("plotly")
+    night = tmp_path / "root" / "_metrics" / "date=2026-11-27"
+    night.mkdir(parents=True)
+    (night / "metrics.json").write_text('{"date": "2026-11-27", "status": "ok", "rows": 3}')
+    refused = CliRunner().invoke(main, ["report", str(tmp_path / "root"), "-o", str(tmp_path / "r.pdf")])
+    assert refused.exit_code == 2 and "the report is an HTML page; name it .html" in refused.output
+    assert not (tmp_path / "r.pdf").exists()
+    done = CliRunner().invoke(main, ["report", str(tmp_path / "root"), "-o", str(tmp_path / "r.html")])
+    assert done.exit_code == 0 and re.search(r"batchscore: wrote .*r\.html \(1 night\(s\)\)", done.output)
