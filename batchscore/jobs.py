@@ -374,6 +374,21 @@ def _files_below(folder: Location) -> list[str]:
     return files
 
 
+RERUN_KEYS = ("run_id", "started_at", "finished_at", "status", "exit_code", "files_already_done", "seconds")
+
+
+def _earlier_metrics(location: Location) -> dict | None:
+    """The night's metrics.json when it records a finished run that scored rows, else None."""
+    try:
+        with location.filesystem.open_input_stream(location.path) as handle:
+            earlier = json_record(
+                handle.read(), {"status": str, "rows_scored_this_run": int, "reruns": (list, type(None))}
+            )
+    except (OSError, ValueError):  # none yet, or unreadable: this run's record replaces it
+        return None
+    return earlier if earlier["status"] == "ok" and earlier["rows_scored_this_run"] > 0 else None
+
+
 def _metrics(spec: JobSpec, day: date, started: datetime, paths: JobPaths, summary: RunSummary) -> dict:
     return {
         **summary.to_dict(),  # its schema_version is this document's: the job's keys are part of it
@@ -391,7 +406,15 @@ def _metrics(spec: JobSpec, day: date, started: datetime, paths: JobPaths, summa
 def _write_metrics(
     spec: JobSpec, day: date, started: datetime, paths: JobPaths, summary: RunSummary, fs
 ) -> dict:
+    """metrics.json of the night. A rerun that found every output finished scored nothing: the night's
+    record stays the run that scored it, and the rerun is added to its `reruns`, not written over it."""
     metrics = _metrics(spec, day, started, paths, summary)
+    earlier = (
+        _earlier_metrics(paths.metrics) if summary.status == "ok" and not summary.rows_scored_now else None
+    )
+    if earlier is not None:
+        rerun = {key: metrics[key] for key in RERUN_KEYS}
+        metrics = {**earlier, "reruns": [*earlier.get("reruns", []), rerun]}
     fs.create_dir(paths.metrics.parent().path)
     # whole or not at all, and a name planted there is replaced, never written through
     write_location_bytes(paths.metrics, (json.dumps(metrics, indent=2) + "\n").encode("utf-8"))

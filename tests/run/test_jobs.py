@@ -51,10 +51,18 @@ def test_rerunning_a_date_is_idempotent(job_setup, tmp_path):
     partition = tmp_path / "scored" / "date=2026-11-28"
     before = {p.name: p.read_bytes() for p in partition.glob("*.parquet")}
     again = run_job(job_setup, date(2026, 11, 28), progress=False, log=quiet)
-    assert again["files_already_done"] == 2 and again["files_scored"] == 0
     assert again["rows"] == first["rows"] and again["labels"] == first["labels"]
     assert {p.name: p.read_bytes() for p in partition.glob("*.parquet")} == before
     assert (partition / "_SUCCESS").exists()
+    # the night's record stays the run that scored it; the rerun is recorded beside it
+    on_disk = json.loads((tmp_path / "scored" / "_metrics" / "date=2026-11-28" / "metrics.json").read_text())
+    assert on_disk == again
+    assert {k: v for k, v in again.items() if k != "reruns"} == first
+    assert again["rows_scored_this_run"] == 180 and again["rows_per_second"] == first["rows_per_second"]
+    (rerun,) = again["reruns"]
+    assert rerun["files_already_done"] == 2 and rerun["status"] == "ok" and rerun["run_id"] != first["run_id"]
+    third = run_job(job_setup, date(2026, 11, 28), progress=False, log=quiet)
+    assert len(third["reruns"]) == 2 and third["run_id"] == first["run_id"]
 
 
 def test_job_command_and_bad_specs(job_setup, tmp_path):
