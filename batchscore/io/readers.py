@@ -355,7 +355,8 @@ class ShardReader:
             if pc.any(broken).as_py():
                 row = first_row + int(pc.index(broken, True).as_py())
                 raise self._fail(
-                    f"row {row:,} (column {name!r}): a quoted field is not closed where its line ends and "
+                    f"row {row:,} (counted from 0 after the header, like the output's row column; column "
+                    f"{name!r}): a quoted field is not closed where its line ends and "
                     "the file has an odd number of quote characters, so lines after it were read into "
                     "this row; fix the quoting"
                 )
