@@ -40,7 +40,7 @@ from batchscore.settings import RUN, default, job_settings
 SUCCESS = "_SUCCESS"
 _PLACEHOLDERS = ("date", "yyyy", "mm", "dd")
 _CHOICES = {"engine": RUN["engine"].choices, "stale_outputs": ("remove", "fail")}  # the rest: RunOptions
-_TYPES = {"str": str, "str | None": str, "bool": bool, "float": float, "int": int}
+_TYPES = {"str": str, "str | None": str, "bool": bool, "float": float, "int": int, "int | None": int}
 
 
 class JobSpecError(UsageError):
@@ -119,7 +119,12 @@ class JobSpec:
     max_error_rate: float = default("max_error_rate")
     skip_bad_files: bool = default("skip_bad_files")
     batch_tokens: int = default("batch_tokens")
+    max_batch_rows: int = default("max_batch_rows")
     window_rows: int = default("window_rows")
+    max_tokens: int | None = default("max_tokens")
+    host_workers: int | None = default("host_workers")
+    csv_delimiter: str = default("csv_delimiter")
+    csv_infer_types: bool = default("csv_infer_types")
     device: str = default("device")
     precision: str = default("precision")
     provenance: bool = default("provenance")  # model, model_sha256, run_id and scored_at columns

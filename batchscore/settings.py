@@ -100,7 +100,7 @@ RUN_SETTINGS: tuple[Setting, ...] = (
         in_job=True,
     ),
     # 256-row batches beat 1024 at every input size (docs/determinism.md)
-    Setting("max_batch_rows", 256, "Upper bound on rows per batch.", int, minimum=1),
+    Setting("max_batch_rows", 256, "Upper bound on rows per batch.", int, minimum=1, in_job=True),
     Setting(
         "window_rows",
         16384,
@@ -117,6 +117,7 @@ RUN_SETTINGS: tuple[Setting, ...] = (
         minimum=1,
         maximum=100_000,
         optional=True,
+        in_job=True,
     ),
     Setting(
         "host_workers",
@@ -125,6 +126,7 @@ RUN_SETTINGS: tuple[Setting, ...] = (
         int,
         minimum=1,
         optional=True,
+        in_job=True,
     ),
     Setting(
         "device",
@@ -152,13 +154,14 @@ RUN_SETTINGS: tuple[Setting, ...] = (
         negatable=True,
         in_job=True,
     ),
-    Setting("csv_delimiter", ",", "Field delimiter of CSV inputs."),
+    Setting("csv_delimiter", ",", "Field delimiter of CSV inputs.", in_job=True),
     Setting(
         "csv_infer_types",
         False,
         "Infer CSV column types (numbers, dates). Default: every CSV column is kept as written (string).",
         bool,
         flag="--infer-csv-types",
+        in_job=True,
     ),
     Setting("overwrite", False, "Replace existing outputs (and discard partial ones).", bool),
     Setting(

@@ -90,3 +90,20 @@ def test_shipped_job_definitions_parse():
     for spec in ROOT.glob("jobs/*.toml"):
         loaded = JobSpec.load(spec)
         assert "{date}" in loaded.input or loaded.name == "sample_local"
+
+
+def test_a_job_takes_the_csv_and_batch_settings_a_run_takes(job_setup, tmp_path):
+    day = tmp_path / "landing" / "2026-11-27"
+    (day / "c.csv").write_text("review_id;stars;text\n9001;5;good film\n9002;1;bad film\n")
+    text = job_setup.read_text().replace("*.parquet", "*")
+    extra = (
+        'csv_delimiter = ";"\ncsv_infer_types = true\n'
+        + "max_tokens = 20\nhost_workers = 1\nmax_batch_rows = 64\n"
+    )
+    job_setup.write_text(text + extra)
+    spec = JobSpec.load(job_setup)
+    options = spec.run_options()
+    assert (options.csv_delimiter, options.csv_infer_types, options.max_tokens) == (";", True, 20)
+    assert (options.host_workers, options.buckets.max_rows) == (1, 64)
+    metrics = run_job(job_setup, date(2026, 11, 27), progress=False, log=quiet)
+    assert metrics["rows"] == 122 and metrics["error_rows"] == 0
