@@ -411,13 +411,18 @@ def _metrics(spec: JobSpec, day: date, started: datetime, paths: JobPaths, summa
 def _write_metrics(
     spec: JobSpec, day: date, started: datetime, paths: JobPaths, summary: RunSummary, fs
 ) -> dict:
-    """metrics.json of the night. A rerun that found every output finished scored nothing: the night's
-    record stays the run that scored it, and the rerun is added to its `reruns`, not written over it."""
+    """metrics.json of the night. A rerun that found every output finished and changed nothing keeps
+    the night's record (the run that scored it) and is added to its `reruns`, not written over it."""
     metrics = _metrics(spec, day, started, paths, summary)
     earlier = (
         _earlier_metrics(paths.metrics) if summary.status == "ok" and not summary.rows_scored_now else None
     )
-    if earlier is not None:
+    unchanged = (
+        earlier is not None
+        and not summary.stale_outputs_removed
+        and all(earlier.get(key) == metrics[key] for key in ("rows", "outputs", "labels", "error_rows"))
+    )
+    if unchanged:
         rerun = {key: metrics[key] for key in RERUN_KEYS}
         metrics = {**earlier, "reruns": [*earlier.get("reruns", []), rerun]}
     fs.create_dir(paths.metrics.parent().path)
