@@ -324,7 +324,7 @@ def table_forward_logits(
     prescale_gates() parameters (the tanh cell).
 
     precision "bfloat16": the recurrent matmul (h @ W_h, most of the work) takes bfloat16 inputs and
-    accumulates in float32 (opt-in; see README "Precision" for its measured effect). "float32": exact.
+    accumulates in float32 (opt-in; see docs/performance.md for its measured effect). "float32": exact.
     """
     compute = jnp.bfloat16 if precision == "bfloat16" else None
     lengths = jnp.maximum(lengths, 1)

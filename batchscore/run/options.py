@@ -30,7 +30,7 @@ class RunOptions:
     skip_bad_files: bool = default("skip_bad_files")
     max_error_rate: float = default("max_error_rate")
     csv_infer_types: bool = default("csv_infer_types")
-    precision: str = default("precision")  # or "bfloat16": opt-in, see README "Precision"
+    precision: str = default("precision")  # or "bfloat16": opt-in, see README "Scoring" (--precision)
     drift: DriftPolicy = field(default_factory=DriftPolicy)  # fail_on_drift and the thresholds
     provenance: bool = default("provenance")  # the provenance columns in every output
     command: str = ""  # recorded in the output lock, so a second run can say who holds it
