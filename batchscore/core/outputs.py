@@ -12,11 +12,13 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from batchscore.bundle import Bundle
 from batchscore.core.rows import Window
 from batchscore.drift import Profile
 from batchscore.errors import InputError
+from batchscore.io.console import printable
 from batchscore.scoring import is_positive, softmax
 
 OUTPUT_COLUMNS = ("row", "label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error")
@@ -42,6 +44,23 @@ class OutputBuilder:
         return output_names(
             input_columns, self.text_column, self.keep_text, self.partition_keys, with_provenance
         )
+
+    def _converted(self, window: Window, name: str, wanted: pa.DataType) -> pa.ChunkedArray:
+        """The window's column `name` in the run's type; a value that does not convert stops the file,
+        naming its row (e.g. text in a CSV where the Parquet shards hold integers, or an int64 above
+        2**53 that float64 would round)."""
+        column = window.table.column(name)
+        try:
+            return _as_typed(column, wanted)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            where = window.task.source if window.task is not None else "input"
+            row = next((i for i in range(len(column)) if not _converts(column.slice(i, 1), wanted)), None)
+            at = f"row {window.first_row + row:,}, " if row is not None else ""
+            value = f" (value {printable(str(column[row].as_py()), 60)!r})" if row is not None else ""
+            raise InputError(
+                f"{where}: {at}column {name!r}{value} does not fit the run's type {wanted} (decided by the "
+                f"typed shards of the run, {column.type} here) without changing values"
+            ) from err
 
     def table(
         self,
@@ -75,14 +94,7 @@ class OutputBuilder:
                 continue
             column = window.table.column(name)
             wanted = self.input_types.get(name, column.type)
-            try:
-                columns[out_name] = column if column.type == wanted else column.cast(wanted)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:  # e.g. int64 above 2**53 -> float64
-                where = window.task.source if window.task is not None else "input"
-                raise InputError(
-                    f"{where}: column {name!r} ({column.type}) does not fit the run's type {wanted} "
-                    f"(shared with other shards) without changing values: {err}"
-                ) from err
+            columns[out_name] = column if column.type == wanted else self._converted(window, name, wanted)
         mask = ~ok
         columns["label"] = pa.array(labels, pa.string())
         columns["prob_positive"] = pa.array(prob_pos.astype(np.float32), mask=mask)
@@ -95,6 +107,22 @@ class OutputBuilder:
         if provenance:
             columns.update(provenance_columns(self.bundle, run, n))
         return pa.table(columns)
+
+
+def _converts(value: pa.ChunkedArray, wanted: pa.DataType) -> bool:
+    try:
+        _as_typed(value, wanted)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
+def _as_typed(column: pa.ChunkedArray, wanted: pa.DataType) -> pa.ChunkedArray:
+    """`column` in the run's type: text kept as written (a CSV's) converts like a typed shard's
+    value would read, an empty field being null."""
+    if pa.types.is_string(column.type) and not pa.types.is_string(wanted):
+        column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
+    return column.cast(wanted)
 
 
 def provenance_columns(bundle: Bundle, run: dict[str, str], rows: int) -> dict[str, pa.Array]:

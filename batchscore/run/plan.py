@@ -66,6 +66,7 @@ def _preflight(
     """Open every input before scoring any; a bad one fails the run, or is skipped and reported."""
     read_options = options.read_options()
     good: list[tuple[InputFile, Location, pa.Schema]] = []
+    as_written = not options.csv_infer_types  # CSV values are then text, typed by the other shards
     seen: dict[str, tuple] = {}
     row_counts: list[int | None] = []
     for source, target in zip(files, targets, strict=True):
@@ -97,22 +98,32 @@ def _preflight(
         raise InputError("no readable input files: " + "; ".join(summary.bad_files))
     return RunPlan(
         [(s, t) for s, t, _ in good],
-        unified_types([s for _, _, s in good], options.text_column),
+        unified_types(
+            [schema for source, _, schema in good if not (as_written and source.format == "csv")],
+            [schema for source, _, schema in good if as_written and source.format == "csv"],
+            options.text_column,
+        ),
         seen,
         None if None in row_counts else sum(row_counts),
     )
 
 
-def unified_types(schemas: list[pa.Schema], text_column: str) -> dict[str, pa.DataType]:
-    """One type per input column for the whole run, so every output of a run has the same schema
-    and a directory of outputs reads as one table: int32 and int64 become int64, and a column that
-    is text in some shard (CSV values are kept as written) is text in all of them."""
+def unified_types(
+    typed: list[pa.Schema], as_written: list[pa.Schema], text_column: str
+) -> dict[str, pa.DataType]:
+    """One type per input column for the whole run, whatever the files' formats, so every output of a
+    run has one schema and a directory of outputs reads as one table.
+
+    The rule: the typed shards (Parquet, and CSV with --infer-csv-types) decide a column's type
+    (int32 and int64 give int64; a column that is text in one of them is text); CSV values kept as
+    written take that type (OutputBuilder converts them, naming any value that does not convert); a
+    column no typed shard has stays text."""
     types: dict[str, list[pa.DataType]] = {}
-    for schema in schemas:
+    for schema in typed:
         for field_ in schema:
             if field_.name != text_column:
                 types.setdefault(field_.name, []).append(field_.type)
-    unified = {}
+    unified = {name: pa.string() for schema in as_written for name in schema.names if name != text_column}
     for name, seen in types.items():
         try:
             unified[name] = (

@@ -425,7 +425,11 @@ def test_a_value_that_does_not_fit_the_shared_column_type_is_a_data_error(tmp_pa
     result = cli(
         "run", tmp_path / "in", "-o", tmp_path / "out", "--model", tiny_bundle, "--summary-json", summary
     )
-    assert result.exit_code == 3 and "a.parquet: column 'n' (int64) does not fit" in result.output
+    assert result.exit_code == 3
+    assert (
+        "a.parquet: row 0, column 'n' (value '9007199254740993') does not fit the run's type double"
+        in result.output
+    )
     assert json.loads(summary.read_text())["exit_code"] == 3
 
 

@@ -94,9 +94,27 @@ def test_directory_of_mixed_shards_maps_one_to_one(tmp_path, tiny_bundle, review
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.parquet", "b.parquet"]
     outputs = [pq.read_table(tmp_path / "out" / name) for name in ("a.parquet", "b.parquet")]
-    assert outputs[1].column("review_id").to_pylist() == [str(i) for i in range(5100, 5200)]
-    assert outputs[0].column("review_id").to_pylist() == [str(i) for i in range(5000, 5100)]
+    # the CSV's values take the Parquet shard's types: a column's type never depends on the format
+    assert outputs[1].column("review_id").to_pylist() == list(range(5100, 5200))
+    assert outputs[0].column("review_id").to_pylist() == list(range(5000, 5100))
+    assert outputs[1].schema.field("stars").type == pa.int8()
     assert outputs[0].schema.remove_metadata() == outputs[1].schema.remove_metadata()  # one table
+
+
+def test_a_csv_value_that_does_not_take_the_runs_type_is_named(tmp_path, tiny_bundle, reviews_table):
+    shards = tmp_path / "in"
+    shards.mkdir()
+    pq.write_table(reviews_table.slice(0, 100), shards / "a.parquet")
+    (shards / "b.csv").write_text("review_id,text,stars\n7,good film,5\n,empty id,4\nx-8,bad film,1\n")
+    result = invoke("run", shards, "-o", tmp_path / "out", "--model", tiny_bundle, "--no-progress")
+    assert result.exit_code == 3, result.output
+    assert "b.csv: row 2, column 'review_id' (value 'x-8') does not fit the run's type int64" in result.output
+    (shards / "b.csv").write_text("review_id,text,stars\n7,good film,5\n,empty id,4\n")
+    result = invoke(
+        "run", shards, "-o", tmp_path / "out", "--model", tiny_bundle, "--no-progress", "--overwrite"
+    )
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(tmp_path / "out" / "b.parquet").column("review_id").to_pylist() == [7, None]
 
 
 def test_glob_input(tmp_path, tiny_bundle, reviews_table):
