@@ -10,15 +10,17 @@ partition (pandas/pyarrow datasets) would otherwise try to read it as Parquet.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import platform
 import string
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from batchscore import __version__
@@ -240,6 +242,7 @@ def run_job(
     _check_owner(spec, owner)
     if paths.success.exists():
         fs.delete_file(paths.success.path)  # a rerun is not a success until it finishes
+    schema, schema_from = _table_schema(owner)
     # No partition is created here: the run creates it only once its inputs passed the preflight.
     started = datetime.now(UTC)
     summary: RunSummary | None = None
@@ -248,7 +251,7 @@ def run_job(
             [spec.input_for(day)],
             paths.partition.uri,
             spec.model,
-            spec.run_options(),
+            replace(spec.run_options(), input_schema=schema, input_schema_from=schema_from),
             progress=progress,
             log=log,
             engine=spec.engine,
@@ -270,7 +273,7 @@ def run_job(
         summary = getattr(err, "summary", None) or summary or RunSummary()
         summary.record_failure(err)
         if owner.parent().exists():
-            _claim(spec, owner)
+            _claim(spec, owner, day)
         if isinstance(err, NoInputFound) and not paths.partition.parent().exists():
             # Nothing landed and the job never ran here: create no output root just to say so.
             log(f"job {spec.name}: nothing to score and no output root yet; no metrics.json written")
@@ -278,7 +281,7 @@ def run_job(
         else:
             report(_write_metrics(spec, day, started, paths, summary, fs))
         raise
-    _claim(spec, owner)
+    _claim(spec, owner, day, summary)
     metrics = report(_write_metrics(spec, day, started, paths, summary, fs))
     if summary.bad_files:
         log(
@@ -325,8 +328,44 @@ def _check_owner(spec: JobSpec, owner: Location) -> None:
         )
 
 
-def _claim(spec: JobSpec, owner: Location) -> None:
-    write_location_bytes(owner, json.dumps(_owner_record(spec)).encode("utf-8"))
+def _claim(spec: JobSpec, owner: Location, day: date, summary: RunSummary | None = None) -> None:
+    """Mark the root as this job's; the first night that scored records the input columns' types,
+    which every later night is then written in (one table across nights, whatever the formats)."""
+    record = _owner_record(spec)
+    recorded = _recorded_table(owner)
+    if recorded is not None:
+        record["table"] = recorded
+    elif summary is not None and summary.input_types and summary.status == "ok":
+        schema = pa.schema(list(summary.input_types.items()))
+        record["table"] = {
+            "night": day.isoformat(),
+            "types": {name: str(t) for name, t in summary.input_types.items()},  # for people
+            "arrow_schema": base64.b64encode(schema.serialize().to_pybytes()).decode("ascii"),
+        }
+    write_location_bytes(owner, json.dumps(record).encode("utf-8"))
+
+
+def _recorded_table(owner: Location) -> dict | None:
+    try:
+        with owner.filesystem.open_input_stream(owner.path) as handle:
+            table = json_record(handle.read(), {"table": (dict, type(None))}).get("table")
+    except (OSError, ValueError):
+        return None
+    return table
+
+
+def _table_schema(owner: Location) -> tuple[pa.Schema | None, str]:
+    """The input schema the job's first night fixed, and where it came from; (None, "") before it."""
+    table = _recorded_table(owner)
+    if table is None:
+        return None, ""
+    try:
+        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(table["arrow_schema"], validate=True)))
+        night = str(table["night"])
+    except (KeyError, TypeError, ValueError, pa.ArrowException) as err:
+        raise OutputError(f"{owner.uri}: the job's recorded table schema is damaged ({err}); remove its "
+                          '"table" to record it again from the next night') from err  # fmt: skip
+    return schema, f"the job's night {night} ({owner.uri})"
 
 
 def _require_own_folders(paths: JobPaths) -> None:

@@ -62,6 +62,7 @@ class RunSummary:
     replaced_utf8: Counter = field(default_factory=Counter)  # column -> values with invalid bytes replaced
     empty_files: int = 0  # inputs with a header and no rows (scored to zero-row outputs)
     stale_outputs_removed: list[str] = field(default_factory=list)  # jobs: outputs whose input is gone
+    input_types: dict = field(default_factory=dict)  # the run's type per input column (a job keeps its first)
     outputs: list[str] = field(default_factory=list)
     model: dict = field(default_factory=dict)  # name, bundle (model_sha256) and weights sha256
     run: dict = field(default_factory=dict)  # this run's run_id and start time (scored_at)

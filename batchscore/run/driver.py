@@ -57,6 +57,7 @@ def score_files(
     _allow_many_open_files()
     try:
         plan = plan_run(inputs, output, options, summary, filesystem, progress, log)
+        summary.input_types = plan.input_types
         interrupts.check("nothing was scored yet", options.resume_hint)
         tasks = TaskOpener(bundle, options, plan, engine.compute, truncation, summary.run, progress, log)
         builder = OutputBuilder(

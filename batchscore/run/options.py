@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 from batchscore import interrupts
 from batchscore.batching import BucketSpec
 from batchscore.drift import DriftPolicy
@@ -37,6 +39,10 @@ class RunOptions:
     resume_hint: str = interrupts.RESUME_HINT  # what an interrupted run tells the operator to do
     partition_keys: tuple[str, ...] = ()  # Hive keys of the folders written into (a job's "date")
     csv_block_bytes: int = CSV_BLOCK_BYTES  # CSV bytes parsed at a time (row numbers do not depend on it)
+    # the input columns' types that earlier runs fixed (a job's table: its first night); None: this
+    # run's shards decide them. `input_schema_from` says where they were fixed, for messages.
+    input_schema: pa.Schema | None = None
+    input_schema_from: str = ""
 
     @classmethod
     def from_settings(cls, values: dict, **others) -> RunOptions:

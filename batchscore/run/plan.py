@@ -98,14 +98,56 @@ def _preflight(
         raise InputError("no readable input files: " + "; ".join(summary.bad_files))
     return RunPlan(
         [(s, t) for s, t, _ in good],
-        unified_types(
-            [schema for source, _, schema in good if not (as_written and source.format == "csv")],
-            [schema for source, _, schema in good if as_written and source.format == "csv"],
-            options.text_column,
-        ),
+        _run_types(good, as_written, options),
         seen,
         None if None in row_counts else sum(row_counts),
     )
+
+
+def _run_types(
+    good: list[tuple[InputFile, Location, pa.Schema]], as_written: bool, options: RunOptions
+) -> dict[str, pa.DataType]:
+    typed = [schema for source, _, schema in good if not (as_written and source.format == "csv")]
+    written = [schema for source, _, schema in good if as_written and source.format == "csv"]
+    unified = unified_types(typed, written, options.text_column)
+    if options.input_schema is None:
+        return unified
+    return fixed_types(unified, typed, options)
+
+
+def fixed_types(
+    unified: dict[str, pa.DataType], typed: list[pa.Schema], options: RunOptions
+) -> dict[str, pa.DataType]:
+    """The types an earlier run fixed (a job's first night), checked before any scoring: the same
+    columns, and each typed shard's type one the fixed type holds without changing values (CSV values
+    read as written are converted, and named if one does not fit)."""
+    fixed = {f.name: f.type for f in options.input_schema if f.name != options.text_column}
+    where = options.input_schema_from or "an earlier run"
+    if set(unified) != set(fixed):
+        raise InputError(
+            f"the input columns {sorted(unified)} differ from {sorted(fixed)}, fixed by {where}; every "
+            "night of a job is one table (give a changed input its own job and output)"
+        )
+    for schema in typed:
+        for field_ in schema:
+            wanted = fixed.get(field_.name)
+            if wanted is None or field_.type == wanted:
+                continue
+            if not _holds(wanted, field_.type):
+                raise InputError(
+                    f"column {field_.name!r} is {field_.type} in this input but {wanted} in the table, "
+                    f"fixed by {where}; write it as {wanted} upstream, or give the input its own job"
+                )
+    return fixed
+
+
+def _holds(wanted: pa.DataType, given: pa.DataType) -> bool:
+    """Whether every value of type `given` has the same value in `wanted` (int32 in int64, not text)."""
+    pair = [pa.schema([("c", given)]), pa.schema([("c", wanted)])]
+    try:
+        return pa.unify_schemas(pair, promote_options="permissive").field("c").type == wanted
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
 
 
 def unified_types(

@@ -93,3 +93,12 @@ def test_column_names_with_dots_are_scored_and_kept(spark, tiny_bundle):
     rows = score_dataframe(frame, tiny_bundle, text_column="review.text", provenance=False).collect()
     assert [row["shop.id"] for row in rows] == [1, 2]
     assert all(row["label"] in ("positive", "negative") for row in rows)
+
+
+def test_a_job_root_of_parquet_and_csv_nights_reads_in_spark(spark, job_setup, tmp_path, reviews_table):
+    from tests.run.test_jobs import nights_of_mixed_formats
+
+    nights_of_mixed_formats(job_setup, tmp_path, reviews_table)
+    frame = spark.read.parquet(str(tmp_path / "scored"))
+    assert dict(frame.dtypes)["review_id"] == "bigint" and dict(frame.dtypes)["stars"] == "tinyint"
+    assert frame.count() == 300 and frame.select("date").distinct().count() == 2

@@ -107,3 +107,55 @@ def test_a_job_takes_the_csv_and_batch_settings_a_run_takes(job_setup, tmp_path)
     assert (options.host_workers, options.buckets.max_rows) == (1, 64)
     metrics = run_job(job_setup, date(2026, 11, 27), progress=False, log=quiet)
     assert metrics["rows"] == 122 and metrics["error_rows"] == 0
+
+
+def nights_of_mixed_formats(job_setup, tmp_path, reviews_table) -> None:
+    """Night one Parquet only; night two a CSV only (its values as written, text)."""
+    import pyarrow.csv as pacsv
+
+    second = tmp_path / "landing" / "2026-11-28"
+    for shard in second.iterdir():
+        shard.unlink()
+    pacsv.write_csv(reviews_table.slice(120, 180), second / "c.csv")
+    job_setup.write_text(job_setup.read_text().replace("*.parquet", "*"))
+    for day in (date(2026, 11, 27), date(2026, 11, 28)):
+        run_job(job_setup, day, progress=False, log=quiet)
+
+
+def test_nights_of_parquet_and_of_csv_read_as_one_table(job_setup, tmp_path, reviews_table):
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    nights_of_mixed_formats(job_setup, tmp_path, reviews_table)
+    root = tmp_path / "scored"
+    csv_night = pq.read_table(root / "date=2026-11-28" / "c.parquet")
+    assert (
+        csv_night.schema.field("review_id").type == pa.int64()
+        and csv_night.schema.field("stars").type == pa.int8()
+    )
+    table = ds.dataset(root, format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 300 and table.schema.field("review_id").type == pa.int64()
+    assert sorted(table.column("review_id").to_pylist()) == list(range(5000, 5300))
+    every_file = f"read_parquet('{root}/**/*.parquet', hive_partitioning=true)"
+    types = duckdb.sql(
+        f"select typeof(review_id), typeof(stars), count(*) from {every_file} group by all"
+    ).fetchall()
+    assert types == [("BIGINT", "TINYINT", 300)]
+    frame = pd.read_parquet(root)
+    assert len(frame) == 300 and str(frame["review_id"].dtype) == "int64"
+
+
+def test_a_night_whose_types_break_the_table_is_refused_before_scoring(job_setup, tmp_path, reviews_table):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run_job(job_setup, date(2026, 11, 27), progress=False, log=quiet)
+    second = tmp_path / "landing" / "2026-11-28"
+    changed = reviews_table.set_column(0, "review_id", pa.array([f"r{i}" for i in range(300)]))
+    pq.write_table(changed.slice(120, 60), second / "a.parquet")
+    result = CliRunner().invoke(main, ["job", str(job_setup), "--date", "2026-11-28", "--no-progress"])
+    assert result.exit_code == 3, result.output
+    assert "column 'review_id' is string in this input but int64 in the table" in result.output
+    assert "fixed by the job's night 2026-11-27" in result.output
+    assert not (tmp_path / "scored" / "date=2026-11-28").exists()

@@ -186,11 +186,13 @@ def test_job_summary_json_and_metrics_match_their_schema(job_setup, tmp_path):
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({**line, "unexpected": 1})
     owner = json.loads((tmp_path / "scored" / "_batchscore_job.json").read_text())
+    table = owner.pop("table")  # the types the first night fixed for every later one
     assert owner == {
         "schema_version": 1,
         "job": "nightly_test",
         "input": line["input"].replace("2026-11-28", "{date}"),
     }
+    assert table["night"] == "2026-11-28" and table["types"] == {"review_id": "int64", "stars": "int8"}
 
 
 def test_predict_json_lines_carry_their_schema_version(tiny_bundle):
