@@ -64,3 +64,12 @@ def test_imdb_test_accuracy_and_ece_from_run_output_match_the_model_card(bundle,
     assert (predicted == truth.astype(bool)).mean() == pytest.approx(card["accuracy"], abs=0.002)
     assert expected_calibration_error(probs, truth) == pytest.approx(card["ece"], abs=0.002)
     assert card["accuracy"] >= 0.905
+
+
+def test_info_reads_as_text_and_says_where_the_training_files_come_from(bundle):
+    from batchscore.runner import model_card_text
+
+    text = model_card_text(bundle)
+    assert "{" not in text  # no raw JSON blobs
+    assert "test       accuracy 0.9085, ROC-AUC 0.9709" in text
+    assert "python -m benchmarks.studies.film_split" in text
