@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from batchscore import __version__
+from batchscore.delta_table import STAGING, commit_night
 from batchscore.drift import DriftPolicy
 from batchscore.errors import BatchscoreError, NoInputFound, OutputError, UsageError
 from batchscore.io.console import printable
@@ -41,7 +42,11 @@ from batchscore.settings import RUN, default, job_settings
 
 SUCCESS = "_SUCCESS"
 _PLACEHOLDERS = ("date", "yyyy", "mm", "dd")
-_CHOICES = {"engine": RUN["engine"].choices, "stale_outputs": ("remove", "fail")}  # the rest: RunOptions
+_CHOICES = {
+    "engine": RUN["engine"].choices,
+    "stale_outputs": ("remove", "fail"),
+    "format": ("parquet", "delta"),
+}  # the rest: RunOptions
 _TYPES = {"str": str, "str | None": str, "bool": bool, "float": float, "int": int, "int | None": int}
 
 
@@ -132,6 +137,7 @@ class JobSpec:
     provenance: bool = default("provenance")  # model, model_sha256, run_id and scored_at columns
 
     stale_outputs: str = "remove"  # outputs in the partition that no current input maps to: remove | fail
+    format: str = "parquet"  # parquet: Hive partitions date=D/; delta: one Delta Lake table (delta_table.py)
     drift: DriftPolicy = field(default_factory=DriftPolicy)  # [job.drift]
 
     @classmethod
@@ -205,16 +211,18 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class JobPaths:
-    partition: Location
+    root: Location  # the job's output: Parquet partitions, or a Delta table
+    partition: Location  # where the night's Parquet outputs go (a Delta job: staged there first)
     success: Location
     metrics: Location
 
 
 def job_paths(spec: JobSpec, day: date) -> JobPaths:
     root = resolve(spec.output)
-    partition = root.child(f"date={day.isoformat()}")
+    nights = root.child(STAGING) if spec.format == "delta" else root
+    partition = nights.child(f"date={day.isoformat()}")
     metrics_dir = root.child("_metrics").child(f"date={day.isoformat()}")
-    return JobPaths(partition, partition.child(SUCCESS), metrics_dir.child("metrics.json"))
+    return JobPaths(root, partition, partition.child(SUCCESS), metrics_dir.child("metrics.json"))
 
 
 def run_job(
@@ -237,7 +245,7 @@ def run_job(
     paths = job_paths(spec, day)
     fs = paths.partition.filesystem
     log(f"job {spec.name} for {day.isoformat()}: {spec.input_for(day)} -> {paths.partition.uri}")
-    owner = paths.partition.parent().child(OWNER_FILE)
+    owner = paths.root.child(OWNER_FILE)
     _require_own_folders(paths)
     _check_owner(spec, owner)
     if paths.success.exists():
@@ -274,13 +282,17 @@ def run_job(
         summary.record_failure(err)
         if owner.parent().exists():
             _claim(spec, owner, day)
-        if isinstance(err, NoInputFound) and not paths.partition.parent().exists():
+        if isinstance(err, NoInputFound) and not paths.root.exists():
             # Nothing landed and the job never ran here: create no output root just to say so.
             log(f"job {spec.name}: nothing to score and no output root yet; no metrics.json written")
             report(_metrics(spec, day, started, paths, summary))
         else:
             report(_write_metrics(spec, day, started, paths, summary, fs))
         raise
+    if spec.format == "delta" and summary.outputs:
+        summary.delta = commit_night(
+            paths.root, [resolve(uri) for uri in summary.outputs], spec.name, day, log
+        )
     _claim(spec, owner, day, summary)
     metrics = report(_write_metrics(spec, day, started, paths, summary, fs))
     if summary.bad_files:
@@ -373,7 +385,7 @@ def _require_own_folders(paths: JobPaths) -> None:
     on a local disk each must be the running user's own real directory (none is created here)."""
     if not is_local(paths.partition.filesystem):
         return
-    root = paths.partition.parent()
+    root = paths.root
     metrics_dir = paths.metrics.parent()
     for folder, role in (
         (root, "the job's output root"),
@@ -443,6 +455,8 @@ def _metrics(spec: JobSpec, day: date, started: datetime, paths: JobPaths, summa
         "input": spec.input_for(day),
         "partition": paths.partition.uri,
         "engine": spec.engine,
+        "format": spec.format,
+        "delta": summary.delta,  # a Delta job's commit of the night; null for Parquet
         "versions": {"batchscore": __version__, "python": platform.python_version()},
     }
 

@@ -63,6 +63,7 @@ class RunSummary:
     empty_files: int = 0  # inputs with a header and no rows (scored to zero-row outputs)
     stale_outputs_removed: list[str] = field(default_factory=list)  # jobs: outputs whose input is gone
     input_types: dict = field(default_factory=dict)  # the run's type per input column (a job keeps its first)
+    delta: dict | None = None  # a Delta job's commit: table_version, committed_by_this_run
     outputs: list[str] = field(default_factory=list)
     model: dict = field(default_factory=dict)  # name, bundle (model_sha256) and weights sha256
     run: dict = field(default_factory=dict)  # this run's run_id and start time (scored_at)

@@ -57,12 +57,14 @@ def part_name(index: int) -> str:
 METADATA_PREFIX = "batchscore."
 
 # Called with the name of each commit step as it completes ("part written", "manifest updated",
-# "output written", "output renamed", "parts removed"). None in normal runs; the fault-injection
+# "output written", "output renamed", "parts removed"; a Delta job adds "night staged" and
+# "night committed"). None in normal runs; the fault-injection
 # tests set it to a function that ends the process, to prove every step is a safe place to die.
 commit_hook: Callable[[str], None] | None = None
 
 
-def _step_done(step: str) -> None:
+def step_done(step: str) -> None:
+    """Tell the commit hook (if any) that `step` has completed."""
     if commit_hook is not None:
         commit_hook(step)
 
@@ -193,12 +195,12 @@ class PartWriter:
             table = table.cast(schema)
         name = part_name(self.progress.parts)
         self._guard("write a part", self._write_atomic, self.work.child(name), table)
-        _step_done("part written")
+        step_done("part written")
         self.progress.parts += 1
         self.progress.rows_done += table.num_rows
         self.progress.tally = tally
         self._write_manifest()
-        _step_done("manifest updated")
+        step_done("manifest updated")
 
     def _committed_schema(self) -> pa.Schema:
         return self._read_part(0, pq.read_schema)
@@ -251,12 +253,12 @@ class PartWriter:
             with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
                 for index in range(self.progress.parts):
                     writer.write_table(self._read_part(index, pq.read_table).cast(schema))
-            _step_done("output written")  # complete under its temporary name, not yet renamed
+            step_done("output written")  # complete under its temporary name, not yet renamed
 
         self._guard("write the output", write_location, self.target, write)
-        _step_done("output renamed")
+        step_done("output renamed")
         self.discard()
-        _step_done("parts removed")
+        step_done("parts removed")
 
     def remove_leftovers(self) -> None:
         """Delete what a run killed mid-write left beside the target: temporary output files, and the

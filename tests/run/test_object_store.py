@@ -35,6 +35,7 @@ def s3_endpoint():
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": f"http://{host}:{port}",
         "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ALLOW_HTTP": "true",  # Delta Lake's storage client, to the test server's plain HTTP
     }
     saved = {key: os.environ.get(key) for key in settings}
     os.environ.update(settings)
@@ -167,3 +168,26 @@ def test_a_key_with_an_empty_folder_name_is_named_not_skipped(s3_endpoint, revie
     )
     assert result.exit_code == 3, result.output
     assert f"s3://{BUCKET}/{prefix}/day//b.parquet: the key has an empty folder name" in result.output
+
+
+def test_a_delta_job_on_the_object_store_commits_each_night_once(s3_endpoint, job_setup):
+    """In processes of their own: Delta Lake's client waits on the server holding the interpreter's
+    lock, and the test's S3 server runs in this interpreter."""
+    import re
+
+    deltalake = pytest.importorskip("deltalake")
+    root = f"s3://{BUCKET}/delta-job"
+    text = re.sub(r'output = ".*"', f'output = "{root}"', job_setup.read_text())
+    job_setup.write_text(text + 'format = "delta"\n')
+    for day in ("2026-11-27", "2026-11-28", "2026-11-28"):
+        done = subprocess.run(
+            [sys.executable, "-m", "batchscore", "job", str(job_setup), "--date", day, "--no-progress"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert "night 2026-11-28 already committed (version 1)" in done.stderr
+    table = deltalake.DeltaTable(root)
+    assert table.version() == 1
+    files = [uri.removeprefix("s3://") for uri in table.file_uris()]
+    rows = pa.concat_tables(pq.read_table(path, filesystem=s3_endpoint) for path in files)
+    assert sorted(rows.column("review_id").to_pylist()) == list(range(5000, 5300))
