@@ -161,7 +161,8 @@ def _judge(run: dict, reference: dict | None, policy: DriftPolicy) -> dict:
     if not reference:
         return {**block, "status": "unavailable", "reasons": ["the model card has no reference profile"]}
     if not run["rows"]:
-        return {**block, "status": "unavailable", "reasons": ["no scored rows in finished outputs (rows with an error are not profiled)"]}
+        reason = "no scored rows in finished outputs (rows with an error are not profiled)"
+        return {**block, "status": "unavailable", "reasons": [reason]}
     levels: list[str] = []
 
     def judge(value: float, warn: float, alert: float, what: str) -> None:
