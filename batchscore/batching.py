@@ -13,7 +13,7 @@ import numpy as np
 
 from batchscore import settings
 
-# Widths chosen by measurement on the IMDb mix and a short-review mix (docs/performance.md): steps of
+# Widths chosen by measurement on the IMDb mix and a short-review mix (docs/dev/performance-log.md): steps of
 # 4 to 8 tokens below 48, where a short review's padding is most of its cost.
 DEFAULT_BOUNDARIES = (8, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 160, 192, 256, 320, 400, 512, 768, 1024)
 MIN_BATCH_ROWS = 64  # training's plan: power-of-two batches of at least this many rows
