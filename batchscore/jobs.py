@@ -313,12 +313,19 @@ OWNER_SCHEMA_VERSION = 1
 
 
 def _owner_record(spec: JobSpec) -> dict:
-    return {"schema_version": OWNER_SCHEMA_VERSION, "job": spec.name, "input": spec.input}
+    return {
+        "schema_version": OWNER_SCHEMA_VERSION,
+        "job": spec.name,
+        "input": spec.input,
+        "format": spec.format,
+    }
 
 
 def _owner_identity(record: dict) -> tuple:
-    """What makes two owner records the same job (a marker's other keys, its version, may differ)."""
-    return record.get("job"), record.get("input")
+    """What makes two owner records the same job (a marker's other keys, its version, may differ);
+    a marker from before formats is a Parquet job's. A root never changes format: Parquet readers of
+    it would see a Delta table's data files, and a Delta table would not see the Parquet nights."""
+    return record.get("job"), record.get("input"), record.get("format", "parquet")
 
 
 def _check_owner(spec: JobSpec, owner: Location) -> None:
@@ -334,9 +341,9 @@ def _check_owner(spec: JobSpec, owner: Location) -> None:
         ) from err
     if _owner_identity(recorded) != _owner_identity(_owner_record(spec)):
         raise OutputError(
-            f"{owner.parent().uri} belongs to job {recorded.get('job')!r} (input {recorded.get('input')!r}), "
-            f"not {spec.name!r} (input {spec.input!r}); give each job its own output, or remove {owner.uri} "
-            "if this job took it over"
+            f"{owner.parent().uri} belongs to job {recorded.get('job')!r} (input {recorded.get('input')!r}, "
+            f"format {recorded.get('format', 'parquet')!r}), not {spec.name!r} (input {spec.input!r}, format "
+            f"{spec.format!r}); give each job its own output, or remove {owner.uri} if this job took it over"
         )
 
 

@@ -120,3 +120,15 @@ def test_the_table_refuses_a_night_in_other_types(delta_job, tmp_path, reviews_t
     with pytest.raises(BatchscoreError, match=r"the Delta commit of 2026-11-28 failed"):
         run_job(delta_job, NIGHTS[1], progress=False, log=quiet)
     assert ids_by_night(tmp_path / "scored") == {"2026-11-27": EXPECTED["2026-11-27"]}
+
+
+def test_a_parquet_jobs_root_never_becomes_a_delta_table(job_setup, tmp_path):
+    run_job(job_setup, NIGHTS[0], progress=False, log=quiet)
+    job_setup.write_text(job_setup.read_text() + 'format = "delta"\n')
+    from batchscore.errors import OutputError
+
+    with pytest.raises(
+        OutputError, match=r"format 'parquet'\), not 'nightly_test' \(input .*, format 'delta'\)"
+    ):
+        run_job(job_setup, NIGHTS[1], progress=False, log=quiet)
+    assert not (tmp_path / "scored" / "_delta_log").exists()

@@ -191,6 +191,7 @@ def test_job_summary_json_and_metrics_match_their_schema(job_setup, tmp_path):
         "schema_version": 1,
         "job": "nightly_test",
         "input": line["input"].replace("2026-11-28", "{date}"),
+        "format": "parquet",
     }
     assert table["night"] == "2026-11-28" and table["types"] == {"review_id": "int64", "stars": "int8"}
 
