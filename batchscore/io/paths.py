@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 from batchscore import environment
 from batchscore.errors import InputError, NoInputFound, OutputError, UsageError
 from batchscore.io.console import printable
-from batchscore.io.safe_files import TEMPORARY_NAME_EXTRA, is_local
+from batchscore.io.safe_files import TEMPORARY_NAME_EXTRA, is_local, planted_path_problem
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv"}
 SCORED_SUFFIX = ".scored.parquet"
@@ -382,6 +382,10 @@ def plan_outputs(
     """Where each input's scores go (_output_names), each name short enough for the temporary
     files written beside it: found before hours of scoring, not at the final rename."""
     outputs = _output_names(inputs, output, single_input, filesystem)
+    for target in outputs:
+        problem = planted_path_problem(target.path) if is_local(target.filesystem) else None
+        if problem:
+            raise OutputError(f"{target.uri}: not written: {problem}; name an output of your own")
     longest = _NAME_MAX - TEMPORARY_NAME_EXTRA
     for source, target in zip(inputs, outputs, strict=True):
         if len(target.name.encode("utf-8")) > longest:

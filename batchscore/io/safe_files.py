@@ -184,6 +184,29 @@ def private_path_problem(path: str) -> str | None:
         parent = os.path.dirname(parent)
 
 
+def planted_path_problem(path: str) -> str | None:
+    """Whether a folder on the way to `path` was put there by another user inside a folder everyone
+    can write (like /tmp): such a folder, or a link in its place, lets that user choose where
+    batchscore writes. Folders of other users elsewhere (a team's landing folder) are fine."""
+    current = os.path.abspath(path)
+    while True:
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        try:
+            info, above = os.lstat(current), os.stat(parent)
+        except FileNotFoundError:  # not there yet: batchscore will make it, as its own
+            current = parent
+            continue
+        if above.st_mode & stat.S_IWOTH and info.st_uid not in (0, os.geteuid()):
+            what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "a folder"
+            return (
+                f"{current} is {what} another user (uid {info.st_uid}) made in {parent}, which everyone "
+                "can write"
+            )
+        current = parent
+
+
 def _writable_by_others(info: os.stat_result) -> bool:
     if info.st_mode & stat.S_IWOTH:
         return True

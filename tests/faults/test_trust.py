@@ -554,3 +554,23 @@ def test_a_corrupt_data_page_is_one_line_naming_the_file(tmp_path, tiny_bundle, 
     message = str(raised.value)
     assert message.startswith(f"{path}: ") and "\n" not in message, message
     assert not (tmp_path / "o.parquet").exists()
+
+
+@as_root
+@pytest.mark.parametrize("planted", ["folder", "link"])
+def test_an_output_folder_another_user_planted_in_a_shared_folder_is_refused(
+    tiny_bundle, source, shared, tmp_path, planted
+):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    sub = shared / "sub"
+    if planted == "folder":
+        sub.mkdir(mode=0o777)
+        os.chown(sub, OTHER_USER, OTHER_USER)
+    else:
+        sub.symlink_to(elsewhere, target_is_directory=True)
+        os.lchown(sub, OTHER_USER, OTHER_USER)
+    result = cli("run", source, "-o", sub / "out.parquet", "--model", tiny_bundle)
+    assert result.exit_code == 5, result.output
+    assert f"{sub} is a {'folder' if planted == 'folder' else 'symbolic link'} another user" in result.output
+    assert os.listdir(elsewhere) == [] and not (sub / "out.parquet").exists()
