@@ -195,7 +195,7 @@ def planted_path_problem(path: str) -> str | None:
             return None
         try:
             info, above = os.lstat(current), os.stat(parent)
-        except FileNotFoundError:  # not there yet: batchscore will make it, as its own
+        except OSError:  # not there yet (batchscore will make it, as its own), or under a file
             current = parent
             continue
         if above.st_mode & stat.S_IWOTH and info.st_uid not in (0, os.geteuid()):
