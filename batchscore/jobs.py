@@ -265,18 +265,10 @@ def run_job(
             engine=spec.engine,
             ray_address=spec.ray_address,
         )
-        # A skipped bad file still maps to its output: an earlier good one stays until it is fixed.
-        stale = _stale_outputs(paths.partition, summary.outputs + summary.bad_file_outputs)
-        if stale and spec.stale_outputs == "fail":
-            raise OutputError(
-                f"{paths.partition.uri}: {len(stale)} output(s) no current input maps to "
-                f"({', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}); remove them, or set "
-                'stale_outputs = "remove" in the job'
-            )
-        for uri in stale:
-            fs.delete_file(paths.partition.child(uri).path)
-            log(f"removed stale output {paths.partition.child(uri).uri} (no current input maps to it)")
-        summary.stale_outputs_removed = stale
+        summary.stale_outputs_removed = _remove_stale_outputs(spec, paths.partition, summary, log)
+        if spec.format == "delta" and summary.outputs:
+            outputs = [resolve(uri) for uri in summary.outputs]
+            summary.delta = commit_night(paths.root, outputs, spec.name, day, log)
     except BatchscoreError as err:  # a failed night is recorded too, with its exit code and counts
         summary = getattr(err, "summary", None) or summary or RunSummary()
         summary.record_failure(err)
@@ -289,10 +281,6 @@ def run_job(
         else:
             report(_write_metrics(spec, day, started, paths, summary, fs))
         raise
-    if spec.format == "delta" and summary.outputs:
-        summary.delta = commit_night(
-            paths.root, [resolve(uri) for uri in summary.outputs], spec.name, day, log
-        )
     _claim(spec, owner, day, summary)
     metrics = report(_write_metrics(spec, day, started, paths, summary, fs))
     if summary.bad_files:
@@ -304,6 +292,23 @@ def run_job(
         write_location_bytes(paths.success, b"")
         log(f"job {spec.name} for {day.isoformat()}: wrote {paths.success.uri}")
     return metrics
+
+
+def _remove_stale_outputs(spec: JobSpec, partition: Location, summary: RunSummary, log) -> list[str]:
+    """Outputs of the night that no current input maps to (an input removed upstream): removed, or
+    the night fails (`stale_outputs = "fail"`). A skipped bad file still maps to its output: an
+    earlier good one stays until the file is fixed."""
+    stale = _stale_outputs(partition, summary.outputs + summary.bad_file_outputs)
+    if stale and spec.stale_outputs == "fail":
+        raise OutputError(
+            f"{partition.uri}: {len(stale)} output(s) no current input maps to "
+            f"({', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}); remove them, or set "
+            'stale_outputs = "remove" in the job'
+        )
+    for relative in stale:
+        partition.filesystem.delete_file(partition.child(relative).path)
+        log(f"removed stale output {partition.child(relative).uri} (no current input maps to it)")
+    return stale
 
 
 OWNER_FILE = "_batchscore_job.json"  # which job owns an output root (`_`: readers skip it)

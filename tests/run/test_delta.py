@@ -120,6 +120,8 @@ def test_the_table_refuses_a_night_in_other_types(delta_job, tmp_path, reviews_t
     with pytest.raises(BatchscoreError, match=r"the Delta commit of 2026-11-28 failed"):
         run_job(delta_job, NIGHTS[1], progress=False, log=quiet)
     assert ids_by_night(tmp_path / "scored") == {"2026-11-27": EXPECTED["2026-11-27"]}
+    night = json.loads((tmp_path / "scored" / "_metrics" / "date=2026-11-28" / "metrics.json").read_text())
+    assert night["status"] == "failed" and night["exit_code"] == 5  # the failed night is recorded
 
 
 def test_a_parquet_jobs_root_never_becomes_a_delta_table(job_setup, tmp_path):
