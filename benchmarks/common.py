@@ -75,7 +75,9 @@ def machine_peak() -> dict:
     }
 
 
-def bench_forward(bundle, texts: pa.Array, label: str, textbook: bool = True) -> dict:
+def bench_forward(
+    bundle, texts: pa.Array, label: str, textbook: bool = True, bundle_dir: Path | None = None
+) -> dict:
     """Forward only, after compilation: batchscore's Scorer against the PyTorch model (and the textbook
     path, every review padded to 500) on the same rows and weights, in this process."""
     import torch
@@ -117,7 +119,30 @@ def bench_forward(bundle, texts: pa.Array, label: str, textbook: bool = True) ->
         textbook_logits(bundle, rows[:64])
         textbook_s, _ = timed(lambda: textbook_logits(bundle, rows))
         result.update(textbook_tokens_s=tokens / textbook_s, ratio_vs_textbook=textbook_s / ours_s)
+    if bundle_dir is not None and onnx_runtime_available():
+        result.update(ort_forward(bundle_dir, rows, ours, ours_s))
     return result
+
+
+def onnx_runtime_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+
+
+def ort_forward(bundle_dir: Path, rows: list[np.ndarray], ours: np.ndarray, ours_s: float) -> dict:
+    """ONNX Runtime on the same rows (benchmarks/onnx_scorer.py: the graph built from the bundle)."""
+    from benchmarks.onnx_scorer import ort_logits, session
+
+    runner = session(bundle_dir)
+    ort_logits(runner, rows[:256])
+    ort_s, theirs = timed(lambda: ort_logits(runner, rows), repeat=2)
+    tokens = int(sum(r.size for r in rows))
+    return {
+        "ort_tokens_s": tokens / ort_s,
+        "ratio_vs_ort": ort_s / ours_s,
+        "max_prob_difference_vs_ort": float(np.abs(softmax(ours)[:, 1] - softmax(theirs)[:, 1]).max()),
+    }
 
 
 def run_command(args: list[str], env: dict | None = None) -> tuple[float, int]:

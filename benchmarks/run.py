@@ -5,7 +5,8 @@
 
 Needs the `bench` extra (PyTorch CPU, psutil) and the IMDb test split for the long-review mix
 (default ../shared/data/imdb/test.parquet); the short-review mix is generated (benchmarks.short_mix).
-The reference is the lean PyTorch scorer (benchmarks/torch_scorer.py). Prints a table of
+The references are the lean PyTorch scorer (benchmarks/torch_scorer.py) and, where `onnx` and
+`onnxruntime` are installed, the same model in ONNX Runtime (benchmarks/onnx_scorer.py). Prints a table of
 throughputs and ratios with the CPU's model and features, and writes it as JSON (--json).
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchscore.bundle import load_bundle
+from batchscore.bundle import default_bundle_path, load_bundle
 from batchscore.runtime import cpu_summary
 from batchscore.text import tokenize_array
 from benchmarks.common import (
@@ -31,6 +32,7 @@ from benchmarks.common import (
     ROOT,
     bench_forward,
     machine_peak,
+    onnx_runtime_available,
     run_command,
     timed,
 )
@@ -79,6 +81,18 @@ def bench_end_to_end(
         *model[1:],
     ]
     torch_s, _ = run_command(reference, env)
+    ort = {}
+    if onnx_runtime_available():  # the ONNX Runtime reference, the same way (benchmarks/onnx_scorer.py)
+        onnx = [
+            sys.executable,
+            "-m",
+            "benchmarks.onnx_scorer",
+            str(source),
+            str(work / "o.parquet"),
+            *model[1:],
+        ]
+        ort_s, _ = run_command(onnx, env)
+        ort = {"ort_scorer_s": ort_s, "ort_reviews_s": rows / ort_s, "ratio_vs_ort": ort_s / warm}
     result = {
         "rows": rows,
         "batchscore_cold_s": cold,
@@ -87,6 +101,7 @@ def bench_end_to_end(
         "batchscore_reviews_s": rows / warm,
         "torch_reviews_s": rows / torch_s,
         "ratio_vs_torch": torch_s / warm,
+        **ort,
     }
     if textbook:  # every review padded to 500: far too slow to run on the short mix
         textbook_cmd = [
@@ -195,12 +210,15 @@ def main() -> None:
         print("tokenizer ...", flush=True)
         results["tokenizer"] = bench_tokenizer(texts)
         print("forward (IMDb mix) ...", flush=True)
-        results["forward_imdb"] = bench_forward(bundle, texts, "imdb")
+        bundle_dir = Path(args.model) if args.model else default_bundle_path()
+        results["forward_imdb"] = bench_forward(bundle, texts, "imdb", bundle_dir=bundle_dir)
         short_source = work / "short.parquet"
         write_short_parquet(short_source, args.short_rows, seed=1)
         short = pq.read_table(short_source).column("text").combine_chunks()
         print("forward (short mix) ...", flush=True)
-        results["forward_short"] = bench_forward(bundle, short, "generated-short", textbook=False)
+        results["forward_short"] = bench_forward(
+            bundle, short, "generated-short", textbook=False, bundle_dir=bundle_dir
+        )
         source = work / "imdb.parquet"
         pq.write_table(sample, source)
         print("end to end (IMDb mix) ...", flush=True)
@@ -236,6 +254,12 @@ def format_table(r: dict) -> str:
             f"{f['batchscore_tokens_s']:>9,.0f} tok/s {f['batchscore_reviews_s']:>7,.0f} rev/s | PyTorch "
             f"{f['torch_tokens_s']:>9,.0f} tok/s x{f['ratio_vs_torch']:.2f}{textbook}"
             f" | max |dp| vs PyTorch {f['max_prob_difference_vs_torch']:.1e}"
+            + (
+                f" | ONNX Runtime {f['ort_tokens_s']:>9,.0f} tok/s x{f['ratio_vs_ort']:.2f}, max |dp| "
+                f"{f['max_prob_difference_vs_ort']:.1e}"
+                if "ort_tokens_s" in f
+                else ""
+            )
         )
     peak, f = r["peak"], r["forward_imdb"]
     lines.append(
@@ -253,6 +277,11 @@ def format_table(r: dict) -> str:
             f"end to end {e['rows']:,} {mix} reviews: batchscore {e['batchscore_warm_s']:.1f}s "
             f"({e['batchscore_reviews_s']:,.0f} rev/s; cold cache {e['batchscore_cold_s']:.1f}s) | PyTorch "
             f"scorer {e['torch_scorer_s']:.1f}s x{e['ratio_vs_torch']:.2f}{textbook}"
+            + (
+                f" | ONNX Runtime {e['ort_scorer_s']:.1f}s x{e['ratio_vs_ort']:.2f}"
+                if "ort_scorer_s" in e
+                else ""
+            )
         )
     s = r["start"]
     lines.append(

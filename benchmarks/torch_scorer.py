@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -24,18 +23,7 @@ from safetensors.numpy import load_file
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "batchscore" / "models" / "imdb-bilstm-glove50"
-
-_TAG = re.compile(r"<[^>]*>")
-_NEGATION = re.compile(r"(\w)(n't)\b")
-_CLITIC = re.compile(r"(\w)('(?:s|re|ve|ll|d|m))\b")
-_TOKEN = re.compile(r"\d+(?:[.,/:]\d+)+|'(?:s|re|ve|ll|d|m)\b|\w+(?:[-']\w+)*|\.\.\.+|[^\w\s]")
-
-
-def python_tokenize(text: str) -> list[str]:
-    """batchscore's tokenizer rules (lowercase, no HTML tags, split contractions) as Python regexes."""
-    text = _CLITIC.sub(r"\1 \2", _NEGATION.sub(r"\1 \2", _TAG.sub(" ", text.lower())))
-    return _TOKEN.findall(text)
+from benchmarks.lean_text import DEFAULT_BUNDLE, encode, python_tokenize  # noqa: F401 (re-exported)
 
 
 class TorchBiLSTM(nn.Module):
@@ -93,17 +81,6 @@ def from_bundle(bundle) -> TorchBiLSTM:
 
     weights = {name: np.asarray(value) for name, value in flatten_params(bundle.params).items()}
     return TorchBiLSTM(bundle.model.to_dict(), weights).eval()
-
-
-def encode(texts: list[str | None], index: dict[str, int], max_tokens: int, head: int) -> list[np.ndarray]:
-    """Token ids per review, longer ones cut to their first `head` and last `max_tokens - head`."""
-    rows = []
-    for text in texts:
-        ids = [index.get(token, 1) for token in python_tokenize(text or "")]
-        if len(ids) > max_tokens:
-            ids = ids[:head] + ids[len(ids) - (max_tokens - head) :]
-        rows.append(np.array(ids, np.int64))
-    return rows
 
 
 def torch_logits(
