@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
@@ -38,6 +38,9 @@ class BundleError(ModelError):
     """A model bundle is missing, incomplete or inconsistent."""
 
 
+LABELS = ("negative", "positive")  # the head's class order: column 1 is prob_positive
+
+
 @dataclass(frozen=True)
 class Bundle:
     name: str
@@ -45,7 +48,7 @@ class Bundle:
     tokenizer: TokenizerConfig
     vocab: Vocab
     params: dict
-    labels: tuple[str, ...] = ("negative", "positive")
+    labels: tuple[str, ...] = LABELS
     max_tokens: int = 400
     head_tokens: int = 100
     temperature: float = 1.0
@@ -154,10 +157,7 @@ def load_bundle(directory: Path | str | None = None) -> Bundle:
         tokenizer=tokenizer,
         vocab=vocab,
         params=params,
-        labels=tuple(config.get("labels", LABELS)),
-        max_tokens=config.get("max_tokens", 400),
-        head_tokens=config.get("head_tokens", 100),
-        temperature=float(config.get("temperature", 1.0)),
+        **_scoring_settings(config),
         card=dict(config.get("card", {})),
         weights_sha256=hashes[WEIGHTS_FILE],
         bundle_sha256=hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest(),
@@ -166,7 +166,6 @@ def load_bundle(directory: Path | str | None = None) -> Bundle:
 
 # config.json, checked as a whole before any of it is used: every key known, every value of its type
 # and within its range. (kind, minimum, maximum); "count" is an integer, "number" a finite float.
-LABELS = ("negative", "positive")  # the head's class order: column 1 is prob_positive
 _MAX_TOKENS = 100_000  # a review longer than this is cut (head + tail) long before the model sees it
 CONFIG_SCHEMA: dict = {
     "format": ("text", None, None),
@@ -263,14 +262,27 @@ def _read_config(data: bytes, where: str) -> dict:
     return config
 
 
+def _scoring_settings(config: dict) -> dict:
+    """labels, max_tokens, head_tokens and temperature as config.json gives them, Bundle's defaults
+    where it leaves one out (declared once, on Bundle)."""
+    defaults = {f.name: f.default for f in fields(Bundle) if f.name in SCORING_SETTINGS}
+    given = {key: config[key] for key in SCORING_SETTINGS if key in config}
+    settings = {**defaults, **given}
+    return {**settings, "labels": tuple(settings["labels"]), "temperature": float(settings["temperature"])}
+
+
+SCORING_SETTINGS = ("labels", "max_tokens", "head_tokens", "temperature")
+
+
 def _consistency_problem(config: dict) -> str | None:
     """What the schema's per-key rules cannot see: how the keys fit together."""
     model, tokenizer = config["model"], config["tokenizer"]
-    labels = config.get("labels", list(LABELS))
-    if tuple(labels) != LABELS:
-        return f"labels: must be {list(LABELS)}, the order the model's head uses (found {_shown(labels)})"
-    if config.get("head_tokens", 100) > config.get("max_tokens", 400):
-        return f"head_tokens: must not exceed max_tokens ({config.get('max_tokens', 400)})"
+    settings = _scoring_settings(config)
+    if settings["labels"] != LABELS:
+        found = _shown(config["labels"])
+        return f"labels: must be {list(LABELS)}, the order the model's head uses (found {found})"
+    if settings["head_tokens"] > settings["max_tokens"]:
+        return f"head_tokens: must not exceed max_tokens ({settings['max_tokens']})"
     if model.get("pooling") and config["format_version"] < 2:
         return "model.pooling: needs format_version 2"
     try:

@@ -247,10 +247,12 @@ def run_job(
     log(f"job {spec.name} for {day.isoformat()}: {spec.input_for(day)} -> {paths.partition.uri}")
     owner = paths.root.child(OWNER_FILE)
     _require_own_folders(paths)
-    _check_owner(spec, owner)
+    recorded = _read_owner(owner)
+    _check_owner(spec, owner, recorded)
     if paths.success.exists():
         fs.delete_file(paths.success.path)  # a rerun is not a success until it finishes
-    schema, schema_from = _table_schema(owner)
+    table = (recorded or {}).get("table")
+    schema, schema_from = _table_schema(owner, table)
     # No partition is created here: the run creates it only once its inputs passed the preflight.
     started = datetime.now(UTC)
     summary: RunSummary | None = None
@@ -273,7 +275,7 @@ def run_job(
         summary = getattr(err, "summary", None) or summary or RunSummary()
         summary.record_failure(err)
         if owner.parent().exists():
-            _claim(spec, owner, day)
+            _claim(spec, owner, day, table)
         if isinstance(err, NoInputFound) and not paths.root.exists():
             # Nothing landed and the job never ran here: create no output root just to say so.
             log(f"job {spec.name}: nothing to score and no output root yet; no metrics.json written")
@@ -281,7 +283,7 @@ def run_job(
         else:
             report(_write_metrics(spec, day, started, paths, summary, fs))
         raise
-    _claim(spec, owner, day, summary)
+    _claim(spec, owner, day, table, summary)
     metrics = report(_write_metrics(spec, day, started, paths, summary, fs))
     if summary.bad_files:
         log(
@@ -333,18 +335,22 @@ def _owner_identity(record: dict) -> tuple:
     return record.get("job"), record.get("input"), record.get("format", "parquet")
 
 
-def _check_owner(spec: JobSpec, owner: Location) -> None:
-    """Two jobs writing one output root would delete each other's outputs as stale: refuse."""
+def _read_owner(owner: Location) -> dict | None:
+    """The root's owner marker (None: no job has run here yet), read once per night."""
     try:
         with owner.filesystem.open_input_stream(owner.path) as handle:
-            recorded = json_record(handle.read(), {"job": str, "input": str})
+            return json_record(handle.read(), {"job": str, "input": str, "table": (dict, type(None))})
     except FileNotFoundError:
-        return
+        return None
     except (OSError, ValueError) as err:
         raise OutputError(
             f"{owner.uri}: cannot read which job owns this output root: {printable(str(err), 200)}"
         ) from err
-    if _owner_identity(recorded) != _owner_identity(_owner_record(spec)):
+
+
+def _check_owner(spec: JobSpec, owner: Location, recorded: dict | None) -> None:
+    """Two jobs writing one output root would delete each other's outputs as stale: refuse."""
+    if recorded is not None and _owner_identity(recorded) != _owner_identity(_owner_record(spec)):
         raise OutputError(
             f"{owner.parent().uri} belongs to job {recorded.get('job')!r} (input {recorded.get('input')!r}, "
             f"format {recorded.get('format', 'parquet')!r}), not {spec.name!r} (input {spec.input!r}, format "
@@ -352,13 +358,15 @@ def _check_owner(spec: JobSpec, owner: Location) -> None:
         )
 
 
-def _claim(spec: JobSpec, owner: Location, day: date, summary: RunSummary | None = None) -> None:
-    """Mark the root as this job's; the first night that scored records the input columns' types,
-    which every later night is then written in (one table across nights, whatever the formats)."""
+def _claim(
+    spec: JobSpec, owner: Location, day: date, table: dict | None, summary: RunSummary | None = None
+) -> None:
+    """Mark the root as this job's; the first night that scored records the input columns' types
+    (`table`, once recorded, is kept), which every later night is then written in (one table across
+    nights, whatever the formats)."""
     record = _owner_record(spec)
-    recorded = _recorded_table(owner)
-    if recorded is not None:
-        record["table"] = recorded
+    if table is not None:
+        record["table"] = table
     elif summary is not None and summary.input_types and summary.status == "ok":
         schema = pa.schema(list(summary.input_types.items()))
         record["table"] = {
@@ -369,18 +377,9 @@ def _claim(spec: JobSpec, owner: Location, day: date, summary: RunSummary | None
     write_location_bytes(owner, json.dumps(record).encode("utf-8"))
 
 
-def _recorded_table(owner: Location) -> dict | None:
-    try:
-        with owner.filesystem.open_input_stream(owner.path) as handle:
-            table = json_record(handle.read(), {"table": (dict, type(None))}).get("table")
-    except (OSError, ValueError):
-        return None
-    return table
-
-
-def _table_schema(owner: Location) -> tuple[pa.Schema | None, str]:
-    """The input schema the job's first night fixed, and where it came from; (None, "") before it."""
-    table = _recorded_table(owner)
+def _table_schema(owner: Location, table: dict | None) -> tuple[pa.Schema | None, str]:
+    """The input schema the job's first night fixed (the owner marker's `table`), and where it came
+    from; (None, "") before it."""
     if table is None:
         return None, ""
     try:

@@ -19,6 +19,7 @@ from batchscore.io.safe_files import private_path_problem
 
 CACHE_ENV = "BATCHSCORE_COMPILATION_CACHE"  # a directory, or "off"
 _cache_ready = False
+_cache_refused = False  # a folder that was not private: off for the rest of the process
 
 
 def default_cache_dir() -> Path:
@@ -35,9 +36,9 @@ def enable_compilation_cache() -> Path | None:
     running user's own, writable by nobody else, with no folder above it another user could swap.
     Any other folder turns the cache off for the run, with one warning line (it compiles instead).
     """
-    global _cache_ready
+    global _cache_ready, _cache_refused
     setting = environment.read(CACHE_ENV)
-    if setting == "off":
+    if setting == "off" or _cache_refused:
         return None
     directory = Path(setting) if setting else default_cache_dir()
     if not _cache_ready:
@@ -46,8 +47,10 @@ def enable_compilation_cache() -> Path | None:
             problem = private_path_problem(str(directory))
         except OSError:
             return None  # a read-only home must not stop a nightly job
-        if problem:
-            _warn_once(f"warning: compilation cache not used ({printable(problem)}); compiling instead")
+        if problem:  # said once: the decision holds for the rest of the process
+            STDERR.write(f"batchscore: warning: compilation cache not used ({printable(problem)}); "
+                         "compiling instead\n")  # fmt: skip
+            _cache_refused = True
             return None
         jax.config.update("jax_compilation_cache_dir", str(directory))
         # every program: the 0.13 s compile of inference_params fell under JAX's 0.2 s default
@@ -56,15 +59,6 @@ def enable_compilation_cache() -> Path | None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         _cache_ready = True
     return directory
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(line: str) -> None:
-    if line not in _warned:
-        _warned.add(line)
-        STDERR.write(f"batchscore: {line}\n")
 
 
 DEVICES = settings.DEVICES

@@ -382,8 +382,9 @@ def plan_outputs(
     """Where each input's scores go (_output_names), each name short enough for the temporary
     files written beside it: found before hours of scoring, not at the final rename."""
     outputs = _output_names(inputs, output, single_input, filesystem)
-    for target in outputs:
-        problem = planted_path_problem(target.path) if is_local(target.filesystem) else None
+    folders = {target.parent().path: target for target in outputs if is_local(target.filesystem)}
+    for folder, target in folders.items():  # one walk per output folder, not per shard
+        problem = planted_path_problem(folder)
         if problem:
             raise OutputError(f"{target.uri}: not written: {problem}; name an output of your own")
     longest = _NAME_MAX - TEMPORARY_NAME_EXTRA

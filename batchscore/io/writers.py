@@ -58,7 +58,7 @@ METADATA_PREFIX = "batchscore."
 
 # Called with the name of each commit step as it completes ("part written", "manifest updated",
 # "output written", "output renamed", "parts removed"; a Delta job adds "night staged" and
-# "night committed"). None in normal runs; the fault-injection
+# "night committed", a training checkpoint "arrays written"). None in normal runs; the fault-injection
 # tests set it to a function that ends the process, to prove every step is a safe place to die.
 commit_hook: Callable[[str], None] | None = None
 

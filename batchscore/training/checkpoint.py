@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,12 +12,9 @@ import numpy as np
 from safetensors.numpy import load_file, save
 
 from batchscore.io.safe_files import make_private_dir, require_own_directory, write_bytes_atomically
+from batchscore.io.writers import step_done
 from batchscore.model import flatten_params, unflatten_params
 from batchscore.training.config import TrainState
-
-# Called with "arrays written" once a checkpoint's arrays are on disk and its state.json (the commit
-# point) is not yet; None in normal runs. The fault-injection tests end the training there.
-commit_hook: Callable[[str], None] | None = None
 
 
 class Checkpoint:
@@ -51,8 +47,7 @@ class Checkpoint:
         # so it is the single commit point: a crash before it leaves the previous checkpoint whole.
         name = f"arrays-{state.step:09d}.safetensors"
         self._write(name, save(arrays))
-        if commit_hook is not None:
-            commit_hook("arrays written")
+        step_done("arrays written")  # on disk, not yet committed: state.json is the commit point
         payload = {"state": asdict(state), "meta": meta, "arrays": name}
         self._write("state.json", json.dumps(payload, indent=1).encode("utf-8"))
         for old in self.directory.glob("arrays*.safetensors"):  # superseded checkpoints

@@ -125,13 +125,13 @@ def test_crash_inside_a_checkpoint_commit_resumes_exactly(tmp_path, monkeypatch)
     config = small_config(ema_decay=0.9)
     straight = train(train_part, valid_part, vectors, config, tmp_path / "a", **quiet)
 
-    from batchscore.training import checkpoint
+    from batchscore.io import writers
 
     # the second epoch's arrays are written, its state.json is not
-    monkeypatch.setattr(checkpoint, "commit_hook", crash_after("arrays written", 2))
+    monkeypatch.setattr(writers, "commit_hook", crash_after("arrays written", 2))
     with pytest.raises(Crash):
         train(train_part, valid_part, vectors, config, tmp_path / "b", **quiet)
-    monkeypatch.setattr(checkpoint, "commit_hook", None)
+    monkeypatch.setattr(writers, "commit_hook", None)
     resumed = train(train_part, valid_part, vectors, config, tmp_path / "b", resume=True, **quiet)
     assert [h["valid_loss"] for h in resumed.history] == [h["valid_loss"] for h in straight.history]
     for key, value in straight.bundle.params["head"].items():
