@@ -2,12 +2,12 @@
 
 from typing import TYPE_CHECKING
 
-from batchscore.xla_flags import apply_default_flags
+from batchscore.base.version import __version__ as __version__
+from batchscore.inference.xla_flags import apply_default_flags
 
 if TYPE_CHECKING:
-    from batchscore.api import Model, load_model
+    from batchscore.interfaces.api import Model, load_model
 
-__version__ = "0.1.0"
 
 apply_default_flags()  # must run before JAX initialises its CPU backend
 
@@ -23,7 +23,7 @@ def __getattr__(name: str):
     """`batchscore.load_model` / `batchscore.Model`, imported on first use: the CLI must start (and
     take over signals) before JAX is imported, so the package root stays light."""
     if name in __all__:
-        from batchscore import api
+        from batchscore.interfaces import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'batchscore' has no attribute {name!r}")

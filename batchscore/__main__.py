@@ -5,18 +5,16 @@ import contextlib
 import os
 import sys
 
-from batchscore import interrupts
-
-OWN_PROCESS = {"own_process": True}  # what `run` may change process-wide (see cli.run)
+from batchscore.base import interrupts
 
 
 def main() -> None:
     interrupts.install_for_process()
     code: int | str | None = 0
     try:
-        from batchscore.cli import main as cli
+        from batchscore.interfaces.cli import main as cli
 
-        cli(obj=OWN_PROCESS)
+        cli(obj={"own_process": True})  # what `run` may change process-wide (see cli.run)
     except SystemExit as done:
         code = done.code
     finally:

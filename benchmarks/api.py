@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 import batchscore
-from batchscore.run.options import RunOptions
-from batchscore.runner import run_scoring
+from batchscore.interfaces.run_command import run_scoring
+from batchscore.pipeline.options import RunOptions
 from benchmarks.common import DEFAULT_IMDB
 
 

@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import batchscore.scoring as scoring
-from batchscore.batching import DEFAULT_BOUNDARIES, BucketSpec, plan_scoring_batches
-from batchscore.bundle import load_bundle
-from batchscore.encoding import encode
-from batchscore.runtime import cpu_summary
+import batchscore.inference.forward as scoring
+from batchscore.inference.batching import DEFAULT_BOUNDARIES, BucketSpec, plan_scoring_batches
+from batchscore.inference.device import cpu_summary
+from batchscore.model.bundle import load_bundle
+from batchscore.text.encoding import encode
 from benchmarks.common import DEFAULT_IMDB, timed
 from benchmarks.short_mix import short_reviews
 

@@ -16,8 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from batchscore.bundle import load_bundle
-from batchscore.model import (
+from batchscore.model.bilstm import (
     next_layer_inputs,
     prescale_gates,
     project,
@@ -25,6 +24,7 @@ from batchscore.model import (
     recur_to_features,
     reverse_within_length,
 )
+from batchscore.model.bundle import load_bundle
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2))

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from batchscore.encoding import encode
-from batchscore.scoring import Scorer, Truncation, softmax
+from batchscore.inference.forward import Scorer, Truncation
+from batchscore.model.probabilities import softmax
+from batchscore.text.encoding import encode
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMDB = ROOT.parent / "shared" / "data" / "imdb" / "test.parquet"

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from batchscore.bundle import load_bundle
-from batchscore.encoding import encode
-from batchscore.scoring import Scorer, Truncation
+from batchscore.inference.forward import Scorer, Truncation
+from batchscore.model.bundle import load_bundle
+from batchscore.text.encoding import encode
 from benchmarks.common import DEFAULT_IMDB
 
 

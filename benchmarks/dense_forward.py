@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 
-from batchscore.model import (
+from batchscore.model.bilstm import (
     ModelConfig,
     inference_params,
     table_forward_logits,
 )
-from batchscore.network import forward_logits, init_params
+from batchscore.model.network import forward_logits, init_params
 
 
 def main() -> None:

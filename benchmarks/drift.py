@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from batchscore.drift import Profile
-from batchscore.run.options import RunOptions
-from batchscore.runner import run_scoring
+from batchscore.interfaces.run_command import run_scoring
+from batchscore.monitoring.drift import Profile
+from batchscore.pipeline.options import RunOptions
 from benchmarks.common import DEFAULT_IMDB
 
 PROFILE_METHODS = ("add", "to_counts", "merge_counts", "to_dict")

@@ -29,10 +29,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchscore.batching import GPU_BUCKETS
-from batchscore.bundle import load_bundle
-from batchscore.encoding import encode
-from batchscore.scoring import Scorer, Truncation, softmax
+from batchscore.inference.batching import GPU_BUCKETS
+from batchscore.inference.forward import Scorer, Truncation
+from batchscore.model.bundle import load_bundle
+from batchscore.model.probabilities import softmax
+from batchscore.text.encoding import encode
 from benchmarks.common import run_command
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-import batchscore.scoring as scoring
-from batchscore.batching import BucketSpec
-from batchscore.bundle import load_bundle
-from batchscore.core.compute import local_plan, truncation_for
-from batchscore.core.scorer import WindowScorer
+import batchscore.inference.forward as scoring
+from batchscore.inference.batching import BucketSpec
+from batchscore.inference.compute import local_plan, truncation_for
+from batchscore.inference.scorer import WindowScorer
 from batchscore.io.paths import discover_inputs
 from batchscore.io.readers import ReadOptions, ShardReader
+from batchscore.model.bundle import load_bundle
 from benchmarks.common import DEFAULT_IMDB
 
 

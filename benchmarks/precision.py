@@ -16,10 +16,11 @@ import jax
 import numpy as np
 import pyarrow.parquet as pq
 
-from batchscore.bundle import load_bundle
-from batchscore.encoding import encode
-from batchscore.runtime import choose_precision
-from batchscore.scoring import Scorer, Truncation, softmax
+from batchscore.inference.device import choose_precision
+from batchscore.inference.forward import Scorer, Truncation
+from batchscore.model.bundle import load_bundle
+from batchscore.model.probabilities import softmax
+from batchscore.text.encoding import encode
 from benchmarks.common import DEFAULT_IMDB
 
 

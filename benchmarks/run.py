@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchscore.bundle import default_bundle_path, load_bundle
-from batchscore.runtime import cpu_summary
-from batchscore.text import tokenize_array
+from batchscore.inference.device import cpu_summary
+from batchscore.model.bundle import default_bundle_path, load_bundle
+from batchscore.text.tokenizer import tokenize_array
 from benchmarks.common import (
     DEFAULT_IMDB,
     ROOT,

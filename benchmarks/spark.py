@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchscore.runtime import cpu_summary
+from batchscore.inference.device import cpu_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMDB = ROOT.parent / "shared" / "data" / "imdb" / "test.parquet"

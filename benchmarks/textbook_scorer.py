@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import pandas as pd
 
-from batchscore.bundle import load_bundle
-from batchscore.network import forward_logits
-from batchscore.scoring import softmax
+from batchscore.model.bundle import load_bundle
+from batchscore.model.network import forward_logits
+from batchscore.model.probabilities import softmax
 from benchmarks.torch_scorer import python_tokenize
 
 PAD_TO = 500

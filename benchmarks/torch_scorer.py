@@ -77,7 +77,7 @@ def load_model(bundle_dir: Path) -> tuple[TorchBiLSTM, dict, dict[str, int]]:
 
 def from_bundle(bundle) -> TorchBiLSTM:
     """The same model from a loaded batchscore bundle (for the in-process forward comparisons)."""
-    from batchscore.model import flatten_params
+    from batchscore.model.bilstm import flatten_params
 
     weights = {name: np.asarray(value) for name, value in flatten_params(bundle.params).items()}
     return TorchBiLSTM(bundle.model.to_dict(), weights).eval()

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchscore.bundle import Bundle, save_bundle
-from batchscore.model import ModelConfig
-from batchscore.network import init_params
-from batchscore.text import TokenizerConfig
-from batchscore.vocab import Vocab
+from batchscore.model.bilstm import ModelConfig
+from batchscore.model.bundle import Bundle, save_bundle
+from batchscore.model.network import init_params
+from batchscore.text.tokenizer import TokenizerConfig
+from batchscore.text.vocab import Vocab
 from tests.helpers import WORDS, random_review
 
 # Compiled programs are shared by the test processes (the CLI subprocesses too), never ~/.cache.
@@ -25,7 +25,7 @@ os.environ.setdefault("BATCHSCORE_COMPILATION_CACHE", tempfile.mkdtemp(prefix="b
 
 def pytest_report_header(config) -> list[str]:
     """Say which CPU ran the suite: rounding (and so a failing bit-identity test) depends on it."""
-    from batchscore.runtime import cpu_summary
+    from batchscore.inference.device import cpu_summary
 
     return [f"batchscore CPU: {cpu_summary()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from batchscore.interfaces.run_command import run_scoring
 from batchscore.io import writers
-from batchscore.report import RunSummary
-from batchscore.run.options import RunOptions
-from batchscore.runner import run_scoring
+from batchscore.monitoring.summary import RunSummary
+from batchscore.pipeline.options import RunOptions
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 QUIET = {"progress": False, "log": lambda m: None}  # run_scoring without a progress bar or log lines

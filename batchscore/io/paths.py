@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from batchscore import environment
-from batchscore.errors import InputError, NoInputFound, OutputError, UsageError
+from batchscore.base import environment
+from batchscore.base.errors import InputError, NoInputFound, OutputError, UsageError
 from batchscore.io.console import printable
 from batchscore.io.safe_files import TEMPORARY_NAME_EXTRA, is_local, planted_path_problem
 

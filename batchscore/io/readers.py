@@ -19,10 +19,10 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from batchscore.errors import InputError
+from batchscore.base.errors import InputError
 from batchscore.io.console import printable
 from batchscore.io.paths import InputFile
-from batchscore.validation import decode_utf8
+from batchscore.io.utf8 import decode_utf8
 
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowKeyError, OSError)
 _GUESS_DELIMITERS = (";", "\t", "|")

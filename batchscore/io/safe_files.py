@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from batchscore.errors import OutputError
+from batchscore.base.errors import OutputError
 
 if TYPE_CHECKING:
     from batchscore.io.paths import Location

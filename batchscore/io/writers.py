@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from batchscore.errors import OutputError
+from batchscore.base.errors import OutputError
 from batchscore.io.console import printable
 from batchscore.io.paths import Location
 from batchscore.io.safe_files import (

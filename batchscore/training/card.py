@@ -11,12 +11,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from batchscore import __version__
-from batchscore.datasets import LabeledData
-from batchscore.drift import Profile
-from batchscore.embeddings import WordVectors
-from batchscore.encoding import Encoded
+from batchscore.base.version import __version__
+from batchscore.monitoring.drift import Profile
+from batchscore.text.encoding import Encoded
 from batchscore.training.config import TrainConfig, TrainState
+from batchscore.training.datasets import LabeledData
+from batchscore.training.embeddings import WordVectors
 
 
 def model_card(
@@ -91,9 +91,9 @@ def add_reference_profile(
     """Give a bundle trained before drift profiles existed its reference, from its own validation
     rows: the split is redone as training did it (the card's seed) and must hash to the card's
     valid_data sha256, so the reference cannot silently come from other data."""
-    from batchscore.bundle import load_bundle, save_config
-    from batchscore.datasets import DataError, read_labeled, split_validation
-    from batchscore.evaluate import bundle_probabilities
+    from batchscore.model.bundle import load_bundle, save_config
+    from batchscore.training.datasets import DataError, read_labeled, split_validation
+    from batchscore.training.evaluate import bundle_probabilities
 
     bundle = load_bundle(model_dir)
     if valid_path is not None:

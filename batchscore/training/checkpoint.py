@@ -13,7 +13,7 @@ from safetensors.numpy import load_file, save
 
 from batchscore.io.safe_files import make_private_dir, require_own_directory, write_bytes_atomically
 from batchscore.io.writers import step_done
-from batchscore.model import flatten_params, unflatten_params
+from batchscore.model.bilstm import flatten_params, unflatten_params
 from batchscore.training.config import TrainState
 
 

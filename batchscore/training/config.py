@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from batchscore.errors import UsageError
+from batchscore.base.errors import UsageError
 
 WEIGHTS_DTYPE = "float16"  # halves the bundle; test accuracy is measured on these weights
 

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from batchscore.bundle import save_bundle
-from batchscore.evaluate import evaluate_bundle
+from batchscore.model.bundle import save_bundle
 from batchscore.training.card import headline
 from batchscore.training.config import WEIGHTS_DTYPE, TrainConfig, require_pretraining
+from batchscore.training.evaluate import evaluate_bundle
 from batchscore.training.trainer import TrainResult, train
 
 
@@ -34,8 +34,8 @@ def run_training(
     """The `batchscore train` job: read data, train, calibrate, write the bundle, report."""
     import sys
 
-    from batchscore.datasets import read_labeled, read_unlabeled, split_validation
-    from batchscore.embeddings import load_word_vectors
+    from batchscore.training.datasets import read_labeled, read_unlabeled, split_validation
+    from batchscore.training.embeddings import load_word_vectors
 
     config = TrainConfig(**{**hyper, "init_model": str(hyper.get("init_model") or "")})
     if lm_data:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from batchscore.batching import Batch, BucketSpec, pad_batch, plan_batches
-from batchscore.encoding import Encoded
+from batchscore.inference.batching import Batch, BucketSpec, pad_batch, plan_batches
+from batchscore.inference.forward import Truncation
 from batchscore.io.console import STDERR
-from batchscore.scoring import Truncation
+from batchscore.text.encoding import Encoded
 from batchscore.training.config import TrainState
 
 # one batch: (batch, padded ids, lengths, dropout key, the epoch's generator) -> (mean loss, weight of

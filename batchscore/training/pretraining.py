@@ -13,10 +13,9 @@ import numpy as np
 import optax
 import pyarrow as pa
 
-from batchscore.batching import BucketSpec, pad_batch, plan_batches
-from batchscore.datasets import LabeledData, UnlabeledText
-from batchscore.encoding import Encoded
-from batchscore.pretrain import (
+from batchscore.inference.batching import BucketSpec, pad_batch, plan_batches
+from batchscore.inference.forward import Truncation
+from batchscore.model.language_model import (
     LM_DROPOUT,
     LM_NEGATIVES,
     init_lm_head,
@@ -24,7 +23,7 @@ from batchscore.pretrain import (
     lm_parameters,
     sampling_distribution,
 )
-from batchscore.scoring import Truncation
+from batchscore.text.encoding import Encoded
 from batchscore.training.checkpoint import Checkpoint
 from batchscore.training.config import (
     CLASSIFIER_ONLY_SETTINGS,
@@ -34,6 +33,7 @@ from batchscore.training.config import (
     require_pretraining,
     require_same_settings,
 )
+from batchscore.training.datasets import LabeledData, UnlabeledText
 from batchscore.training.loop import EpochTotals, run_epochs
 from batchscore.training.steps import make_optimizer
 

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from batchscore.network import SentimentBiLSTM
+from batchscore.model.network import SentimentBiLSTM
+from batchscore.text.vocab import UNK_ID
 from batchscore.training.config import TrainConfig
-from batchscore.vocab import UNK_ID
 
 
 def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:

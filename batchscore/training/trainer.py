@@ -14,28 +14,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchscore.batching import BucketSpec, plan_batches
-from batchscore.bundle import Bundle
-from batchscore.datasets import LabeledData, UnlabeledText
-from batchscore.embeddings import WordVectors, embedding_matrix
-from batchscore.encoding import Encoded, encode
-from batchscore.errors import UsageError
-from batchscore.evaluate import classification_report, fit_temperature
+from batchscore.base.errors import UsageError
+from batchscore.inference.batching import BucketSpec, plan_batches
+from batchscore.inference.device import enable_compilation_cache
+from batchscore.inference.forward import Scorer, Truncation
 from batchscore.io.safe_files import write_bytes_atomically
-from batchscore.model import ModelConfig
-from batchscore.network import SentimentBiLSTM, init_params
-from batchscore.pretrain import classifier_start
-from batchscore.runtime import enable_compilation_cache
-from batchscore.scoring import Scorer, Truncation, softmax
-from batchscore.text import TokenizerConfig, tokenize_array
+from batchscore.model.bilstm import ModelConfig
+from batchscore.model.bundle import Bundle
+from batchscore.model.language_model import classifier_start
+from batchscore.model.network import SentimentBiLSTM, init_params
+from batchscore.model.probabilities import softmax
+from batchscore.text.encoding import Encoded, encode
+from batchscore.text.tokenizer import TokenizerConfig, tokenize_array
+from batchscore.text.vocab import Vocab
 from batchscore.training.card import model_card, reference_profile
 from batchscore.training.checkpoint import Checkpoint
 from batchscore.training.config import TrainConfig, TrainState, lm_data_meta, require_same_settings
+from batchscore.training.datasets import LabeledData, UnlabeledText
+from batchscore.training.embeddings import WordVectors, embedding_matrix
+from batchscore.training.evaluate import classification_report, fit_temperature
 from batchscore.training.loop import EpochTotals, run_epochs
 from batchscore.training.pretraining import prepare_lm_text, pretrain_language_model
 from batchscore.training.selection import as_shipped, greedy_epoch_average
 from batchscore.training.steps import make_classifier_step, make_optimizer
-from batchscore.vocab import Vocab
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,7 @@ def _initial_bundle(config: TrainConfig, vectors: WordVectors, valid_data: Label
     silently favour memorisation (a different --seed re-splits: validation accuracy 0.98 instead of
     0.90 on IMDb). The architecture must match too.
     """
-    from batchscore.bundle import load_bundle
+    from batchscore.model.bundle import load_bundle
 
     bundle = load_bundle(config.init_model)
     trained_on = bundle.card.get("valid_data", {}).get("sha256")

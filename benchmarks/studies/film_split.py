@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchscore.datasets import validation_rows
+from batchscore.training.datasets import validation_rows
 
 
 def film_validation_mask(

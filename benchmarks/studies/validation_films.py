@@ -23,10 +23,10 @@ from collections import Counter, defaultdict
 import numpy as np
 import pyarrow.parquet as pq
 
-from batchscore.bundle import load_bundle
-from batchscore.datasets import read_labeled, validation_rows
-from batchscore.evaluate import bundle_probabilities
-from batchscore.scoring import is_positive
+from batchscore.model.bundle import load_bundle
+from batchscore.model.probabilities import is_positive
+from batchscore.training.datasets import read_labeled, validation_rows
+from batchscore.training.evaluate import bundle_probabilities
 
 RARE = (2, 30)  # a word in this many training reviews: specific to a few films, not to sentiment
 WORD = re.compile(r"[a-z']+")

@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchscore.batching import ROW_QUANTUM, BucketSpec, pad_batch, plan_batches, plan_scoring_batches
+from batchscore.inference.batching import (
+    ROW_QUANTUM,
+    BucketSpec,
+    pad_batch,
+    plan_batches,
+    plan_scoring_batches,
+)
 from tests.helpers import read_scores
 
 
@@ -92,8 +98,8 @@ def test_host_workers_do_not_change_encoding_or_scores(tiny_bundle, reviews_tabl
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from batchscore.bundle import load_bundle
-    from batchscore.core.rows import MIN_SLICE_ROWS, encode_window
+    from batchscore.inference.rows import MIN_SLICE_ROWS, encode_window
+    from batchscore.model.bundle import load_bundle
     from tests.helpers import score_files
 
     bundle = load_bundle(tiny_bundle)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from batchscore.bundle import BundleError, load_bundle, save_bundle
-from batchscore.model import flatten_params
+from batchscore.model.bilstm import flatten_params
+from batchscore.model.bundle import BundleError, load_bundle, save_bundle
 
 
 @pytest.fixture
@@ -116,8 +116,8 @@ def test_file_linked_outside_the_bundle_is_refused(bundle_copy, tmp_path):
 def test_pooled_head_is_format_version_2_and_plain_head_stays_1(tiny_bundle, tmp_path):
     from dataclasses import replace
 
-    from batchscore.model import ModelConfig
-    from batchscore.network import init_params
+    from batchscore.model.bilstm import ModelConfig
+    from batchscore.model.network import init_params
 
     plain = load_bundle(tiny_bundle)
     assert json.loads((tiny_bundle / "config.json").read_text())["format_version"] == 1

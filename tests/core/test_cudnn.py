@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from jax.experimental import rnn
 
-from batchscore.cudnn import cudnn_forward_logits, device_params, pack_weights
-from batchscore.model import (
+from batchscore.inference.device import recurrence_path
+from batchscore.model.bilstm import (
     ModelConfig,
     inference_params,
     table_forward_logits,
 )
-from batchscore.network import init_params
-from batchscore.runtime import recurrence_path
+from batchscore.model.cudnn import cudnn_forward_logits, device_params, pack_weights
+from batchscore.model.network import init_params
 
 
 @pytest.mark.slow

@@ -15,13 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchscore.bundle import default_bundle_path
-from batchscore.cli import main
-from batchscore.drift import DriftPolicy, Profile, compare, psi, should_fail
-from batchscore.errors import UsageError
-from batchscore.jobs import JobSpec
-from batchscore.report_page import collect_metrics, render
-from batchscore.run.options import RunOptions
+from batchscore.base.errors import UsageError
+from batchscore.interfaces.cli import main
+from batchscore.interfaces.jobs import JobSpec
+from batchscore.model.bundle import default_bundle_path
+from batchscore.monitoring.drift import DriftPolicy, Profile, compare, psi, should_fail
+from batchscore.monitoring.report_page import collect_metrics, render
+from batchscore.pipeline.options import RunOptions
 from tests.helpers import ROOT
 
 IMDB_TEST = ROOT.parent / "shared" / "data" / "imdb" / "test.parquet"

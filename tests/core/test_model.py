@@ -6,18 +6,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from batchscore.batching import ROW_QUANTUM, BucketSpec
-from batchscore.bundle import load_bundle
-from batchscore.encoding import encode
-from batchscore.model import (
+from batchscore.inference.batching import ROW_QUANTUM, BucketSpec
+from batchscore.inference.forward import Scorer, Truncation
+from batchscore.model.bilstm import (
     ModelConfig,
     batch_major_head_features,
     recur,
     recur_to_features,
     reverse_within_length,
 )
-from batchscore.network import forward_logits, init_params
-from batchscore.scoring import Scorer, Truncation
+from batchscore.model.bundle import load_bundle
+from batchscore.model.network import forward_logits, init_params
+from batchscore.text.encoding import encode
 
 
 def test_reverse_within_length_leaves_padding_in_place():
@@ -86,7 +86,7 @@ def test_pooled_head_inference_path_matches_training_module(tiny_bundle):
     truncation = Truncation(64, 16)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     flat = np.concatenate([ids[i, : lengths[i]] for i in range(4)]).astype(np.int32)
-    from batchscore.encoding import Encoded
+    from batchscore.text.encoding import Encoded
 
     scored = Scorer(config, params, truncation, BucketSpec(boundaries=(16,))).logits(Encoded(flat, offsets))
     np.testing.assert_allclose(scored, reference, atol=2e-6)

@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import batchscore.runtime as runtime
-from batchscore.errors import UsageError
-from batchscore.run.options import RunOptions
+import batchscore.inference.device as runtime
+from batchscore.base.errors import UsageError
+from batchscore.pipeline.options import RunOptions
 from tests.helpers import read_scores, score_files
 
 

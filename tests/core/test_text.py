@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchscore.text import TokenizerConfig, tokenize, tokenize_array
+from batchscore.text.tokenizer import TokenizerConfig, tokenize, tokenize_array
 
 
 def test_lowercases_and_strips_html_breaks():

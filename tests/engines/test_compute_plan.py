@@ -8,13 +8,13 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from batchscore import runtime
-from batchscore.batching import GPU_BUCKETS, BucketSpec
-from batchscore.core import compute
-from batchscore.core.compute import actor_plan, batch_plan
+from batchscore.inference import compute
+from batchscore.inference import device as runtime
+from batchscore.inference.batching import GPU_BUCKETS, BucketSpec
+from batchscore.inference.compute import actor_plan, batch_plan
+from batchscore.interfaces.run_command import run_scoring
 from batchscore.io import writers
-from batchscore.run.options import RunOptions
-from batchscore.runner import run_scoring
+from batchscore.pipeline.options import RunOptions
 from tests.helpers import Crash, crash_after, read_scores
 
 QUIET = {"progress": False, "log": lambda m: None}

@@ -12,9 +12,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from batchscore.errors import InputError
-from batchscore.run.options import RunOptions
-from batchscore.runner import run_scoring
+from batchscore.base.errors import InputError
+from batchscore.interfaces.run_command import run_scoring
+from batchscore.pipeline.options import RunOptions
 from tests.helpers import HOOKED_RUN, QUIET, read_scores
 
 ENGINES = ["local", pytest.param("ray", marks=pytest.mark.slow)]

@@ -6,9 +6,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from batchscore.bundle import load_bundle
-from batchscore.run.options import RunOptions
-from batchscore.runner import run_scoring
+from batchscore.interfaces.run_command import run_scoring
+from batchscore.pipeline.options import RunOptions
 from tests.helpers import read_scores
 
 ray = pytest.importorskip("ray")
@@ -30,10 +29,9 @@ def cluster():
 
 
 def test_several_shards_scored_on_worker_nodes_equal_the_local_engine(
-    cluster, tmp_path, tiny_bundle, reviews_table
+    cluster, tmp_path, tiny_bundle, reviews_table, monkeypatch
 ):
-    from batchscore.run.driver import score_files
-    from batchscore.runner import make_engine
+    from batchscore.pipeline import run
 
     shards = tmp_path / "in"
     shards.mkdir()
@@ -45,9 +43,11 @@ def test_several_shards_scored_on_worker_nodes_equal_the_local_engine(
         [str(shards)], str(tmp_path / "local"), tiny_bundle, options, progress=False, log=print
     )
 
-    bundle = load_bundle(tiny_bundle)
-    engine = make_engine("ray", bundle, tiny_bundle, options)
-    summary = score_files(bundle, options, engine, [str(shards)], str(tmp_path / "ray"))
+    engines = []
+    opened = run.open_engine
+    monkeypatch.setattr(run, "open_engine", lambda *args: engines.append(opened(*args)) or engines[-1])
+    summary = run.run_files([str(shards)], str(tmp_path / "ray"), tiny_bundle, options, engine="ray")
+    engine = engines[0]
     driver_node = ray.get_runtime_context().get_node_id()
     assert engine.actor_nodes and driver_node not in engine.actor_nodes
     assert summary.files_scored == 5 and summary.rows == local.rows == 300

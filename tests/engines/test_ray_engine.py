@@ -10,7 +10,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from batchscore.run.options import RunOptions
+from batchscore.pipeline.options import RunOptions
 
 QUIET = {"progress": False, "log": lambda m: None}
 
@@ -51,7 +51,7 @@ def test_ray_run_is_quiet(tmp_path, tiny_bundle, reviews_table):
 def test_the_driver_may_hold_a_lock_per_output():
     import resource
 
-    from batchscore.engines.ray import allow_open_files
+    from batchscore.base.process_limits import allow_open_files
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -62,15 +62,16 @@ def test_the_driver_may_hold_a_lock_per_output():
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_a_worker_with_another_bundle_at_the_same_path_fails_the_run(tmp_path, tiny_bundle, reviews_table):
+def test_a_worker_with_another_bundle_at_the_same_path_fails_the_run(
+    tmp_path, tiny_bundle, reviews_table, monkeypatch
+):
     """Each Ray node loads the bundle from its own disk: a node holding another model at that path
     must stop the run, not score with it under the driver's model name and sha256."""
     import shutil
 
-    from batchscore.bundle import load_bundle
-    from batchscore.errors import ModelError
-    from batchscore.run.driver import score_files
-    from batchscore.runner import make_engine
+    from batchscore.base.errors import ModelError
+    from batchscore.model.bundle import load_bundle
+    from batchscore.pipeline import run
 
     pq.write_table(reviews_table, tmp_path / "in.parquet")
     worker_copy = tmp_path / "bundle-on-worker"
@@ -79,9 +80,11 @@ def test_a_worker_with_another_bundle_at_the_same_path_fails_the_run(tmp_path, t
     (worker_copy / "config.json").write_text(config.replace('"temperature": 1.0', '"temperature": 1.5'))
     driver_bundle = load_bundle(tiny_bundle)
     assert load_bundle(worker_copy).bundle_sha256 != driver_bundle.bundle_sha256
-    engine = make_engine("ray", driver_bundle, worker_copy, RunOptions())
-    with pytest.raises(ModelError, match="is not the bundle the driver loaded"):
-        score_files(
-            driver_bundle, RunOptions(), engine, [str(tmp_path / "in.parquet")], str(tmp_path / "out.parquet")
-        )
+    # the driver's disk holds one model at the path, the worker's another
+    monkeypatch.setattr(run, "load_bundle", lambda path: driver_bundle)
+    summary = run.run_files(
+        [str(tmp_path / "in.parquet")], str(tmp_path / "out.parquet"), worker_copy, RunOptions(), engine="ray"
+    )
+    assert isinstance(summary.failure, ModelError) and summary.exit_code == 4
+    assert "is not the bundle the driver loaded" in summary.error
     assert not (tmp_path / "out.parquet").exists()

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchscore.errors import ModelError
-from batchscore.run.options import RunOptions
-from batchscore.runner import run_scoring
+from batchscore.base.errors import ModelError
+from batchscore.interfaces.run_command import run_scoring
+from batchscore.pipeline.options import RunOptions
 from tests.helpers import without_run_columns
 
 pyspark = pytest.importorskip("pyspark")

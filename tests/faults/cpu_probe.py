@@ -11,13 +11,13 @@ import jax
 import numpy as np
 import pyarrow as pa
 
-from batchscore.batching import BucketSpec
-from batchscore.encoding import encode
-from batchscore.model import ModelConfig
-from batchscore.network import init_params
-from batchscore.scoring import Scorer, Truncation
-from batchscore.text import TokenizerConfig
-from batchscore.vocab import Vocab
+from batchscore.inference.batching import BucketSpec
+from batchscore.inference.forward import Scorer, Truncation
+from batchscore.model.bilstm import ModelConfig
+from batchscore.model.network import init_params
+from batchscore.text.encoding import encode
+from batchscore.text.tokenizer import TokenizerConfig
+from batchscore.text.vocab import Vocab
 from tests.helpers import WORDS, random_review
 
 

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchscore.api import load_model
-from batchscore.cli import main
+from batchscore.interfaces.api import load_model
+from batchscore.interfaces.cli import main
 from tests.helpers import score_files
 
 
@@ -355,7 +355,7 @@ def test_a_stop_signal_ends_the_process_even_inside_a_native_call_that_never_ret
     os.mkfifo(fifo)
     script = (
         "import sys, pyarrow.fs as fs\n"
-        "from batchscore import interrupts\n"
+        "from batchscore.base import interrupts\n"
         "interrupts.install_for_process()\n"
         "with interrupts.stop_on_signals():\n"
         "    print('ready', flush=True)\n"
@@ -405,7 +405,7 @@ def test_an_input_replaced_after_the_preflight_is_refused_not_scored(
         return real(self, skip_rows)
 
     monkeypatch.setattr(ShardReader, "windows", replaced_first)
-    from batchscore.errors import InputError
+    from batchscore.base.errors import InputError
 
     with pytest.raises(InputError, match=r"b\.parquet: changed since the preflight"):
         score_files([tmp_path / "in"], tmp_path / "out", tiny_bundle)
@@ -436,9 +436,9 @@ def test_a_value_that_does_not_fit_the_shared_column_type_is_a_data_error(tmp_pa
 def test_evaluate_counts_only_the_rows_run_scores(tiny_bundle):
     import numpy as np
 
-    from batchscore.bundle import load_bundle
-    from batchscore.datasets import LabeledData
-    from batchscore.evaluate import evaluate_bundle
+    from batchscore.model.bundle import load_bundle
+    from batchscore.training.datasets import LabeledData
+    from batchscore.training.evaluate import evaluate_bundle
 
     data = LabeledData(pa.array(["good film", " \t ", "bad film"]), np.array([1, 1, 0], np.int8), "x.csv")
     report = evaluate_bundle(load_bundle(tiny_bundle), data)

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 import batchscore.io.writers as writers
-from batchscore.cli import main
-from batchscore.jobs import run_job
+from batchscore.interfaces.cli import main
+from batchscore.interfaces.jobs import run_job
 from tests.helpers import HOOKED_RUN, Crash, crash_after, quiet
 
 DAY = date(2026, 11, 28)

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from batchscore.batching import ROW_QUANTUM, BucketSpec, plan_scoring_batches
+from batchscore.inference.batching import ROW_QUANTUM, BucketSpec, plan_scoring_batches
 from tests.helpers import ROOT
 
 

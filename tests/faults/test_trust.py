@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchscore.cli import main
+from batchscore.interfaces.cli import main
 from batchscore.io.console import printable
 from tests.helpers import ROOT, read_scores, score_files
 
@@ -205,8 +205,8 @@ def test_a_bad_environment_value_does_not_stop_version_or_help():
 
 
 def test_the_python_api_refuses_a_bad_environment_value_too(monkeypatch):
-    from batchscore.api import load_model
-    from batchscore.errors import UsageError
+    from batchscore.base.errors import UsageError
+    from batchscore.interfaces.api import load_model
 
     monkeypatch.setenv("BATCHSCORE_STOP_GRACE_SECONDS", "soon")
     with pytest.raises(UsageError, match="BATCHSCORE_STOP_GRACE_SECONDS"):
@@ -215,7 +215,7 @@ def test_the_python_api_refuses_a_bad_environment_value_too(monkeypatch):
 
 def test_every_variable_batchscore_reads_is_declared():
     """No module reads the environment but the one gate (and XLA_FLAGS, RAY_ADDRESS: other tools')."""
-    from batchscore.environment import VARIABLES
+    from batchscore.base.environment import VARIABLES
 
     read = set()
     for path in (ROOT / "batchscore").rglob("*.py"):
@@ -491,8 +491,8 @@ def test_a_deleted_working_directory_is_one_clear_refusal(tmp_path, tiny_bundle,
 def test_a_frame_with_repeated_column_names_is_refused_naming_them(tiny_bundle, columns):
     import pandas as pd
 
-    from batchscore.api import load_model
-    from batchscore.errors import InputError
+    from batchscore.base.errors import InputError
+    from batchscore.interfaces.api import load_model
 
     frame = pd.DataFrame([["good film"] * len(columns)], columns=columns)
     with pytest.raises(InputError, match=r"repeated column names \['"):
@@ -500,7 +500,7 @@ def test_a_frame_with_repeated_column_names_is_refused_naming_them(tiny_bundle, 
 
 
 def test_a_damaged_committed_part_is_named_on_resume(tmp_path, tiny_bundle, source, monkeypatch):
-    from batchscore.errors import OutputError
+    from batchscore.base.errors import OutputError
     from tests.helpers import crashed_run
 
     out = tmp_path / "o.parquet"
@@ -513,7 +513,7 @@ def test_a_damaged_committed_part_is_named_on_resume(tmp_path, tiny_bundle, sour
 
 
 def test_a_bundle_saved_into_a_folder_with_planted_links_writes_through_none(tmp_path, tiny_bundle):
-    from batchscore.bundle import load_bundle, save_bundle
+    from batchscore.model.bundle import load_bundle, save_bundle
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
@@ -529,7 +529,7 @@ def test_a_bundle_saved_into_a_folder_with_planted_links_writes_through_none(tmp
 
 @as_root
 def test_a_checkpoint_folder_of_another_user_is_not_resumed_from(tmp_path):
-    from batchscore.errors import OutputError
+    from batchscore.base.errors import OutputError
     from batchscore.training.checkpoint import Checkpoint
 
     folder = tmp_path / "m.checkpoint"
@@ -541,7 +541,7 @@ def test_a_checkpoint_folder_of_another_user_is_not_resumed_from(tmp_path):
 
 
 def test_a_corrupt_data_page_is_one_line_naming_the_file(tmp_path, tiny_bundle, reviews_table):
-    from batchscore.errors import InputError
+    from batchscore.base.errors import InputError
 
     path = tmp_path / "r.parquet"
     pq.write_table(reviews_table, path, compression="snappy", row_group_size=100)

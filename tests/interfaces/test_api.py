@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchscore
-from batchscore.core.outputs import PROVENANCE_COLUMNS
+from batchscore.inference.outputs import PROVENANCE_COLUMNS
 from tests.helpers import ROOT, score_files
 
 README = ROOT / "README.md"

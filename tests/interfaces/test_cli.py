@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchscore.cli import RECIPES, _as_flags, main
-from batchscore.report import RunSummary
+from batchscore.interfaces.cli import RECIPES, _as_flags, main
+from batchscore.model.bundle import load_bundle
+from batchscore.monitoring.summary import RunSummary
 
 
 def stderr_lines(*args: str) -> tuple[int, list[str]]:
@@ -78,7 +79,7 @@ def test_an_interrupted_summary_says_what_was_committed():
 
 
 def test_drift_with_no_rows_is_unavailable_not_ok():
-    from batchscore.drift import DriftPolicy, _judge
+    from batchscore.monitoring.drift import DriftPolicy, _judge
 
     judged = _judge({"rows": 0}, {"rows": 10}, DriftPolicy())
     assert judged["status"] == "unavailable"
@@ -105,7 +106,7 @@ def test_recipe_imdb_is_the_bundled_models_settings_and_options_override_it(tmp_
     recipe = RECIPES["imdb"]
     assert {key: given[key] for key in recipe} == {**recipe, "dropout": 0.3}
     assert (given["epochs"], given["lm_pretrain_epochs"], given["pooling"]) == (6, 2, ("max", "mean"))
-    card_command = __import__("batchscore.bundle", fromlist=["load_bundle"]).load_bundle().card["command"]
+    card_command = load_bundle().card["command"]
     for flag in re.split(r" (?=--)", _as_flags(recipe)):  # the recipe is what trained the bundled model
         assert flag in card_command.split(" -o ")[0]
 

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchscore.cli import main
-from batchscore.errors import ErrorRateExceeded
+from batchscore.base.errors import ErrorRateExceeded
+from batchscore.interfaces.cli import main
 from tests.helpers import score_files
 
 

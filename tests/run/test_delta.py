@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchscore.interfaces.jobs import run_job
 from batchscore.io import writers
-from batchscore.jobs import run_job
 from tests.helpers import Crash, crash_after, quiet
 
 deltalake = pytest.importorskip("deltalake")
@@ -115,7 +115,7 @@ def test_the_table_refuses_a_night_in_other_types(delta_job, tmp_path, reviews_t
         shard.unlink()
     text_stars = reviews_table.slice(120, 10).set_column(2, "stars", pa.array(["many"] * 10))
     pq.write_table(text_stars, second / "c.parquet")
-    from batchscore.errors import BatchscoreError
+    from batchscore.base.errors import BatchscoreError
 
     with pytest.raises(BatchscoreError, match=r"the Delta commit of 2026-11-28 failed"):
         run_job(delta_job, NIGHTS[1], progress=False, log=quiet)
@@ -127,7 +127,7 @@ def test_the_table_refuses_a_night_in_other_types(delta_job, tmp_path, reviews_t
 def test_a_parquet_jobs_root_never_becomes_a_delta_table(job_setup, tmp_path):
     run_job(job_setup, NIGHTS[0], progress=False, log=quiet)
     job_setup.write_text(job_setup.read_text() + 'format = "delta"\n')
-    from batchscore.errors import OutputError
+    from batchscore.base.errors import OutputError
 
     with pytest.raises(
         OutputError, match=r"format 'parquet'\), not 'nightly_test' \(input .*, format 'delta'\)"

@@ -17,11 +17,11 @@ import pytest
 from click.testing import CliRunner
 from safetensors.numpy import load_file, save_file
 
-from batchscore.cli import main
-from batchscore.errors import InputError, OutputError, UsageError
+from batchscore.base.errors import InputError, OutputError, UsageError
+from batchscore.interfaces.cli import main
 from batchscore.io.paths import discover_inputs, resolve
 from batchscore.io.writers import OutputLock, PartWriter
-from batchscore.run.options import RunOptions
+from batchscore.pipeline.options import RunOptions
 from tests.helpers import crashed_run, read_scores, score_files, without_run_columns
 
 OUTPUT_COLUMNS = ["label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error"]
@@ -229,8 +229,8 @@ def test_library_callers_get_the_same_checks():
 def test_a_row_left_without_a_score_is_never_written(tiny_bundle, lost):
     """The last check before rows are written: every dispatched row has a finite score, or the window
     fails as an internal error (nothing of it reaches the output)."""
-    from batchscore.bundle import load_bundle
-    from batchscore.scoring import Dispatched, Scorer, Truncation
+    from batchscore.inference.forward import Dispatched, Scorer, Truncation
+    from batchscore.model.bundle import load_bundle
 
     bundle = load_bundle(tiny_bundle)
     scorer = Scorer(bundle.model, bundle.params, Truncation(16, 4))

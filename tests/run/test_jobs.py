@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from batchscore.cli import main
-from batchscore.errors import BatchscoreError
-from batchscore.jobs import JobSpec, run_job
+from batchscore.base.errors import BatchscoreError
+from batchscore.interfaces.cli import main
+from batchscore.interfaces.jobs import JobSpec, run_job
 from tests.helpers import ROOT, quiet
 
 

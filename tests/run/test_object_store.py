@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchscore.cli import main
+from batchscore.interfaces.cli import main
 from tests.helpers import HOOKED_RUN, RUN_VARYING, without_run_columns
 
 moto_server = pytest.importorskip("moto.server")

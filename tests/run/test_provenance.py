@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 import batchscore.io.writers as writers
-from batchscore.bundle import load_bundle
-from batchscore.cli import main
-from batchscore.run.options import RunOptions
-from batchscore.runner import run_scoring
+from batchscore.interfaces.cli import main
+from batchscore.interfaces.run_command import run_scoring
+from batchscore.model.bundle import load_bundle
+from batchscore.pipeline.options import RunOptions
 from tests.helpers import Crash, crash_after
 
 QUIET = {"progress": False, "log": lambda m: None}

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchscore.cli import main
-from batchscore.core.outputs import PROVENANCE_COLUMNS
-from batchscore.errors import OutputError, UsageError
-from batchscore.run.options import RunOptions
+from batchscore.base.errors import OutputError, UsageError
+from batchscore.inference.outputs import PROVENANCE_COLUMNS
+from batchscore.interfaces.cli import main
+from batchscore.pipeline.options import RunOptions
 from tests.helpers import random_review, read_scores, score_files
 
 OUTPUT = ["label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error"]
@@ -279,7 +279,7 @@ def test_same_scores_whatever_the_sharding(tmp_path, tiny_bundle, reviews_table)
 def test_any_pyarrow_filesystem(tiny_bundle, reviews_table):
     from pyarrow import fs as pafs
 
-    from batchscore.runner import run_scoring
+    from batchscore.interfaces.run_command import run_scoring
 
     mock = pafs._MockFileSystem()
     mock.create_dir("landing")

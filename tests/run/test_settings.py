@@ -1,4 +1,4 @@
-"""Every run option is declared once (batchscore.settings): the CLI, job files, RunOptions and the
+"""Every run option is declared once (batchscore.base.settings): the CLI, job files, RunOptions and the
 Python API take their defaults and limits from it, so none of them can drift from the others."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from batchscore.cli import main, run
-from batchscore.errors import UsageError
-from batchscore.jobs import JobSpec
-from batchscore.run.options import RunOptions
-from batchscore.settings import RUN, RUN_SETTINGS, job_settings
+from batchscore.base.errors import UsageError
+from batchscore.base.settings import RUN, RUN_SETTINGS, job_settings
+from batchscore.interfaces.cli import main, run
+from batchscore.interfaces.jobs import JobSpec
+from batchscore.pipeline.options import RunOptions
 
 
 def received_when_omitted(command: click.Command, args: list[str]) -> dict:
@@ -81,7 +81,7 @@ def test_every_setting_has_help_or_choices():
 
 
 def test_the_train_command_receives_train_configs_defaults_when_they_are_omitted(tmp_path):
-    from batchscore.cli import train
+    from batchscore.interfaces.cli import train
     from batchscore.training.config import TrainConfig
 
     data = tmp_path / "train.parquet"

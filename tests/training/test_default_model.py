@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchscore.bundle import default_bundle_path, load_bundle
-from batchscore.cli import main
-from batchscore.evaluate import expected_calibration_error
-from batchscore.runner import predict_texts
+from batchscore.interfaces.cli import main
+from batchscore.interfaces.model_commands import predict_texts
+from batchscore.model.bundle import default_bundle_path, load_bundle
+from batchscore.training.evaluate import expected_calibration_error
 from tests.helpers import ROOT
 
 IMDB_TEST = ROOT.parent / "shared" / "data" / "imdb" / "test.parquet"
@@ -67,7 +67,7 @@ def test_imdb_test_accuracy_and_ece_from_run_output_match_the_model_card(bundle,
 
 
 def test_info_reads_as_text_and_says_where_the_training_files_come_from(bundle):
-    from batchscore.runner import model_card_text
+    from batchscore.interfaces.model_commands import model_card_text
 
     text = model_card_text(bundle)
     assert "{" not in text  # no raw JSON blobs

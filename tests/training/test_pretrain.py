@@ -15,14 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchscore.bundle import load_bundle, save_bundle
-from batchscore.cli import main
-from batchscore.datasets import DataError, LabeledData, UnlabeledText, read_unlabeled, split_validation
-from batchscore.embeddings import load_word_vectors
-from batchscore.errors import InputError, UsageError
-from batchscore.model import ModelConfig
-from batchscore.network import init_params
-from batchscore.pretrain import (
+from batchscore.base.errors import InputError, UsageError
+from batchscore.interfaces.cli import main
+from batchscore.interfaces.model_commands import model_card_text
+from batchscore.model.bilstm import ModelConfig
+from batchscore.model.bundle import load_bundle, save_bundle
+from batchscore.model.language_model import (
     classifier_start,
     direction_outputs,
     init_lm_head,
@@ -30,7 +28,15 @@ from batchscore.pretrain import (
     lm_parameters,
     sampling_distribution,
 )
-from batchscore.runner import model_card_text
+from batchscore.model.network import init_params
+from batchscore.training.datasets import (
+    DataError,
+    LabeledData,
+    UnlabeledText,
+    read_unlabeled,
+    split_validation,
+)
+from batchscore.training.embeddings import load_word_vectors
 from batchscore.training.trainer import train
 from tests.helpers import QUIET
 from tests.training.toys import (

@@ -14,26 +14,26 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchscore.bundle import load_bundle, save_bundle
-from batchscore.cli import main
-from batchscore.datasets import read_labeled, split_validation
-from batchscore.embeddings import embedding_matrix, load_word_vectors
-from batchscore.errors import InputError, UsageError
-from batchscore.evaluate import (
+from batchscore.base.errors import InputError, UsageError
+from batchscore.interfaces.cli import main
+from batchscore.interfaces.model_commands import predict_texts
+from batchscore.model.bilstm import ModelConfig
+from batchscore.model.bundle import load_bundle, save_bundle
+from batchscore.model.network import SentimentBiLSTM, init_params
+from batchscore.model.probabilities import softmax
+from batchscore.text.vocab import Vocab
+from batchscore.training.datasets import read_labeled, split_validation
+from batchscore.training.embeddings import embedding_matrix, load_word_vectors
+from batchscore.training.evaluate import (
     classification_report,
     expected_calibration_error,
     fit_temperature,
     paired_comparison,
     roc_auc,
 )
-from batchscore.model import ModelConfig
-from batchscore.network import SentimentBiLSTM, init_params
-from batchscore.runner import predict_texts
-from batchscore.scoring import softmax
 from batchscore.training.selection import greedy_epoch_average
 from batchscore.training.steps import adversarial_push, drop_recurrent_weights
 from batchscore.training.trainer import train
-from batchscore.vocab import Vocab
 from tests.helpers import QUIET, Crash, crash_after
 from tests.training.toys import (
     interrupted_then_resumed,

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from batchscore.datasets import LabeledData, split_validation
-from batchscore.embeddings import load_word_vectors
 from batchscore.training.config import TrainConfig
+from batchscore.training.datasets import LabeledData, split_validation
+from batchscore.training.embeddings import load_word_vectors
 from batchscore.training.trainer import train
 from tests.helpers import QUIET
 

@@ -1,3 +1,0 @@
-"""A file run, top to bottom: plan (inputs, outputs, refusals, preflight) -> tasks (one per output:
-lock, fingerprint, resume decision) -> an engine's stream of scored windows and file ends -> the
-sink (commits, assembles, counts) -> the verdict (exit codes). driver.py reads in that order."""
