@@ -14,7 +14,7 @@ def main() -> None:
     try:
         from batchscore.interfaces.cli import main as cli
 
-        cli(obj={"own_process": True})  # what `run` may change process-wide (see cli.run)
+        cli(obj={"own_process": True})  # what `run` may change process-wide (see interfaces/cli.run)
     except SystemExit as done:
         code = done.code
     finally:

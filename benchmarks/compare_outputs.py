@@ -9,6 +9,8 @@ Each checkout runs its own `batchscore` (its own process, PYTHONPATH set to it) 
   ray        the same shards with `--engine ray` (skipped with --no-ray);
   killed     the shards with small windows, SIGKILL after the third committed window, then `--resume`;
   cross      the shards started by the local engine, killed, resumed by the Ray engine (--no-ray skips);
+  spark      the shards' first 1,000 reviews through batchscore.spark on a local Spark session
+             (skipped with --no-spark), sorted by id;
   train      a short `batchscore train` (1,200 IMDb reviews, one language-model and one classifier
              epoch, seed 0): the weights' sha256 must match.
 Both score with one bundle (--model; default: BEFORE's bundled model). Every output file must
@@ -82,11 +84,38 @@ def killed_then_resumed(
     finished(batchscore(tree, [*common, "--resume", *resume_args], work), f"{tree}: resume")
 
 
+SPARK = """
+import sys
+import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
+from batchscore.spark import score_dataframe
+spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+         .config("spark.sql.shuffle.partitions", "2").getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+frame = spark.read.parquet(*sys.argv[1:3]).repartition(3)
+scored = score_dataframe(frame, sys.argv[3]).toArrow().sort_by("id").replace_schema_metadata(None)
+pq.write_table(scored, sys.argv[4])
+spark.stop()
+"""
+
+
+def spark_scored(tree: Path, shards: Path, model: Path, out: Path, work: Path) -> None:
+    """batchscore.spark of `tree` over the first two shards, sorted by id, written to `out`."""
+    out.parent.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    files = [str(shards / "part-00.parquet"), str(shards / "part-01.parquet")]
+    command = [sys.executable, "-c", SPARK, *files, str(model), str(out)]
+    done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: spark: exit {done.returncode}\n{done.stderr[-3000:]}")
+
+
 def scenarios(
-    tree: Path, inputs: dict[str, Path], work: Path, with_ray: bool, model: Path
+    tree: Path, inputs: dict[str, Path], work: Path, with_ray: bool, model: Path, with_spark: bool = True
 ) -> dict[str, Path]:
     """Run every scenario with `tree`'s batchscore and `model`; the output folder of each."""
-    outs = {name: work / name for name in ("sample", "shards", "ray", "killed", "cross", "train")}
+    names = ("sample", "shards", "ray", "killed", "cross", "spark", "train")
+    outs = {name: work / name for name in names}
     sample = ROOT / "sample_data" / "reviews.parquet"
     shards = ["run", str(inputs["shards"]), "--model", str(model), "-o"]
     sample_out = outs["sample"] / "reviews.parquet"
@@ -99,6 +128,8 @@ def scenarios(
     killed_then_resumed(tree, inputs["shards"], outs["killed"], work, model, [])
     if with_ray:
         killed_then_resumed(tree, inputs["shards"], outs["cross"], work, model, ["--engine", "ray"])
+    if with_spark:
+        spark_scored(tree, inputs["shards"], model, outs["spark"] / "scored.parquet", work)
     train = ["train", "--train", str(inputs["train"]), "--embeddings", "glove-6b-50d", "--epochs", "1",
              "--lm-pretrain-epochs", "1", "--max-tokens", "128", "--head-tokens", "32", "--hidden", "32",
              "--pooling", "max,mean", "--ema-decay", "0.99", "--average-epochs", "--seed", "0",
@@ -149,6 +180,7 @@ def main() -> None:
     parser.add_argument("before", type=Path, help="the other checkout (e.g. a git worktree)")
     parser.add_argument("after", type=Path, nargs="?", default=ROOT, help="default: this checkout")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray scenarios")
+    parser.add_argument("--no-spark", action="store_true", help="skip the Spark scenario")
     parser.add_argument(
         "--model",
         type=Path,
@@ -165,7 +197,7 @@ def main() -> None:
             tree = getattr(args, name).resolve()
             (base / name).mkdir()
             started = time.perf_counter()
-            outs[name] = scenarios(tree, inputs, base / name, not args.no_ray, model)
+            outs[name] = scenarios(tree, inputs, base / name, not args.no_ray, model, not args.no_spark)
             print(f"{name}: {tree} ({time.perf_counter() - started:.0f} s)", flush=True)
         found = differences(outs["before"], outs["after"])
     for line in found:

@@ -14,7 +14,7 @@ import click
 
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("float32", "bfloat16")
-DRIFT_LEVELS = ("never", "warn", "alert")
+DRIFT_LEVELS = ("never", "warn", "alert")  # fail_on_drift's values; the drift statuses above "ok"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,19 @@ from batchscore.model.bundle import Bundle
 from batchscore.model.probabilities import is_positive, softmax
 from batchscore.monitoring.drift import Profile
 
-OUTPUT_COLUMNS = ("row", "label", "prob_positive", "prob_negative", "n_tokens", "truncated", "error")
+# the scores of a row, as every output (a file, the API's table, a Spark DataFrame) holds them
+SCORE_SCHEMA = pa.schema(
+    [
+        ("label", pa.string()),
+        ("prob_positive", pa.float32()),
+        ("prob_negative", pa.float32()),
+        ("n_tokens", pa.int32()),
+        ("truncated", pa.bool_()),
+        ("error", pa.string()),
+    ]
+)
+SCORE_COLUMNS = tuple(SCORE_SCHEMA.names)
+OUTPUT_COLUMNS = ("row", *SCORE_COLUMNS)  # "row": the input row number, where no id column is named
 # which model scored a row, and in which run: plain columns, so Spark, DuckDB and pandas need no metadata API
 PROVENANCE_COLUMNS = ("model", "model_sha256", "run_id", "scored_at")
 PROVENANCE_TYPES = (pa.string(), pa.string(), pa.string(), pa.timestamp("us", tz="UTC"))
@@ -95,13 +107,17 @@ class OutputBuilder:
             column = window.table.column(name)
             wanted = self.input_types.get(name, column.type)
             columns[out_name] = column if column.type == wanted else self._converted(window, name, wanted)
-        mask = ~ok
-        columns["label"] = pa.array(labels, pa.string())
-        columns["prob_positive"] = pa.array(prob_pos.astype(np.float32), mask=mask)
-        columns["prob_negative"] = pa.array((1.0 - prob_pos).astype(np.float32), mask=mask)
-        columns["n_tokens"] = pa.array(n_tokens, pa.int32(), mask=text_invalid)
-        columns["truncated"] = pa.array(truncated, pa.bool_(), mask=text_invalid)
-        columns["error"] = pa.array(window.reasons, pa.string())
+        scores = {  # (values, rows without one)
+            "label": (labels, None),
+            "prob_positive": (prob_pos.astype(np.float32), ~ok),
+            "prob_negative": ((1.0 - prob_pos).astype(np.float32), ~ok),
+            "n_tokens": (n_tokens, text_invalid),
+            "truncated": (truncated, text_invalid),
+            "error": (window.reasons, None),
+        }
+        for field_ in SCORE_SCHEMA:
+            values, missing = scores[field_.name]
+            columns[field_.name] = pa.array(values, field_.type, mask=missing)
         if profile is not None:
             profile.add(window.encoded.ids, n_tokens[ok], prob_pos[ok])  # error rows have no ids
         if provenance:

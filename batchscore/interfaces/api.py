@@ -18,12 +18,11 @@ from batchscore.base.errors import InputError, UsageError
 from batchscore.base.settings import RUN, default
 from batchscore.inference.batching import BucketSpec
 from batchscore.inference.compute import local_plan, truncation_for
-from batchscore.inference.outputs import OUTPUT_COLUMNS, OutputBuilder, output_names
+from batchscore.inference.outputs import SCORE_COLUMNS, OutputBuilder, output_names
 from batchscore.inference.scorer import WindowScorer
 from batchscore.model.bundle import Bundle, load_bundle
 from batchscore.text.validation import INVALID_UTF8, not_string
 
-SCORE_COLUMNS = [c for c in OUTPUT_COLUMNS if c != "row"]
 _PANDAS_TYPES = {
     pa.string(): pd.StringDtype(),
     pa.float32(): pd.Float32Dtype(),

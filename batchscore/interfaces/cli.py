@@ -235,7 +235,7 @@ def run(
             ray_address=ray_address,
             engine_logs=_debug_requested(),
         )
-    sys.exit(summary.exit_code)  # 0, or 7: finished with bad files skipped (run/verdict.py)
+    sys.exit(summary.exit_code)  # 0, or 7: finished with bad files skipped (pipeline/verdict.py)
 
 
 def _arrow_without_pandas() -> None:
@@ -484,7 +484,7 @@ def job(spec, day, progress, summary_json, quiet) -> None:
             log=_logger(quiet),
             summary_json=summary_json,
         )
-    sys.exit(metrics["exit_code"])  # 0, or 7: bad files skipped (run/verdict.py)
+    sys.exit(metrics["exit_code"])  # 0, or 7: bad files skipped (pipeline/verdict.py)
 
 
 def _parse_pooling(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:

@@ -236,22 +236,10 @@ def run_job(
     as one JSON line to that file or "-" stdout, on failure too)."""
     from batchscore.interfaces.run_command import run_reported, write_json_line
 
-    def report(metrics: dict) -> dict:
-        if summary_json is not None:
-            write_json_line(metrics, summary_json)
-        return metrics
-
     spec = JobSpec.load(spec_path)
     paths = job_paths(spec, day)
-    fs = paths.partition.filesystem
     log(f"job {spec.name} for {day.isoformat()}: {spec.input_for(day)} -> {paths.partition.uri}")
-    owner = paths.root.child(OWNER_FILE)
-    _require_own_folders(paths)
-    recorded = _read_owner(owner)
-    _check_owner(spec, owner, recorded)
-    if paths.success.exists():
-        fs.delete_file(paths.success.path)  # a rerun is not a success until it finishes
-    table = (recorded or {}).get("table")
+    owner, table = _open_night(spec, paths)
     schema, schema_from = _table_schema(owner, table)
     # No partition is created here: the run creates it only once its inputs passed the preflight.
     started = datetime.now(UTC)
@@ -267,18 +255,11 @@ def run_job(
     )
     if summary.failure is None:
         summary = _after_run(spec, paths, day, summary, log)
-    if summary.failure is not None:  # a failed night is recorded too, with its exit code and counts
-        if owner.parent().exists():
-            _claim(spec, owner, day, table)
-        if isinstance(summary.failure, NoInputFound) and not paths.root.exists():
-            # Nothing landed and the job never ran here: create no output root just to say so.
-            log(f"job {spec.name}: nothing to score and no output root yet; no metrics.json written")
-            report(_metrics(spec, day, started, paths, summary))
-        else:
-            report(_write_metrics(spec, day, started, paths, summary, fs))
+    metrics = _record_night(spec, day, started, paths, (owner, table), summary, log)
+    if summary_json is not None:
+        write_json_line(metrics, summary_json)
+    if summary.failure is not None:
         raise summary.failure
-    _claim(spec, owner, day, table, summary)
-    metrics = report(_write_metrics(spec, day, started, paths, summary, fs))
     if summary.bad_files:
         log(
             f"job {spec.name} for {day.isoformat()}: {len(summary.bad_files)} bad file(s), "
@@ -288,6 +269,43 @@ def run_job(
         write_location_bytes(paths.success, b"")
         log(f"job {spec.name} for {day.isoformat()}: wrote {paths.success.uri}")
     return metrics
+
+
+def _open_night(spec: JobSpec, paths: JobPaths) -> tuple[Location, dict | None]:
+    """The job's root checked as this job's own, the night's _SUCCESS withdrawn until it finishes;
+    the owner marker and the table types it fixed (None before the first night)."""
+    owner = paths.root.child(OWNER_FILE)
+    _require_own_folders(paths)
+    recorded = _read_owner(owner)
+    _check_owner(spec, owner, recorded)
+    if paths.success.exists():
+        paths.partition.filesystem.delete_file(paths.success.path)  # a rerun is not a success until it ends
+    return owner, (recorded or {}).get("table")
+
+
+def _record_night(
+    spec: JobSpec,
+    day: date,
+    started: datetime,
+    paths: JobPaths,
+    owner_and_table: tuple[Location, dict | None],
+    summary: RunSummary,
+    log,
+) -> dict:
+    """The night claimed in the owner marker and its metrics.json written (a failed night too, with
+    its exit code and counts); the metrics."""
+    owner, table = owner_and_table
+    fs = paths.partition.filesystem
+    if summary.failure is None:
+        _claim(spec, owner, day, table, summary)
+        return _write_metrics(spec, day, started, paths, summary, fs)
+    if owner.parent().exists():
+        _claim(spec, owner, day, table)
+    if isinstance(summary.failure, NoInputFound) and not paths.root.exists():
+        # Nothing landed and the job never ran here: create no output root just to say so.
+        log(f"job {spec.name}: nothing to score and no output root yet; no metrics.json written")
+        return _metrics(spec, day, started, paths, summary)
+    return _write_metrics(spec, day, started, paths, summary, fs)
 
 
 def _after_run(spec: JobSpec, paths: JobPaths, day: date, summary: RunSummary, log) -> RunSummary:

@@ -17,6 +17,7 @@ import pyarrow as pa
 from batchscore.inference.outputs import (
     PROVENANCE_COLUMNS,
     PROVENANCE_TYPES,
+    SCORE_SCHEMA,
     new_run_record,
     output_names,
     provenance_columns,
@@ -28,14 +29,6 @@ if TYPE_CHECKING:
 
     from batchscore.interfaces.api import Model
 
-SCORE_TYPES = {
-    "label": pa.string(),
-    "prob_positive": pa.float32(),
-    "prob_negative": pa.float32(),
-    "n_tokens": pa.int32(),
-    "truncated": pa.bool_(),
-    "error": pa.string(),
-}
 _WORKER_MODELS: dict[tuple, Model] = {}  # one per Python worker process, reused by its later tasks
 
 
@@ -62,7 +55,7 @@ def score_dataframe(
     names = output_names(df.columns, text_column, keep_text=False, provenance=provenance)
     input_schema = to_arrow_schema(df.schema)
     fields = [pa.field(names[f.name], f.type) for f in input_schema if f.name in names]
-    fields += [pa.field(name, type_) for name, type_ in SCORE_TYPES.items()]
+    fields += list(SCORE_SCHEMA)
     if provenance:
         fields += [
             pa.field(name, type_) for name, type_ in zip(PROVENANCE_COLUMNS, PROVENANCE_TYPES, strict=True)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from batchscore.base.settings import DRIFT_LEVELS
 from batchscore.model.probabilities import is_positive
 from batchscore.text.vocab import UNK_ID
 
@@ -22,10 +23,9 @@ PROB_EDGES = tuple(round(i / 10, 1) for i in range(11))  # 10 bins of prob_posit
 LENGTH_EDGES = (1, 11, 21, 51, 101, 201, 301, 501, 1001)  # token-count bins; the last is open (>1000)
 LENGTH_CAP = 4096  # token counts are tallied exactly up to here (quantiles), longer ones together
 QUANTILES = (0.1, 0.5, 0.9, 0.99)
-STATUSES = ("ok", "warn", "alert")
+STATUSES = ("ok", *DRIFT_LEVELS[1:])  # in rising order: ok, then the levels fail_on_drift names
 NOT_JUDGED = "not judged"  # fewer rows than min_rows and no other signal raised: never "ok"
 REFERENCE_KEYS = ("rows", "unknown_rate", "label_shares", "prob_histogram", "length_histogram")
-FAIL_ON = ("never", "warn", "alert")
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,10 @@ class DriftPolicy:
                 found.append(f"drift {name}_warn and {name}_alert must be numbers with 0 < warn <= alert")
         if self.min_rows < 0:
             found.append(f"drift min_rows must be >= 0 (got {self.min_rows})")
-        if self.fail_on_drift not in FAIL_ON:
-            found.append(f"drift fail_on_drift must be one of {list(FAIL_ON)} (got {self.fail_on_drift!r})")
+        if self.fail_on_drift not in DRIFT_LEVELS:
+            found.append(
+                f"drift fail_on_drift must be one of {list(DRIFT_LEVELS)} (got {self.fail_on_drift!r})"
+            )
         return found
 
     def thresholds(self) -> dict:

@@ -6,6 +6,7 @@ import dataclasses
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,8 +62,10 @@ class OutputCounts:
     empty_files: int = 0  # inputs with a header and no rows (scored to zero-row outputs)
     outputs: list[str] = field(default_factory=list)
     output_run_ids: set = field(default_factory=set)  # the runs that started the outputs counted
-    profile: Profile | None = None  # of every row of the outputs (drift.py), as `rows`
+    profile: Profile | None = None  # of every row of the outputs (monitoring/drift.py), as `rows`
     unprofiled_rows: int = 0  # rows of outputs written before profiles existed: not in the profile
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ("label", "prob_positive", "n_tokens", "truncated", "error")  # read
 
     def add_rows(self, table: pa.Table) -> None:
         """Count a scored table (fresh, or an output already complete from an earlier run)."""

@@ -10,7 +10,8 @@ from batchscore.base import interrupts
 from batchscore.base.errors import UsageError
 from batchscore.base.settings import RUN_SETTINGS, default
 from batchscore.inference.batching import BucketSpec
-from batchscore.io.readers import CSV_BLOCK_BYTES, ReadOptions
+from batchscore.io.csv_files import CSV_BLOCK_BYTES
+from batchscore.io.readers import ReadOptions
 from batchscore.monitoring.drift import DriftPolicy
 
 

@@ -61,7 +61,7 @@ def run_files(
     try:
         got.bundle = bundle = load_bundle(model)
         truncation = truncation_for(bundle, options.max_tokens)  # decided once, for every engine
-        got.engine = runner = open_engine(
+        got.engine = scoring_engine = open_engine(
             engine, bundle, model, options, truncation, ray_address, engine_logs
         )
         got.counts = OutputCounts(profile=Profile(bundle.labels, truncation.max_tokens))
@@ -74,8 +74,10 @@ def run_files(
         )  # fmt: skip
         sink = Sink(bundle, builder, plan, got.counts, progress, log)
         allow_open_files(len(plan.files) + 256)  # every output's lock is held until it is written
-        with open_tasks(bundle, options, plan, runner.compute, truncation, record, progress, log) as tasks:
-            interrupted = _drain(runner.stream(tasks, plan, stages), sink, stages)
+        with open_tasks(
+            bundle, options, plan, scoring_engine.compute, truncation, record, progress, log
+        ) as tasks:
+            interrupted = _drain(scoring_engine.stream(tasks, plan, stages), sink, stages)
             if interrupted or interrupts.stop_requested():
                 _stop_interrupted(tasks, options.resume_hint)
         interrupts.check("every file is complete", options.resume_hint)

@@ -20,8 +20,6 @@ from batchscore.monitoring.summary import OutputCounts, ProgressListener
 from batchscore.pipeline.plan import RunPlan
 from batchscore.pipeline.tasks import FileTask
 
-SUMMARY_COLUMNS = ["label", "prob_positive", "n_tokens", "truncated", "error"]  # what RunSummary counts
-
 
 class Sink:
     """Named lifecycle calls, one per kind of stream item: `write` (a scored window), `file_done`,
@@ -124,7 +122,7 @@ class Sink:
     def count_output(self, target: Location) -> None:
         """Summary counts come from the finished file, so rows committed before a crash count too."""
         counts = self.counts
-        scores = read_columns(target, SUMMARY_COLUMNS)
+        scores = read_columns(target, list(OutputCounts.COLUMNS))
         counts.add_rows(scores)
         metadata = batchscore_metadata(scores.schema)  # the footer came with the columns
         if "run_id" in metadata:

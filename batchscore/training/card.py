@@ -72,8 +72,8 @@ def headline(report: dict) -> dict:
 def reference_profile(
     encoded: Encoded, prob_positive: np.ndarray, labels: tuple[str, str], max_tokens: int
 ) -> dict:
-    """The card's reference for drift statistics (drift.py): the validation rows as the shipped model
-    scores them, in the same form as every run's profile."""
+    """The card's reference for drift statistics (monitoring/drift.py): the validation rows as the
+    shipped model scores them, in the same form as every run's profile."""
     profile = Profile(labels, max_tokens)
     scored = encoded.n_tokens > 0
     profile.add(encoded.ids, encoded.n_tokens[scored], prob_positive[scored])

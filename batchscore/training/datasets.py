@@ -16,8 +16,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batchscore.base.errors import InputError
+from batchscore.io.csv_files import FirstInvalidRow
 from batchscore.io.paths import InputFile, discover_inputs
-from batchscore.io.readers import FirstInvalidRow, ReadOptions, ShardReader
+from batchscore.io.readers import ReadOptions, ShardReader
 from batchscore.text.validation import clean_texts, not_string
 
 LABEL_NAMES = ("negative", "positive")

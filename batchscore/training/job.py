@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from batchscore.model.bundle import save_bundle
+from batchscore.model.bundle import Bundle, save_bundle
 from batchscore.training.card import headline
 from batchscore.training.config import WEIGHTS_DTYPE, TrainConfig, require_pretraining
 from batchscore.training.evaluate import evaluate_bundle
@@ -66,16 +66,20 @@ def run_training(
     )
     bundle = result.bundle  # its params are already as_shipped(): what is tested is what ships
     if test_path is not None:
-        test = read_labeled(test_path, text_column, label_column)
-        report = evaluate_bundle(bundle, test)
-        log(f"test accuracy {report['accuracy']:.4f}, ECE {report['ece']:.4f} ({len(test)} rows)")
-        card = {
-            **bundle.card,
-            "test_data": {"source": test.source, "rows": len(test), "sha256": test.content_sha256()},
-            "test_metrics": {**headline(report), "accuracy_by_length": report["accuracy_by_length"]},
-        }
-        bundle = replace(bundle, card=card)
+        bundle = with_test_metrics(bundle, read_labeled(test_path, text_column, label_column), log)
     bundle = replace(bundle, name=output.resolve().name)  # its own name in every output it scores
     sha = save_bundle(bundle, output, weights_dtype=WEIGHTS_DTYPE)
     log(f"wrote model bundle {output} (weights sha256 {sha[:12]})")
     return result
+
+
+def with_test_metrics(bundle: Bundle, test, log: Callable[[str], None]) -> Bundle:
+    """The bundle with its test-set metrics in the card (held-out data, measured as shipped)."""
+    report = evaluate_bundle(bundle, test)
+    log(f"test accuracy {report['accuracy']:.4f}, ECE {report['ece']:.4f} ({len(test)} rows)")
+    card = {
+        **bundle.card,
+        "test_data": {"source": test.source, "rows": len(test), "sha256": test.content_sha256()},
+        "test_metrics": {**headline(report), "accuracy_by_length": report["accuracy_by_length"]},
+    }
+    return replace(bundle, card=card)

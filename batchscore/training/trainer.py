@@ -103,17 +103,7 @@ def train(
     if config.lm_pretrain_epochs > 0:
         if start is not None:
             raise UsageError("--lm-pretrain-epochs starts from GloVe, not from --init-model's bundle")
-        lm_enc = data.train_enc
-        if data.lm_text is not None:
-            lm_enc = Encoded.concat(
-                [data.train_enc, encode(data.lm_text.texts, data.vocab, TokenizerConfig())]
-            )
-        lm_params, stage = pretrain_language_model(
-            params, lm_enc, data.valid_enc, config, spec, checkpoint_dir / "language-model", resume, log,
-            progress, lm_record,
-        )  # fmt: skip
-        lm_record = {**(lm_record or {}), **stage}
-        params = classifier_start(lm_params, params)
+        params, lm_record = _pretrained(params, data, config, spec, checkpoint_dir, resume, log, progress)
     classifier = _Classifier(
         model_config, config, data, train_data, valid_data, spec, checkpoint_dir, lm_record, log
     )
@@ -127,6 +117,28 @@ def train(
     }
     bundle, before, after = _calibrated_bundle(best, classifier, train_data, vectors, state, card_fields, log)
     return TrainResult(bundle, state.history, after, before)
+
+
+def _pretrained(
+    params: dict,
+    data: _Prepared,
+    config: TrainConfig,
+    spec: BucketSpec,
+    checkpoint_dir: Path,
+    resume: bool,
+    log: Callable[[str], None],
+    progress: bool,
+) -> tuple[dict, dict]:
+    """The classifier's starting parameters after language-model pretraining on the training texts
+    (and any unlabeled ones), and the stage's record for the model card."""
+    lm_enc = data.train_enc
+    if data.lm_text is not None:
+        lm_enc = Encoded.concat([data.train_enc, encode(data.lm_text.texts, data.vocab, TokenizerConfig())])
+    lm_params, stage = pretrain_language_model(
+        params, lm_enc, data.valid_enc, config, spec, checkpoint_dir / "language-model", resume, log,
+        progress, data.lm_record,
+    )  # fmt: skip
+    return classifier_start(lm_params, params), {**(data.lm_record or {}), **stage}
 
 
 def _calibrated_bundle(

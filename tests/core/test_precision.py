@@ -79,3 +79,20 @@ def test_two_host_devices_give_identical_scores(tmp_path, tiny_bundle, reviews_t
     assert done.returncode == 0, done.stderr
     assert "2 host devices" in done.stderr
     assert read_scores(tmp_path / "two.parquet").equals(read_scores(tmp_path / "one.parquet"))
+
+
+def test_running_out_of_memory_is_a_usage_error_that_names_the_settings():
+    """XLA reports out of memory only as a status in its message: the run turns it into OutOfMemory
+    (exit 2) with the settings that make batches smaller, and lets other runtime errors through."""
+    import jax.numpy as jnp
+
+    from batchscore.base.errors import ExitCode, OutOfMemory
+    from batchscore.inference.device import out_of_memory_as_error
+
+    with pytest.raises(OutOfMemory) as caught, out_of_memory_as_error():
+        jnp.zeros((1 << 42,), jnp.float32).block_until_ready()  # 16 TiB
+    assert caught.value.exit_code == ExitCode.USAGE == 2
+    assert "out of memory" in str(caught.value) and "--batch-tokens" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(TypeError), out_of_memory_as_error():
+        jnp.zeros((2, 2)) @ jnp.zeros((3, 3))

@@ -79,7 +79,7 @@ def test_spark_without_provenance_and_a_missing_column(spark, tiny_bundle, revie
 
 
 def test_a_worker_with_another_bundle_at_the_same_path_refuses(tiny_bundle):
-    from batchscore.spark import _worker_model
+    from batchscore.interfaces.spark import _worker_model
 
     with pytest.raises(ModelError, match="not the bundle the driver loaded"):
         _worker_model(str(tiny_bundle), "0" * 64, None, "float32", "cpu")

@@ -52,3 +52,11 @@ def test_every_readme_section_named_elsewhere_exists():
         for name in re.findall(r'README "([^"]+)"', path.read_text()):
             named.setdefault(name, path.relative_to(ROOT))
     assert {name: where for name, where in named.items() if name not in sections} == {}
+
+
+def test_the_exit_code_table_lists_every_exit_code_and_only_those():
+    from batchscore.base.errors import ExitCode
+
+    table = (ROOT / "docs" / "operations.md").read_text()
+    documented = {int(code) for code in re.findall(r"(?m)^\| (\d+) \|", table)}
+    assert documented == {int(code) for code in ExitCode}
