@@ -221,7 +221,7 @@ def test_every_variable_batchscore_reads_is_declared():
     for path in (ROOT / "batchscore").rglob("*.py"):
         read |= set(re.findall(r"environ(?:\.get)?\(\s*[\"']([A-Z_]+)", path.read_text()))
         read |= set(re.findall(r"environ\[[\"']([A-Z_]+)[\"']\]", path.read_text()))
-    assert read - set(VARIABLES) <= {"XLA_FLAGS", "RAY_ADDRESS", "BATCHSCORE_DEBUG"}, read - set(VARIABLES)
+    assert read - set(VARIABLES) <= {"XLA_FLAGS", "RAY_ADDRESS"}, read - set(VARIABLES)
 
 
 # outputs stay below -o, visible to readers ---------------------------------------------------------

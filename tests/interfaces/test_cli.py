@@ -202,3 +202,14 @@ def test_the_report_is_named_html_and_says_so_on_one_prefixed_line(tmp_path):
     assert not (tmp_path / "r.pdf").exists()
     done = CliRunner().invoke(main, ["report", str(tmp_path / "root"), "-o", str(tmp_path / "r.html")])
     assert done.exit_code == 0 and re.search(r"batchscore: wrote .*r\.html \(1 night\(s\)\)", done.output)
+
+
+def test_debug_shows_the_error_as_python_does_and_only_for_that_invocation(tmp_path):
+    from batchscore.base.errors import NoInputFound
+
+    missing = str(tmp_path / "nothing-here.parquet")
+    debugged = CliRunner().invoke(main, ["run", missing, "--debug"])
+    assert isinstance(debugged.exception, NoInputFound)  # raised, not turned into a line and an exit code
+    plain = CliRunner().invoke(main, ["run", missing])  # the next invocation is not in debug mode
+    assert plain.exit_code == 8 and isinstance(plain.exception, SystemExit)
+    assert "nothing-here.parquet" in plain.output and "Traceback" not in plain.output
