@@ -29,7 +29,10 @@ from benchmarks.common import DEFAULT_IMDB, ROOT
 PROBE = """
 import json, sys
 import numpy as np, pyarrow.parquet as pq
-from batchscore.model.bundle import load_bundle
+try:
+    from batchscore.model.bundle import load_bundle
+except ImportError:  # a checkout from before the layered tree
+    from batchscore.bundle import load_bundle
 try:
     from benchmarks.common import bench_forward
 except ImportError:  # a checkout from before benchmarks/common.py
