@@ -18,34 +18,10 @@ from batchscore.pipeline.options import RunOptions
 from batchscore.pipeline.run import run_files
 
 
-def run_scoring(
-    inputs: list[str],
-    output: str | None,
-    model: Path | str | None,
-    options: RunOptions,
-    progress: bool | None = None,
-    summary_json: Path | None = None,
-    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-    filesystem=None,
-    engine: str = "local",
-    ray_address: str | None = None,
-    engine_logs: bool = False,
-) -> RunSummary:
-    """`batchscore run`: score, print the summary to stderr, optionally save it as JSON; a failed
-    run's error is raised after its summary is reported."""
-    summary = run_reported(
-        inputs,
-        output,
-        model,
-        options,
-        progress,
-        summary_json,
-        log,
-        filesystem,
-        engine,
-        ray_address,
-        engine_logs,
-    )
+def run_scoring(*args, **kwargs) -> RunSummary:
+    """`batchscore run` as a library call: `run_reported` (same arguments), then the failed run's error
+    raised once its summary is reported."""
+    summary = run_reported(*args, **kwargs)
     if summary.failure is not None:
         raise summary.failure
     return summary

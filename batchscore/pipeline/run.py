@@ -24,7 +24,7 @@ from batchscore.pipeline.engines import Engine, open_engine
 from batchscore.pipeline.options import RunOptions
 from batchscore.pipeline.plan import plan_run
 from batchscore.pipeline.sink import Sink
-from batchscore.pipeline.tasks import FileAlreadyDone, FileBad, FileDone, FileTask, open_tasks
+from batchscore.pipeline.tasks import FileAlreadyDone, FileBad, FileDone, FileTask, TaskOpener, open_tasks
 from batchscore.pipeline.verdict import assess_drift, complete_run_failure, run_status
 
 
@@ -74,9 +74,8 @@ def run_files(
         )  # fmt: skip
         sink = Sink(bundle, builder, plan, got.counts, progress, log)
         allow_open_files(len(plan.files) + 256)  # every output's lock is held until it is written
-        with open_tasks(
-            bundle, options, plan, scoring_engine.compute, truncation, record, progress, log
-        ) as tasks:
+        opener = TaskOpener(bundle, options, plan, scoring_engine.compute, truncation, record, progress, log)
+        with open_tasks(opener) as tasks:
             interrupted = _drain(scoring_engine.stream(tasks, plan, stages), sink, stages)
             if interrupted or interrupts.stop_requested():
                 _stop_interrupted(tasks, options.resume_hint)

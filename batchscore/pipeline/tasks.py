@@ -84,23 +84,13 @@ def ready_event(task: FileTask) -> FileEvent | None:
 
 
 @contextlib.contextmanager
-def open_tasks(
-    bundle: Bundle,
-    options: RunOptions,
-    plan: RunPlan,
-    compute: ComputePlan,
-    truncation: Truncation,
-    run_record: dict[str, str],
-    progress: ProgressListener,
-    log: Callable[[str], None],
-) -> Iterator[list[FileTask]]:
-    """Every output of the plan locked and its resume decided, in the caller's thread, before any row
-    is read (a refusal, such as an output locked by another run, comes before any work); every lock is
-    released however the run ends."""
-    opener = TaskOpener(bundle, options, plan, compute, truncation, run_record, progress, log)
+def open_tasks(opener: TaskOpener) -> Iterator[list[FileTask]]:
+    """Every output of the opener's plan locked and its resume decided, in the caller's thread, before
+    any row is read (a refusal, such as an output locked by another run, comes before any work); every
+    lock is released however the run ends."""
     opened: list[FileTask] = []
     try:
-        for source, target in plan.files:
+        for source, target in opener.plan.files:
             opened.append(opener.open(source, target))
         yield opened
     finally:

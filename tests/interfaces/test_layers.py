@@ -15,13 +15,14 @@ MAX_FUNCTION_LINES = 60
 MAX_CLASS_LINES = 250
 
 
+def lint_imports(tree: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """import-linter's `lint-imports` on the package in `tree`, with the contracts of its pyproject."""
+    command = "from importlinter.cli import lint_imports_command; lint_imports_command()"
+    return subprocess.run([sys.executable, "-c", command], cwd=tree, env=env, capture_output=True, text=True)
+
+
 def test_every_import_goes_down_the_layers():
-    run = subprocess.run(
-        [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    run = lint_imports(ROOT)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "0 broken" in run.stdout
 
@@ -35,13 +36,7 @@ def test_an_upward_import_breaks_the_contract(tmp_path):
     shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
     with open(copy / "batchscore" / "io" / "console.py", "a") as handle:
         handle.write("\nfrom batchscore.pipeline import plan  # noqa\n")
-    run = subprocess.run(
-        [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"],
-        cwd=copy,
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"},
-    )
+    run = lint_imports(copy, env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"})
     assert run.returncode != 0
     assert "batchscore.io is not allowed to import batchscore.pipeline" in run.stdout
 
