@@ -24,6 +24,19 @@ def allow_open_files(count: int) -> int:
         return -1
 
 
+def require_open_files(outputs: int, spare: int = 256) -> None:
+    """A run locks every output before it reads a row (and holds each lock until that output is
+    written): one descriptor per output, plus `spare` for readers, the compilation cache and the
+    runtime. Where the hard limit cannot give that many, said before any lock is taken."""
+    limit = allow_open_files(outputs + spare)
+    if 0 <= limit < outputs + spare:
+        raise UsageError(
+            f"this run writes {outputs:,} outputs and locks them all while it runs, but the process may "
+            f"open only {limit:,} files (ulimit -n, hard limit); raise the limit or split the input "
+            "into runs of fewer files"
+        )
+
+
 def require_address_space() -> None:
     """A `ulimit -v` too small for JAX is said in one line before JAX starts, not as a native abort."""
     try:

@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 
 from batchscore.base import interrupts
 from batchscore.base.errors import BatchscoreError, Interrupted
-from batchscore.base.process_limits import allow_open_files
+from batchscore.base.process_limits import require_open_files
 from batchscore.inference.compute import truncation_for
 from batchscore.inference.outputs import OutputBuilder, new_run_record
 from batchscore.inference.rows import Window
@@ -73,7 +73,7 @@ def run_files(
             options.partition_keys, options.provenance, plan.input_types,
         )  # fmt: skip
         sink = Sink(bundle, builder, plan, got.counts, progress, log)
-        allow_open_files(len(plan.files) + 256)  # every output's lock is held until it is written
+        require_open_files(len(plan.files))  # every output's lock is held until it is written
         opener = TaskOpener(bundle, options, plan, scoring_engine.compute, truncation, record, progress, log)
         with open_tasks(opener) as tasks:
             interrupted = _drain(scoring_engine.stream(tasks, plan, stages), sink, stages)

@@ -230,3 +230,39 @@ def test_semicolon_file_with_commas_in_the_text_gets_the_hint(tmp_path, tiny_bun
     (tmp_path / "r.csv").write_text("id;text\n1;good, very good\n2;bad, bad, bad\n")
     result = cli("run", tmp_path / "r.csv", "--model", tiny_bundle)
     assert result.exit_code == 3 and "--csv-delimiter ';'" in result.output
+
+
+def test_a_run_with_more_outputs_than_files_it_may_open_is_refused_before_any_lock(tmp_path, tiny_bundle):
+    """Every output is locked before a row is read: where `ulimit -n` cannot hold them all, the run
+    says so (exit 2) instead of failing part-way with "too many open files"."""
+    import resource
+
+    (tmp_path / "in").mkdir()
+    for i in range(80):
+        pq.write_table(pa.table({"text": [f"good film number {i}"]}), tmp_path / "in" / f"p{i:02d}.parquet")
+
+    def run_with_limit(files: int) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "batchscore",
+            "run",
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "out"),
+        ]
+        return subprocess.run(
+            [*command, "--model", str(tiny_bundle), "--no-progress", "--overwrite"],
+            capture_output=True,
+            text=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (files, files)),
+        )
+
+    refused = run_with_limit(300)  # 80 outputs + 256 spare do not fit
+    assert refused.returncode == 2, refused.stderr
+    assert "80 outputs" in refused.stderr and "ulimit -n" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    done = run_with_limit(400)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "out").glob("*.parquet"))) == 80
