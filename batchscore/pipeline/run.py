@@ -29,7 +29,7 @@ from batchscore.pipeline.verdict import assess_drift, complete_run_failure, run_
 
 
 @dataclass
-class _Progress:
+class _RunSoFar:
     """What a run has got so far; a failure at any step still reports it."""
 
     bundle: Bundle | None = None
@@ -55,7 +55,7 @@ def run_files(
     (`failure`, `status`, `exit_code`), with the counts of whatever was committed before it."""
     started, record = time.perf_counter(), new_run_record()
     stages = dict.fromkeys(STAGES, 0.0)
-    got = _Progress()
+    got = _RunSoFar()
     progress = progress or ProgressListener()
     failure: BatchscoreError | None = None
     try:
@@ -116,7 +116,7 @@ def _stop_interrupted(opened: list[FileTask], resume_hint: str) -> None:
 
 
 def _summary(
-    got: _Progress,
+    got: _RunSoFar,
     options: RunOptions,
     record: dict[str, str],
     stages: dict[str, float],
