@@ -295,28 +295,26 @@ def _record_night(
     """The night claimed in the owner marker and its metrics.json written (a failed night too, with
     its exit code and counts); the metrics."""
     owner, table = owner_and_table
-    fs = paths.partition.filesystem
     if summary.failure is None:
         _claim(spec, owner, day, table, summary)
-        return _write_metrics(spec, day, started, paths, summary, fs)
+        return _write_metrics(spec, day, started, paths, summary)
     if owner.parent().exists():
         _claim(spec, owner, day, table)
     if isinstance(summary.failure, NoInputFound) and not paths.root.exists():
         # Nothing landed and the job never ran here: create no output root just to say so.
         log(f"job {spec.name}: nothing to score and no output root yet; no metrics.json written")
         return _metrics(spec, day, started, paths, summary)
-    return _write_metrics(spec, day, started, paths, summary, fs)
+    return _write_metrics(spec, day, started, paths, summary)
 
 
 def _after_run(spec: JobSpec, paths: JobPaths, day: date, summary: RunSummary, log) -> RunSummary:
     """The night's outputs made whole: stale ones removed, a Delta night committed (or the failure)."""
     try:
-        summary = summary.with_fields(
-            stale_outputs_removed=_remove_stale_outputs(spec, paths.partition, summary, log)
-        )
+        stale = _remove_stale_outputs(spec, paths.partition, summary, log)
+        summary = replace(summary, stale_outputs_removed=stale)
         if spec.format == "delta" and summary.outputs:
             outputs = [resolve(uri) for uri in summary.outputs]
-            summary = summary.with_fields(delta=commit_night(paths.root, outputs, spec.name, day, log))
+            summary = replace(summary, delta=commit_night(paths.root, outputs, spec.name, day, log))
     except BatchscoreError as err:
         return summary.failed_with(err)
     return summary
@@ -498,9 +496,7 @@ def _metrics(spec: JobSpec, day: date, started: datetime, paths: JobPaths, summa
     }
 
 
-def _write_metrics(
-    spec: JobSpec, day: date, started: datetime, paths: JobPaths, summary: RunSummary, fs
-) -> dict:
+def _write_metrics(spec: JobSpec, day: date, started: datetime, paths: JobPaths, summary: RunSummary) -> dict:
     """metrics.json of the night. A rerun that found every output finished and changed nothing keeps
     the night's record (the run that scored it) and is added to its `reruns`, not written over it."""
     metrics = _metrics(spec, day, started, paths, summary)
@@ -515,7 +511,7 @@ def _write_metrics(
     if unchanged:
         rerun = {key: metrics[key] for key in RERUN_KEYS}
         metrics = {**earlier, "reruns": [*earlier.get("reruns", []), rerun]}
-    fs.create_dir(paths.metrics.parent().path)
+    paths.metrics.filesystem.create_dir(paths.metrics.parent().path)
     # whole or not at all, and a name planted there is replaced, never written through
     write_location_bytes(paths.metrics, (json.dumps(metrics, indent=2) + "\n").encode("utf-8"))
     return metrics

@@ -57,8 +57,7 @@ def run_reported(
     finally:
         if bar is not None:
             bar.close()
-    done = summary.failure is None or summary.did_work
-    if done:
+    if summary.failure is None or summary.did_work:  # a refusal before any work: its error line alone
         for line in summary.lines():
             log(line)
     if summary_json is not None:

@@ -97,7 +97,7 @@ def _rows_with_date(outputs: list[Location], day: date) -> pa.RecordBatchReader:
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in dataset.to_batches():
-            days = pa.array([day] * batch.num_rows, pa.date32())
+            days = pa.repeat(pa.scalar(day, pa.date32()), batch.num_rows)
             yield pa.RecordBatch.from_arrays([*batch.columns, days], schema=schema)
 
     return pa.RecordBatchReader.from_batches(schema, batches())

@@ -91,7 +91,7 @@ class OutputCounts:
 @dataclass
 class RunSummary(OutputCounts):
     """A finished (or failed) run, made once from what the run's parts returned; callers that add to
-    it (a job) make a new one (`with_fields`, `failed_with`)."""
+    it (a job) make a new one (`dataclasses.replace`, `failed_with`)."""
 
     status: str = "ok"  # ok | bad files skipped | failed | interrupted
     exit_code: int = ExitCode.OK
@@ -116,10 +116,6 @@ class RunSummary(OutputCounts):
         """This summary, ended by `err`: interrupted (130) or failed, with its exit code and message."""
         status = "interrupted" if isinstance(err, Interrupted) else "failed"
         return dataclasses.replace(self, status=status, exit_code=err.exit_code, error=str(err), failure=err)
-
-    def with_fields(self, **fields) -> RunSummary:
-        """This summary with what a caller did after the run (a job's stale outputs, its Delta commit)."""
-        return dataclasses.replace(self, **fields)
 
     @property
     def did_work(self) -> bool:

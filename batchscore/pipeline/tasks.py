@@ -43,11 +43,6 @@ class FileTask:
         """run_id and scored_at of the run that started this output (kept in its manifest)."""
         return self.writer.progress.run
 
-    @property
-    def needs_rows(self) -> bool:
-        """Whether an engine must read and score rows of this file (else ready_event says why not)."""
-        return not (self.complete_before or self.assemble_only)
-
 
 @dataclass(frozen=True)
 class FileDone:
