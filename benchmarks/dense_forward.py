@@ -1,46 +1,41 @@
-"""Forward throughput on full-width batches (no padding), default path vs the first-layer table.
+"""Forward throughput on full-width batches (no padding): the scoring pass on every host device
+(each batch's rows split between them, as `batchscore run` does) against one device.
 
     python -m benchmarks.dense_forward
-The figures in benchmarks/README.md's tuning log ("dense") come from this script.
 """
 
 from __future__ import annotations
 
 import time
 
+import jax
 import numpy as np
 
-from batchscore.model.bilstm import (
-    ModelConfig,
-    inference_params,
-    table_forward_logits,
-)
-from batchscore.model.network import forward_logits, init_params
+from batchscore.inference.forward import Scorer, Truncation
+from batchscore.model.bilstm import ModelConfig
+from batchscore.model.network import init_params
+from batchscore.text.encoding import Encoded
 
 
 def main() -> None:
-    config = ModelConfig(vocab_size=48_000)
+    config = ModelConfig(vocab_size=60_000, pooling=("max", "mean"))
     params = init_params(config, 0)
-    scaled, table = inference_params(params)  # what Scorer runs the table path on
     rng = np.random.default_rng(0)
-    for rows, width in ((256, 256), (512, 128)):
-        ids = rng.integers(2, config.vocab_size, (rows, width)).astype(np.int32)
-        lengths = np.full(rows, width, np.int32)
-        runs = {
-            "embedding + matmul": lambda ids=ids, lengths=lengths: forward_logits(
-                config, params, ids, lengths
-            ),
-            "first-layer table": lambda ids=ids, lengths=lengths: table_forward_logits(
-                config, scaled, table, ids, lengths
-            ),
-        }
-        for name, run in runs.items():
-            run().block_until_ready()  # compile
+    devices = jax.devices()
+    scorers = {f"{len(devices)} device(s)": Scorer(config, params, Truncation(512, 128), device=devices)}
+    if len(devices) > 1:
+        scorers["1 device"] = Scorer(config, params, Truncation(512, 128), device=devices[:1])
+    for rows, width in ((384, 256), (384, 64), (768, 16)):
+        lengths = np.full(rows, width)
+        encoded = Encoded(rng.integers(2, config.vocab_size, rows * width).astype(np.int32),
+                          np.concatenate([[0], np.cumsum(lengths)]))  # fmt: skip
+        for name, scorer in scorers.items():
+            scorer.logits(encoded)  # compile
             started = time.perf_counter()
             for _ in range(3):
-                run().block_until_ready()
+                scorer.logits(encoded)
             rate = 3 * rows * width / (time.perf_counter() - started)
-            print(f"{rows} x {width}  {name:20s} {rate:>10,.0f} tokens/s")
+            print(f"{rows} x {width}  {name:12s} {rate:>10,.0f} tokens/s")
 
 
 if __name__ == "__main__":

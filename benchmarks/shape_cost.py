@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 from batchscore.inference.batching import BucketSpec, plan_scoring_batches
 from batchscore.inference.compute import local_plan, truncation_for
 from batchscore.inference.forward import Scorer
-from batchscore.model.bilstm import table_forward_logits
 from batchscore.model.bundle import load_bundle
 from batchscore.text.encoding import encode
 from benchmarks.common import DEFAULT_IMDB
@@ -55,7 +54,7 @@ def main() -> None:
     encoded = encode(texts_of(args), bundle.vocab, bundle.tokenizer)
     keep = np.flatnonzero(encoded.n_tokens > 0)
     scorer = Scorer(bundle.model, bundle.params, truncation, plan.buckets, list(plan.devices), plan.precision)
-    batches = plan_scoring_batches(encoded.n_tokens[keep], truncation.max_tokens, plan.buckets)
+    batches = plan_scoring_batches(encoded.n_tokens[keep], truncation.max_tokens, plan.buckets, scorer.shards)
     shapes = sorted({(batch.padded_rows, batch.width) for batch in batches})
     passes = []
     for _ in range(3):
@@ -66,11 +65,11 @@ def main() -> None:
     print(f"{len(keep):,} rows, {len(batches)} batches, {len(shapes)} shapes")
     print(f"passes {', '.join(f'{s:.2f} s' for s in passes)}: the first costs {extra:.2f} s more, "
           f"{extra / len(shapes) * 1000:.0f} ms a shape")  # fmt: skip
-    _, params, table = scorer.replicas[0]
     for rows, width in ((rows * 2, width) for rows, width in shapes[:3]):  # shapes this process has not seen
-        ids, kept = jax.ShapeDtypeStruct((rows, width), np.int32), jax.ShapeDtypeStruct((rows,), np.int32)
+        ids = jax.ShapeDtypeStruct((rows, width), np.int32, sharding=scorer.rows_on)
+        kept = jax.ShapeDtypeStruct((rows,), np.int32, sharding=scorer.rows_on)
         started = time.perf_counter()
-        lowered = table_forward_logits.lower(bundle.model, params, table, ids, kept, plan.precision)
+        lowered = scorer.forward.lower(scorer.weights, ids, kept)
         middle = time.perf_counter()
         lowered.compile()
         print(f"shape {rows} x {width}: trace and lower {(middle - started) * 1000:.0f} ms, "

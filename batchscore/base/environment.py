@@ -61,6 +61,9 @@ class Variable:
         return UsageError(f"environment variable {self.name}={shown!r}: expected {accepted}")
 
 
+MAX_CPU_DEVICES = 8  # past this, a batch's share per device gets too small to keep a core busy
+
+
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -79,8 +82,9 @@ VARIABLES: dict[str, Variable] = {
         Variable(
             "BATCHSCORE_CPU_DEVICES",
             "int",
-            1,
-            "host devices the CPU is split into; batches alternate between them",
+            min(_cores(), MAX_CPU_DEVICES),
+            f"host devices the CPU is split into, each scoring its share of every batch on one core "
+            f"(default: one per core, at most {MAX_CPU_DEVICES})",
             minimum=1,
             maximum=_cores(),
         ),

@@ -48,8 +48,8 @@ class BucketSpec:
         return 1 << (rows.bit_length() - 1)
 
     def scoring_rows_for(self, width: int) -> int:
-        """Scoring: rows of a full batch at a width, the largest ladder step within the token budget
-        and `max_rows` (one ROW_QUANTUM at least)."""
+        """Scoring: rows of a full batch at a width on one device, the largest ladder step within the
+        token budget and `max_rows` (one ROW_QUANTUM at least)."""
         limit = max(ROW_QUANTUM, min(self.max_rows, self.token_budget // width))
         return ROW_QUANTUM << ((limit // ROW_QUANTUM).bit_length() - 1)
 
@@ -93,16 +93,34 @@ def plan_batches(
     return batches
 
 
-def plan_scoring_batches(lengths: np.ndarray, max_tokens: int, spec: BucketSpec) -> list[Batch]:
+def plan_scoring_batches(
+    lengths: np.ndarray, max_tokens: int, spec: BucketSpec, shards: int = 1
+) -> list[Batch]:
     """Scoring's plan: full batches of `spec.scoring_rows_for(width)` rows per bucket (longest
     first), and each bucket's last batch the smallest ladder step that holds it, its spare rows
-    taken from narrower buckets (next narrower first).
+    taken from narrower buckets (next narrower first). Rows go longest first within a bucket, so a
+    batch holds rows of similar lengths and its loop (which runs to its longest row) wastes little.
+    With `shards` devices sharing each batch, each device's share is such a batch: the budget and
+    row limits hold per device.
 
-    Any grouping is allowed because a row's scores do not depend on its batch: every row count is a
-    multiple of ROW_QUANTUM, steps after a row's length never reach its state, and the head adds
-    each row's terms in one order (docs/determinism.md). So ten rows of any lengths are one batch.
+    Any grouping is allowed because a row's scores do not depend on its batch: every device's row
+    count is a multiple of ROW_QUANTUM, steps after a row's length never reach its state, and the
+    head adds each row's terms in one order (docs/determinism.md). So ten rows of any lengths are
+    one batch.
     """
-    return _fill(_buckets(lengths, max_tokens, spec), spec.scoring_rows_for, ladder_rows, top_up=True)
+    buckets = [
+        (width, rows[_longest_first(lengths[rows])]) for width, rows in _buckets(lengths, max_tokens, spec)
+    ]
+    return _fill(
+        buckets,
+        lambda width: spec.scoring_rows_for(width) * shards,
+        lambda rows: ladder_rows(-(-rows // shards)) * shards,
+        top_up=True,
+    )
+
+
+def _longest_first(lengths: np.ndarray) -> np.ndarray:
+    return np.argsort(-np.asarray(lengths), kind="stable")
 
 
 def _buckets(lengths: np.ndarray, max_tokens: int, spec: BucketSpec) -> list[tuple[int, np.ndarray]]:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
+from functools import lru_cache, partial
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from batchscore.base.errors import BatchscoreError
 from batchscore.inference.batching import BucketSpec, pad_batch, plan_scoring_batches
-from batchscore.inference.device import out_of_memory_as_error, recurrence_path
-from batchscore.model.bilstm import ModelConfig, inference_params, table_forward_logits
+from batchscore.inference.device import out_of_memory_as_error, pick_devices, recurrence_path
+from batchscore.model.bilstm import ModelConfig
 from batchscore.model.cudnn import cudnn_forward_logits, device_params
+from batchscore.model.scoring_pass import scoring_logits, scoring_weights
 from batchscore.text.encoding import Encoded
 
 
@@ -23,7 +27,11 @@ class Truncation:
 
 
 class Scorer:
-    """Holds parameters on one device and turns encoded rows into logits in input order."""
+    """Holds parameters on its device(s) and turns encoded rows into logits in input order.
+
+    `device`: one device or several (host devices that split every batch); default: what
+    pick_devices("auto") gives, every host device on a CPU machine, the first GPU on a GPU one.
+    """
 
     def __init__(
         self,
@@ -40,16 +48,22 @@ class Scorer:
         self.precision = precision
         self.truncation = truncation
         self.spec = spec or BucketSpec()
-        # Batches alternate between the devices, so two host devices compute two batches at once.
-        devices = device if isinstance(device, list) else [device or jax.devices()[0]]
+        devices = device if isinstance(device, list) else [device] if device else pick_devices("auto")
         self.path = recurrence_path(devices[0])
-        self.replicas = []
         if self.path == "cudnn":
-            packed = device_params(config, params)
-            self.replicas = [(target, jax.device_put(packed, target), None) for target in devices]
+            self.shards, self.rows_on = 1, devices[0]
+            self.weights = jax.device_put(device_params(config, params), devices[0])
+            tf32 = precision != "float32"
+            self.forward = lambda weights, ids, kept: cudnn_forward_logits(
+                config, weights, ids, kept, "cudnn", tf32
+            )
             return
-        for target in devices:  # the gates pre-scaled and first-layer tables, once per model and device
-            self.replicas.append((target, *inference_params(jax.device_put(params, target))))
+        # Every batch is split by rows over the devices (host devices: one per core), each running
+        # the same program on its share with no communication: one compiled program per shape.
+        mesh = Mesh(np.array(devices), ("rows",))
+        self.shards, self.rows_on = len(devices), NamedSharding(mesh, PartitionSpec("rows"))
+        self.weights = jax.device_put(scoring_weights(params), NamedSharding(mesh, PartitionSpec()))
+        self.forward = sharded_scoring(config, precision, mesh)
 
     def logits(self, encoded: Encoded, rows: np.ndarray | None = None) -> np.ndarray:
         """Logits (len(rows), classes) for the given row positions (default: all), in that order."""
@@ -65,7 +79,7 @@ class Scorer:
         if rows.size == 0:
             return Dispatched(0, [])
         lengths = encoded.n_tokens[rows]
-        plan = plan_scoring_batches(lengths, self.truncation.max_tokens, self.spec)
+        plan = plan_scoring_batches(lengths, self.truncation.max_tokens, self.spec, self.shards)
 
         def pad(batch):
             return pad_batch(
@@ -79,25 +93,18 @@ class Scorer:
         padded = self.pool.map(pad, plan) if self.pool is not None else map(pad, plan)
         pending = []
         with out_of_memory_as_error():
-            for number, (batch, (ids, kept)) in enumerate(zip(plan, padded, strict=True)):
-                device, params, table = self.replicas[number % len(self.replicas)]
-                ids = jax.device_put(ids, device)
-                kept = jax.device_put(kept, device)
-                if self.path == "cudnn":
-                    logits = cudnn_forward_logits(
-                        self.config, params, ids, kept, "cudnn", self.precision != "float32"
-                    )
-                else:
-                    logits = table_forward_logits(self.config, params, table, ids, kept, self.precision)
-                pending.append((batch.rows, logits))
+            for batch, (ids, kept) in zip(plan, padded, strict=True):
+                slots = spread_over_shards(ids.shape[0], self.shards)[: batch.rows.size]
+                ids, kept = (jax.device_put(a, self.rows_on) for a in shard_order((ids, kept), self.shards))
+                pending.append((batch.rows, slots, self.forward(self.weights, ids, kept)))
         return Dispatched(rows.size, pending)
 
     def collect(self, dispatched: Dispatched) -> np.ndarray:
         """The logits of dispatched rows, in their order; every row must have a finite score."""
         out = np.full((dispatched.rows, self.config.num_classes), np.nan, np.float32)
         with out_of_memory_as_error():
-            for positions, result in dispatched.pending:
-                out[positions] = np.asarray(result)[: positions.size]
+            for positions, slots, result in dispatched.pending:
+                out[positions] = np.asarray(result)[slots]
         missing = int((~np.isfinite(out).all(axis=1)).sum())
         if missing:  # never write a row without a real score
             raise BatchscoreError(
@@ -107,9 +114,44 @@ class Scorer:
         return out
 
 
+@lru_cache(maxsize=8)
+def sharded_scoring(config: ModelConfig, precision: str, mesh: Mesh) -> Callable:
+    """scoring_logits over a batch whose rows are split between the mesh's devices; one jitted
+    function per model, precision and device set, so scorers built later reuse its compiled shapes."""
+    rows = PartitionSpec("rows")
+    per_device = partial(scoring_logits, config, precision=precision)
+    return jax.jit(
+        # check_vma off: the per-device program has no collectives for it to check, and its loop
+        # state starts from constants, which the check would otherwise want marked per device
+        jax.shard_map(
+            per_device, mesh=mesh, in_specs=(PartitionSpec(), rows, rows), out_specs=rows, check_vma=False
+        )
+    )
+
+
+def spread_over_shards(padded_rows: int, shards: int) -> np.ndarray:
+    """Where the k-th row of a batch goes so that every shard gets every shards-th row: the rows come
+    longest first, so each device's share ends up as long as the others' and none waits."""
+    k = np.arange(padded_rows)
+    return (k % shards) * (padded_rows // shards) + k // shards
+
+
+def shard_order(arrays: tuple[np.ndarray, ...], shards: int) -> tuple[np.ndarray, ...]:
+    """Rows moved to their spread_over_shards() slots (unchanged for one shard)."""
+    if shards == 1:
+        return arrays
+    out = []
+    for array in arrays:
+        moved = np.empty_like(array)
+        moved[spread_over_shards(array.shape[0], shards)] = array
+        out.append(moved)
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Dispatched:
-    """Batches started on the device for `rows` rows: (positions in the rows, device logits) each."""
+    """Batches started on the device(s) for `rows` rows: (positions in the rows, their slots in the
+    batch, device logits) each."""
 
     rows: int
     pending: list

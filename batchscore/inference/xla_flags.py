@@ -3,11 +3,11 @@
 Matmuls run on XLA's own kernels, with oneDNN, YNNPACK and XNNPACK turned off: those pick kernels
 by CPU at run time, and on AVX2 their rounding moved with a batch's row count, which would break
 the promise that a row's scores never depend on its batch-mates (docs/determinism.md).
-BATCHSCORE_CPU_DEVICES=N (opt-in, default 1) splits the host into N devices and the
-scorer alternates batches between them: on 2 cores +16-18% on dense batches and +8% on
-the IMDb mix, bit-identical, but peak RSS grows by ~500 MB (0.93 -> 1.42 GB at 100k rows),
-too close to the 1.5 GB budget to be the default. A user's own XLA_FLAGS are kept; ours
-are only added for flags the user did not set.
+BATCHSCORE_CPU_DEVICES=N splits the host into N devices (default: one per core, at most 8), and the
+scorer splits every batch's rows between them: each device runs its share on one core with no
+communication, where one device ran every small per-step operation across all cores and waited for
+them at each (docs/dev/performance-log.md). A user's own XLA_FLAGS are kept; ours are only added
+for flags the user did not set.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The BiLSTM sentiment classifier's arithmetic and its jitted inference pass, in plain JAX (the Flax
-module that trains it is batchscore.model.network; scoring never imports Flax).
+"""The BiLSTM sentiment classifier's arithmetic for training, in plain JAX (the Flax module that
+trains it is batchscore.model.network; scoring runs batchscore.model.scoring_pass on CPU and
+batchscore.model.cudnn on GPU, and never imports Flax).
 
 Embedding -> `num_layers` bidirectional LSTM layers -> [output at the first
 position, output at the last real position] (4 x hidden), optionally followed by
@@ -9,8 +10,8 @@ the max and/or mean of the outputs over the real positions (2 x hidden each)
 Speed comes from the layout, not from tricks in the loop:
 - everything runs time-major, (T, B, ...), so the scan reads and writes contiguous steps and
   nothing is transposed;
-- the input projections of every time step are plain 2-D matmuls outside the recurrence (at
-  inference the first layer's is a table lookup); the scan body only does the h @ W_h matmul;
+- the input projections of every time step are plain 2-D matmuls outside the recurrence; the
+  scan body only does the h @ W_h matmul;
 - both directions run in the same scan: the backward direction reads each row
   reversed *within its length*, so padding is always at the end and never enters
   a real position's state. No masking is needed inside the loop, and a row's
@@ -21,14 +22,10 @@ Speed comes from the layout, not from tricks in the loop:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import partial
 
 import jax
 import jax.numpy as jnp
-
-from batchscore.base import settings
 
 POOLINGS = ("max", "mean")
 
@@ -88,15 +85,6 @@ def reverse_within_length(x: jax.Array, lengths: jax.Array, time_axis: int = 1) 
     return jnp.take_along_axis(x, source, axis=time_axis)
 
 
-def matmul(spec: str, a: jax.Array, b: jax.Array, compute_dtype=None) -> jax.Array:
-    """einsum in float32, or with `compute_dtype` (bfloat16) inputs and float32 accumulation."""
-    if compute_dtype is None:
-        return jnp.einsum(spec, a, b)
-    return jnp.einsum(
-        spec, a.astype(compute_dtype), b.astype(compute_dtype), preferred_element_type=jnp.float32
-    )
-
-
 Gates = tuple[jax.Array, jax.Array]  # input gates of every step, (T, B, 4H) per direction
 
 
@@ -137,19 +125,17 @@ def gate_scale(hidden: int, dtype=jnp.float32) -> jax.Array:
     return jnp.concatenate([half, half, jnp.ones((hidden,), dtype), half])
 
 
-def _step_function(w_hidden: jax.Array, compute_dtype, prescaled: bool):
+def _step_function(w_hidden: jax.Array, prescaled: bool):
     """One LSTM step for both directions: (h, c), input gates (2, B, 4H) -> (h, c).
 
     prescaled=True (inference): the input gates and `w_hidden` are pre-scaled by gate_scale() and
     all gates are one tanh (see there). prescaled=False (training): the same cell with three
     sigmoids, whose gradients XLA:CPU computes 6-10% faster (benchmarks/cell.py); the two agree to
-    rounding. The cell state and gate arithmetic stay float32 whatever `compute_dtype` the matmul uses.
+    rounding.
     """
     hidden = w_hidden.shape[1]
     slope = gate_scale(hidden, jnp.float32)  # 0.5 where a sigmoid is wanted, 1 for g
     offset = 1.0 - slope  # 0.5 for the sigmoid gates, 0 for g
-    if compute_dtype is not None:
-        w_hidden = w_hidden.astype(compute_dtype)  # once, not per step
 
     def activate(z: jax.Array) -> list[jax.Array]:
         if prescaled:
@@ -158,31 +144,20 @@ def _step_function(w_hidden: jax.Array, compute_dtype, prescaled: bool):
         return [jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)]
 
     def step(h: jax.Array, c: jax.Array, gates_t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        i, f, g, o = activate(gates_t + matmul("zbh,zhg->zbg", h, w_hidden, compute_dtype))
+        i, f, g, o = activate(gates_t + jnp.einsum("zbh,zhg->zbg", h, w_hidden))
         c = f * c + i * g
         return o * jnp.tanh(c), c
 
     return step
 
 
-def recur(
-    gates_in: Gates,
-    w_hidden: jax.Array,
-    compute_dtype=None,
-    prescaled: bool = True,
-    step_gates: Callable[[tuple[jax.Array, jax.Array]], jax.Array] = jnp.stack,
-) -> jax.Array:
+def recur(gates_in: Gates, w_hidden: jax.Array, prescaled: bool = False) -> jax.Array:
     """The recurrence for both directions in one scan: input gates -> (T, 2, B, H) outputs,
-    time-major, the backward direction in its own (reversed-within-length) order.
-
-    `step_gates` turns one step of `gates_in` into that step's (2, B, 4H) gates: by default the
-    pair's two slices stacked; the first layer at inference passes token ids instead and looks
-    their gates up here, step by step, so its (T, B, 4H) gates are never materialised.
-    """
-    step = _step_function(w_hidden, compute_dtype, prescaled)
+    time-major, the backward direction in its own (reversed-within-length) order."""
+    step = _step_function(w_hidden, prescaled)
 
     def body(carry, inputs_t):
-        h, c = step(*carry, step_gates(inputs_t))
+        h, c = step(*carry, jnp.stack(inputs_t))
         return (h, c), h
 
     zeros = jnp.zeros((2, gates_in[0].shape[1], w_hidden.shape[1]), w_hidden.dtype)
@@ -194,9 +169,7 @@ def recur_to_features(
     w_hidden: jax.Array,
     lengths: jax.Array,
     pooling: tuple[str, ...] = (),
-    compute_dtype=None,
-    prescaled: bool = True,
-    step_gates: Callable[[tuple[jax.Array, jax.Array]], jax.Array] = jnp.stack,
+    prescaled: bool = False,
 ) -> jax.Array:
     """The last layer's recurrence, returning the head's input (B, head_width) instead of its outputs.
 
@@ -207,18 +180,17 @@ def recur_to_features(
       backward output at its first (the backward direction reads the row reversed);
     - max and mean run over the steps before each row's length only, so padding never counts.
     Feature order: first, last, then `pooling`'s summaries, each [forward; backward].
-    `gates_in` and `step_gates` as in recur().
     """
-    step = _step_function(w_hidden, compute_dtype, prescaled)
+    step = _step_function(w_hidden, prescaled)
     forward, backward = gates_in
     zeros = jnp.zeros((2, forward.shape[1], w_hidden.shape[1]), w_hidden.dtype)
-    h0, c0 = step(zeros, zeros, step_gates((forward[0], backward[0])))  # step 0: its outputs are kept
+    h0, c0 = step(zeros, zeros, jnp.stack([forward[0], backward[0]]))  # step 0: its outputs are kept
     last_index = (lengths - 1)[None, :, None]
 
     def body(carry, inputs):
         (h, c), at_length_end, maximum, total = carry
         forward_t, backward_t, t = inputs
-        h, c = step(h, c, step_gates((forward_t, backward_t)))
+        h, c = step(h, c, jnp.stack([forward_t, backward_t]))
         real = t < lengths[None, :, None]
         at_length_end = jnp.where(t == last_index, h, at_length_end)
         maximum = jnp.where(real, jnp.maximum(maximum, h), maximum)
@@ -276,8 +248,9 @@ def unflatten_params(flat: dict[str, jax.Array]) -> dict:
 def prescale_gates(params: dict) -> dict:
     """The parameters the tanh cell runs on: every LSTM layer's W_in, W_h and bias times gate_scale().
 
-    Done once when a model is loaded for scoring (scoring.Scorer); the bundle and training keep the
-    plain weights. Halving is exact in floating point, so the tanh cell sees the same numbers.
+    Done once when a model is loaded for scoring (scoring_pass.scoring_weights); the bundle and
+    training keep the plain weights. Halving is exact in floating point, so the tanh cell sees the
+    same numbers.
     """
     scaled = dict(params)
     for name, layer in params.items():
@@ -285,63 +258,6 @@ def prescale_gates(params: dict) -> dict:
             scale = gate_scale(layer["w_hidden"].shape[1], layer["w_hidden"].dtype)
             scaled[name] = {key: value * scale for key, value in layer.items()}
     return scaled
-
-
-def first_layer_tables(params: dict) -> Gates:
-    """Every vocabulary word's first-layer input gates, (V, 4H) per direction: embedding @ W_in + b.
-
-    At inference the first layer's input projection is then a row lookup instead of
-    a matmul per token, which saves about a ninth of the model's arithmetic. `params` as
-    returned by prescale_gates(), so the tables are pre-scaled too. One contiguous table per
-    direction: rows gathered from a (V, 2, 4H) table measured slower.
-    """
-    layer = params["lstm_0"]
-    embedding = params["embedding"]["embedding"]
-    return tuple(embedding @ layer["w_input"][z] + layer["bias"][z] for z in range(2))
-
-
-@jax.jit
-def inference_params(params: dict) -> tuple[dict, Gates]:
-    """prescale_gates() and first_layer_tables() as one compiled program. Run eagerly, the scaling
-    was eight tiny programs compiled at every start-up (0.4 s), too small for the compilation cache."""
-    scaled = prescale_gates(params)
-    return scaled, first_layer_tables(scaled)
-
-
-PRECISIONS = settings.PRECISIONS
-
-
-@partial(jax.jit, static_argnums=(0, 5))
-def table_forward_logits(
-    config: ModelConfig,
-    params: dict,
-    tables: Gates,
-    ids: jax.Array,
-    lengths: jax.Array,
-    precision: str = "float32",
-) -> jax.Array:
-    """forward_logits with the first layer's projection read from first_layer_tables(), on
-    prescale_gates() parameters (the tanh cell).
-
-    precision "bfloat16": the recurrent matmul (h @ W_h, most of the work) takes bfloat16 inputs and
-    accumulates in float32 (opt-in; see docs/performance.md for its measured effect). "float32": exact.
-    """
-    compute = jnp.bfloat16 if precision == "bfloat16" else None
-    lengths = jnp.maximum(lengths, 1)
-    reversed_ids = reverse_within_length(ids, lengths)
-
-    def looked_up(ids_t: tuple[jax.Array, jax.Array]) -> jax.Array:
-        return jnp.stack([tables[0][ids_t[0]], tables[1][ids_t[1]]])
-
-    # the first layer's gates are looked up step by step from its token ids (see recur)
-    inputs, step_gates = (ids.T, reversed_ids.T), looked_up
-    for layer in range(1, config.num_layers):
-        outputs = recur(inputs, params[f"lstm_{layer - 1}"]["w_hidden"], compute, step_gates=step_gates)
-        p = params[f"lstm_{layer}"]
-        inputs, step_gates = project(*next_layer_inputs(outputs, lengths), p["w_input"], p["bias"]), jnp.stack
-    last = params[f"lstm_{config.num_layers - 1}"]["w_hidden"]
-    features = recur_to_features(inputs, last, lengths, config.pooling, compute, step_gates=step_gates)
-    return row_wise_head(features, params["head"])
 
 
 def row_wise_head(features: jax.Array, head: dict) -> jax.Array:

@@ -8,13 +8,10 @@ import pytest
 from jax.experimental import rnn
 
 from batchscore.inference.device import recurrence_path
-from batchscore.model.bilstm import (
-    ModelConfig,
-    inference_params,
-    table_forward_logits,
-)
+from batchscore.model.bilstm import ModelConfig
 from batchscore.model.cudnn import cudnn_forward_logits, device_params, pack_weights
 from batchscore.model.network import init_params
+from batchscore.model.scoring_pass import scoring_logits, scoring_weights
 
 
 @pytest.mark.slow
@@ -43,7 +40,7 @@ def test_packed_stack_matches_the_scan_path_on_ragged_rows(pooling):
     rng = np.random.default_rng(0)
     ids = rng.integers(2, 40, size=(6, 11)).astype(np.int32)
     lengths = np.array([1, 3, 11, 7, 2, 0], np.int32)  # ragged, with padding; 0 is clamped to 1
-    scan = table_forward_logits(config, *inference_params(params), ids, lengths)
+    scan = scoring_logits(config, scoring_weights(params), ids, lengths)
     packed = cudnn_forward_logits(config, device_params(config, params), ids, lengths, "reference")
     np.testing.assert_allclose(np.asarray(packed), np.asarray(scan), atol=1e-5)
 

@@ -236,13 +236,16 @@ def test_a_row_left_without_a_score_is_never_written(tiny_bundle, lost):
     scorer = Scorer(bundle.model, bundle.params, Truncation(16, 4))
     logits = np.zeros((2, bundle.model.num_classes), np.float32)
     if lost == "a batch never returned":
-        dispatched = Dispatched(3, [(np.array([0, 2]), logits)])
+        dispatched = Dispatched(3, [(np.array([0, 2]), np.arange(2), logits)])
     else:
         logits[1, 0] = np.nan
-        dispatched = Dispatched(2, [(np.array([0, 1]), logits)])
+        dispatched = Dispatched(2, [(np.array([0, 1]), np.arange(2), logits)])
     with pytest.raises(Exception, match="got no finite score"):
         scorer.collect(dispatched)
-    assert scorer.collect(Dispatched(2, [(np.array([1, 0]), np.zeros_like(logits))])).shape == logits.shape
+    assert (
+        scorer.collect(Dispatched(2, [(np.array([1, 0]), np.arange(2), np.zeros_like(logits))])).shape
+        == logits.shape
+    )
 
 
 # 7 ---------------------------------------------------------------------------------------------

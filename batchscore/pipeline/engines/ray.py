@@ -163,7 +163,7 @@ class _ScoreActor:
     def _load(
         self, bundle_dir: str, bundle_sha256: str, truncation: Truncation, compute: ComputePlan
     ) -> None:
-        from batchscore.inference.device import enable_compilation_cache, pick_device
+        from batchscore.inference.device import enable_compilation_cache, pick_devices
 
         bundle = load_bundle(bundle_dir)
         if bundle.bundle_sha256 != bundle_sha256:  # each node reads its own disk: another copy, another model
@@ -174,11 +174,11 @@ class _ScoreActor:
                 "outputs would be labelled with the wrong model; give every node the same bundle"
             )
         enable_compilation_cache()
-        device = pick_device(compute.platform)
+        devices = pick_devices(compute.platform)  # a CPU actor splits its batches over its host devices
         self.classes = bundle.model.num_classes
         # the driver's plan, as it is: every actor computes as the fingerprint says
         self.scorer = Scorer(
-            bundle.model, bundle.params, truncation, compute.buckets, device, compute.precision
+            bundle.model, bundle.params, truncation, compute.buckets, devices, compute.precision
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
