@@ -94,13 +94,13 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "batch_tokens",
         131072,  # measured in docs/determinism.md
-        "Padded tokens per forward batch (rows per batch = this / bucket width).",
+        "Padded tokens per forward batch and device (rows per device = this / bucket width).",
         int,
         minimum=1,
         in_job=True,
     ),
     # 256-row batches beat 1024 at every input size (docs/determinism.md)
-    Setting("max_batch_rows", 256, "Upper bound on rows per batch.", int, minimum=1, in_job=True),
+    Setting("max_batch_rows", 256, "Upper bound on rows per batch and device.", int, minimum=1, in_job=True),
     Setting(
         "window_rows",
         16384,

@@ -30,6 +30,10 @@ from batchscore.model.bilstm import ModelConfig, gate_scale, prescale_gates, row
 
 Weights = dict  # what scoring_weights() returns
 
+# Which arithmetic scored an output (its fingerprint carries it): bumped by any change that moves a
+# score's bits, so that an output begun by another revision is scored again, not resumed.
+ARITHMETIC_REVISION = "2"
+
 
 @jax.jit
 def scoring_weights(params: dict) -> Weights:

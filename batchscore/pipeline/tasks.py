@@ -16,6 +16,7 @@ from batchscore.io.paths import InputFile, Location
 from batchscore.io.readers import ShardReader
 from batchscore.io.writers import OutputLock, PartWriter, read_file_metadata
 from batchscore.model.bundle import Bundle
+from batchscore.model.scoring_pass import ARITHMETIC_REVISION
 from batchscore.monitoring.drift import Profile
 from batchscore.monitoring.summary import ProgressListener
 from batchscore.pipeline.options import RunOptions
@@ -164,7 +165,7 @@ class TaskOpener:
     def fingerprint(self, source: InputFile, reader: ShardReader) -> dict[str, str]:
         """Everything an output depends on: the input's bytes, every file of the model bundle (weights,
         labels, temperature, vocabulary, tokenizer), the options that change the output and what ran
-        (precision, batch plan), whichever engine ran it."""
+        (precision, batch plan, the scoring arithmetic's revision), whichever engine ran it."""
         options = self.options
         info = source.location.filesystem.get_file_info(source.location.path)
         return {
@@ -181,6 +182,7 @@ class TaskOpener:
             "csv_delimiter": options.csv_delimiter,
             "csv_infer_types": str(options.csv_infer_types),
             "precision": self.compute.precision,
+            "arithmetic": ARITHMETIC_REVISION,
             "input_types": json.dumps({name: str(t) for name, t in self.plan.input_types.items()}),
             # the compiled shapes: a resume under other batch settings could round differently
             "batch_plan": json.dumps(dataclasses.astuple(self.compute.buckets)),

@@ -62,6 +62,28 @@ def test_resume_with_recalibrated_model_rescores_everything(
     assert read_scores(out).equals(read_scores(original))
 
 
+@pytest.mark.parametrize("revision", ["the same", "another"])
+def test_an_output_begun_by_another_scoring_arithmetic_is_scored_again(
+    tmp_path, tiny_bundle, reviews_table, monkeypatch, revision
+):
+    """A change to the scoring arithmetic moves scores in their last bits: an output begun under
+    another revision of it starts afresh on resume, one begun under the same picks up its parts."""
+    import batchscore.pipeline.tasks as tasks
+
+    source, out = tmp_path / "r.parquet", tmp_path / "o.parquet"
+    pq.write_table(reviews_table, source)
+    current = tasks.ARITHMETIC_REVISION
+    monkeypatch.setattr(tasks, "ARITHMETIC_REVISION", current if revision == "the same" else current + "-old")
+    crashed_run(monkeypatch, [source], out, tiny_bundle, "manifest updated", 2, window_rows=100)
+    monkeypatch.setattr(tasks, "ARITHMETIC_REVISION", current)
+    summary = score_files([source], out, tiny_bundle, window_rows=100, resume=True)
+    rescored = summary.rows_scored_now == reviews_table.num_rows
+    assert rescored == (revision == "another")
+    fresh = tmp_path / "fresh.parquet"
+    score_files([source], fresh, tiny_bundle, window_rows=100)
+    assert read_scores(out).equals(read_scores(fresh))
+
+
 # 2 ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_input_rewritten_with_same_size_and_mtime_is_rescored(tmp_path, tiny_bundle, fmt):
