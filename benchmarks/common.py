@@ -42,13 +42,13 @@ def truncated_rows(encoded, truncation: Truncation) -> list[np.ndarray]:
 
 
 def model_flops_per_token(config) -> int:
-    """Multiply-adds x 2 per real token: every layer's recurrent matmul and, above the first layer (a
-    table lookup at inference), its input projection, both directions. Cell and head are ignored."""
+    """Multiply-adds x 2 per real token: every layer's input and recurrent matmuls, both directions
+    (720k for the bundled model's sizes). Cell and head are ignored."""
     four_h = 4 * config.hidden
     flops = 0
     for layer in range(config.num_layers):
         d_in = config.embed_dim if layer == 0 else 2 * config.hidden
-        flops += 2 * 2 * config.hidden * four_h + (2 * 2 * d_in * four_h if layer else 0)
+        flops += 2 * 2 * (d_in + config.hidden) * four_h
     return flops
 
 

@@ -13,9 +13,9 @@ import numpy as np
 
 from batchscore.base import settings
 
-# Widths chosen by measurement on the IMDb mix and a short-review mix (docs/dev/performance-log.md): steps of
-# 4 to 8 tokens below 48, where a short review's padding is most of its cost.
-DEFAULT_BOUNDARIES = (8, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 160, 192, 256, 320, 400, 512, 768, 1024)
+# Scoring widths only bound array sizes (a batch's loop runs to its longest row), so they double: each
+# is one more compiled shape, and a shape costs a process about 60 ms (docs/dev/performance-log.md).
+DEFAULT_BOUNDARIES = (16, 32, 64, 128, 256, 512, 1024)
 MIN_BATCH_ROWS = 64  # training's plan: power-of-two batches of at least this many rows
 # Scoring batches hold a multiple of ROW_QUANTUM rows: 48 = 3 x 16 floats, the row block of XLA:CPU's
 # matmul kernel with AVX-512 (3 x 8 with AVX2, 3 x 4 with NEON), so no row of any batch falls into a
@@ -96,31 +96,29 @@ def plan_batches(
 def plan_scoring_batches(
     lengths: np.ndarray, max_tokens: int, spec: BucketSpec, shards: int = 1
 ) -> list[Batch]:
-    """Scoring's plan: full batches of `spec.scoring_rows_for(width)` rows per bucket (longest
-    first), and each bucket's last batch the smallest ladder step that holds it, its spare rows
-    taken from narrower buckets (next narrower first). Rows go longest first within a bucket, so a
-    batch holds rows of similar lengths and its loop (which runs to its longest row) wastes little.
-    With `shards` devices sharing each batch, each device's share is such a batch: the budget and
-    row limits hold per device.
+    """Scoring's plan: every row, longest first, cut into full batches of `spec.scoring_rows_for(width)`
+    rows per device (`shards` devices share each batch), `width` being the bucket of the batch's
+    longest row; the rows left at the end go into the smallest ladder step that holds them.
 
-    Any grouping is allowed because a row's scores do not depend on its batch: every device's row
-    count is a multiple of ROW_QUANTUM, steps after a row's length never reach its state, and the
-    head adds each row's terms in one order (docs/determinism.md). So ten rows of any lengths are
-    one batch.
+    The loop of a batch runs to its longest row, so rows of nearly one length together waste almost
+    nothing, and the buckets only bound array sizes: few widths, few compiled shapes. Any grouping
+    is allowed because a row's scores do not depend on its batch: every device's row count is a
+    multiple of ROW_QUANTUM, steps after a row's length never reach its state, and the head adds
+    each row's terms in one order (docs/determinism.md). So ten rows of any lengths are one batch.
     """
-    buckets = [
-        (width, rows[_longest_first(lengths[rows])]) for width, rows in _buckets(lengths, max_tokens, spec)
-    ]
-    return _fill(
-        buckets,
-        lambda width: spec.scoring_rows_for(width) * shards,
-        lambda rows: ladder_rows(-(-rows // shards)) * shards,
-        top_up=True,
-    )
-
-
-def _longest_first(lengths: np.ndarray) -> np.ndarray:
-    return np.argsort(-np.asarray(lengths), kind="stable")
+    clipped = np.maximum(np.minimum(np.asarray(lengths), max_tokens), 1)
+    order = np.argsort(-clipped, kind="stable")
+    widths = np.array(spec.widths(max_tokens))
+    batches: list[Batch] = []
+    start = 0
+    while start < order.size:
+        width = int(widths[np.searchsorted(widths, clipped[order[start]])])
+        full = spec.scoring_rows_for(width) * shards
+        rows = order[start : start + full]
+        padded = full if rows.size == full else ladder_rows(-(-rows.size // shards)) * shards
+        batches.append(Batch(rows, width, padded))
+        start += rows.size
+    return batches
 
 
 def _buckets(lengths: np.ndarray, max_tokens: int, spec: BucketSpec) -> list[tuple[int, np.ndarray]]:

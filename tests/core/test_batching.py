@@ -43,21 +43,27 @@ def test_every_row_lands_in_exactly_one_batch(lengths, max_tokens, budget, shuff
     lengths=st.lists(st.integers(min_value=0, max_value=700), max_size=400),
     max_tokens=st.sampled_from([16, 100, 400, 512]),
     budget=st.sampled_from([256, 4096, 65536]),
+    shards=st.sampled_from([1, 2, 3]),
 )
-def test_scoring_plan_places_every_row_once_in_whole_row_quanta(lengths, max_tokens, budget):
+def test_scoring_plan_places_every_row_once_in_whole_row_quanta(lengths, max_tokens, budget, shards):
     lengths = np.array(lengths, dtype=np.int64)
     spec = BucketSpec(token_budget=budget, max_rows=512)
-    batches = plan_scoring_batches(lengths, max_tokens, spec)
+    batches = plan_scoring_batches(lengths, max_tokens, spec, shards)
     rows = np.concatenate([b.rows for b in batches]) if batches else np.array([], np.int64)
     assert sorted(rows.tolist()) == list(range(len(lengths)))
-    for batch in batches:
-        assert np.all(np.minimum(lengths[batch.rows], max_tokens) <= batch.width)
-        assert batch.rows.size <= batch.padded_rows <= spec.scoring_rows_for(batch.width)
-        assert batch.padded_rows % ROW_QUANTUM == 0 and batch.width in spec.widths(max_tokens)
-        blocks = batch.padded_rows // ROW_QUANTUM
+    clipped = np.maximum(np.minimum(lengths, max_tokens), 1)
+    assert np.all(np.diff(clipped[rows]) <= 0)  # longest first: a batch's rows are of similar lengths
+    for number, batch in enumerate(batches):
+        assert np.all(clipped[batch.rows] <= batch.width)
+        per_device = batch.padded_rows // shards
+        assert batch.rows.size <= batch.padded_rows and per_device <= spec.scoring_rows_for(batch.width)
+        assert per_device % ROW_QUANTUM == 0 and batch.width in spec.widths(max_tokens)
+        blocks = per_device // ROW_QUANTUM
         assert blocks & (blocks - 1) == 0  # a ladder step: few compiled shapes
-        # padding rows are bounded: a batch above one quantum is more than half full
-        assert batch.padded_rows == ROW_QUANTUM or batch.rows.size > batch.padded_rows // 2
+        if number < len(batches) - 1:  # only the last batch has padding rows, and it is over half full
+            assert batch.rows.size == batch.padded_rows
+        else:
+            assert per_device == ROW_QUANTUM or batch.rows.size > batch.padded_rows // 2
 
 
 def test_shapes_are_bounded_by_buckets_and_powers_of_two():

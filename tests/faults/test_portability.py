@@ -21,8 +21,10 @@ def test_scoring_batches_hold_whole_row_quanta_and_small_inputs_share_one_batch(
     spec = BucketSpec(boundaries=(8, 16), token_budget=96 * 16, max_rows=256)
     lengths = np.array([16] * 10 + [8] * 70 + [3] * 5)
     batches = plan_scoring_batches(lengths, 16, spec)
-    # width 16: 10 rows, padded to 48, its 38 spare rows taken from width 8; then 32 + 5 rows left
-    assert [(b.width, b.rows.size, b.padded_rows) for b in batches] == [(16, 48, 48), (8, 37, 48)]
+    # longest first: a full batch at width 16 would be 96 rows; all 85 fit in that ladder step
+    assert [(b.width, b.rows.size, b.padded_rows) for b in batches] == [(16, 85, 96)]
+    two = plan_scoring_batches(lengths, 16, spec, shards=2)  # each device's share is whole quanta
+    assert [(b.width, b.rows.size, b.padded_rows) for b in two] == [(16, 85, 96)]
     assert sorted(np.concatenate([b.rows for b in batches]).tolist()) == list(range(85))
     ten = plan_scoring_batches(np.array([3, 500, 40, 9, 120, 260, 7, 77, 33, 410]), 512, BucketSpec())
     assert [(b.width, b.rows.size, b.padded_rows) for b in ten] == [(512, 10, ROW_QUANTUM)]
