@@ -138,9 +138,10 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "precision",
         "float32",
-        "Matmul inputs. bfloat16: the recurrent matmul takes bfloat16 inputs (float32 sums), used where "
+        "Matmul inputs. bfloat16: the LSTM matmuls take bfloat16 inputs (float32 sums), used where "
         "the CPU has native BF16 (AVX512_BF16, AMX; elsewhere float32 runs and the summary says so); "
-        "probabilities move by up to ~5e-3, labels rarely (4 of 25,000 IMDb reviews).",
+        "probabilities move by up to ~4e-3, labels rarely (1 of 25,000 IMDb reviews), and it was not "
+        "faster where measured (docs/performance.md).",
         choices=PRECISIONS,
         in_job=True,
     ),
