@@ -5,8 +5,9 @@ row cap, in one process.
     python -m benchmarks.batch_plan --mix short --rows 20000 --max-rows 256 768 1536
     python -m benchmarks.batch_plan --widths 32,64,96,128,160,192,256,320,400,512 default
 
-Padding is padded tokens (rows x width of every batch) over real tokens after truncation. The
-first width set and cap listed are the reference for the ratios of an input. Prints the CPU it ran on.
+Padding is the token steps the plan computes (every batch's rows x its longest row: its loop's trip
+count) over real tokens after truncation. The first width set and cap listed are the reference for
+the ratios of an input. Prints the CPU it ran on.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from benchmarks.common import DEFAULT_IMDB, timed
 from benchmarks.short_mix import short_reviews
 
 
-def padded_per_real(lengths: np.ndarray, max_tokens: int, spec: BucketSpec) -> float:
-    plan = plan_scoring_batches(lengths, max_tokens, spec)
-    return sum(b.padded_rows * b.width for b in plan) / max(1, int(np.minimum(lengths, max_tokens).sum()))
+def padded_per_real(lengths: np.ndarray, max_tokens: int, spec: BucketSpec, shards: int) -> float:
+    clipped = np.maximum(np.minimum(lengths, max_tokens), 1)
+    plan = plan_scoring_batches(lengths, max_tokens, spec, shards)
+    computed = sum(b.padded_rows * int(clipped[b.rows].max()) for b in plan)
+    return computed / max(1, int(np.minimum(lengths, max_tokens).sum()))
 
 
 def parse_widths(text: str) -> tuple[int, ...]:
@@ -71,8 +74,10 @@ def main() -> None:
                     scorer.logits(encoded)  # compile
                     seconds, _ = timed(lambda s=scorer, e=encoded: s.logits(e), repeat=args.repeats)
                     reference = reference or seconds
-                    padding = padded_per_real(encoded.n_tokens, bundle.max_tokens, spec)
-                    batches = len(plan_scoring_batches(encoded.n_tokens, bundle.max_tokens, spec))
+                    padding = padded_per_real(encoded.n_tokens, bundle.max_tokens, spec, scorer.shards)
+                    batches = len(
+                        plan_scoring_batches(encoded.n_tokens, bundle.max_tokens, spec, scorer.shards)
+                    )
                     print(
                         f"{mix:>5} {rows:>6,} rows (mean {mean:.0f} tokens), widths {widths[:24]:<24} "
                         f"max rows {cap:>5}: {rows / seconds:>7,.0f} reviews/s (x{reference / seconds:.2f}), "
