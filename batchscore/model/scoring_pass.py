@@ -22,6 +22,7 @@ so a row's logits do not depend on its batch, its width or n.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,8 @@ import jax.numpy as jnp
 from batchscore.model.bilstm import ModelConfig, gate_scale, prescale_gates, row_wise_head
 
 Weights = dict  # what scoring_weights() returns
+Inputs = Callable[[jax.Array, jax.Array], jax.Array]  # (step, backward position) -> (2, B, D) inputs
+Collect = Callable[[jax.Array, jax.Array, jax.Array, Any], Any]  # (positions, h, lengths, kept) -> kept
 
 # Which arithmetic scored an output (its fingerprint carries it): bumped by any change that moves a
 # score's bits, so that an output begun by another revision is scored again, not resumed.
@@ -65,7 +68,7 @@ def scoring_logits(
     def first_inputs(s: jax.Array, back: jax.Array) -> jax.Array:
         return jnp.stack([embedding[by_step[s]], embedding[by_step[back]]])
 
-    inputs: Callable[[jax.Array, jax.Array], jax.Array] = first_inputs
+    inputs: Inputs = first_inputs
     *lower, last = weights["layers"]
     for layer in lower:
         buffer = jnp.zeros((ids.shape[1], ids.shape[0], 2 * config.hidden), jnp.float32)
@@ -77,7 +80,7 @@ def scoring_logits(
     return row_wise_head(_head_input(features, lengths, config.pooling), weights["head"])
 
 
-def _reader(outputs: jax.Array) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def _reader(outputs: jax.Array) -> Inputs:
     """The next layer's inputs at step s: [forward; backward] outputs at s and at n - 1 - s."""
 
     def read(s: jax.Array, back: jax.Array) -> jax.Array:
@@ -86,7 +89,15 @@ def _reader(outputs: jax.Array) -> Callable[[jax.Array, jax.Array], jax.Array]:
     return read
 
 
-def _run_layer(layer: dict, inputs, lengths, steps, collect, state, compute):
+def _run_layer(
+    layer: dict,
+    inputs: Inputs,
+    lengths: jax.Array,
+    steps: jax.Array,
+    collect: Collect,
+    state: Any,
+    compute: Any,
+) -> Any:
     """One bidirectional layer over `steps` steps. `collect(positions, h, lengths, state)` keeps what is
     wanted of each step's (2, B, H) outputs; `positions` (2, 1, 1) is where each direction is."""
     w = layer["w"] if compute is None else layer["w"].astype(compute)
@@ -114,7 +125,9 @@ def _run_layer(layer: dict, inputs, lengths, steps, collect, state, compute):
     return jax.lax.fori_loop(0, steps, body, (zeros, zeros, state))[2]
 
 
-def _store_outputs(positions, h, row_lengths, outputs: jax.Array) -> jax.Array:
+def _store_outputs(
+    positions: jax.Array, h: jax.Array, row_lengths: jax.Array, outputs: jax.Array
+) -> jax.Array:
     """Write each direction's output at its own position of the (T, B, 2H) buffer."""
     hidden = h.shape[-1]
     forward = jax.lax.dynamic_update_slice(outputs, h[0][None], (positions[0, 0, 0], 0, 0))
@@ -126,7 +139,9 @@ def _no_features(config: ModelConfig, rows: int) -> tuple[jax.Array, ...]:
     return zeros, zeros, jnp.full_like(zeros, -jnp.inf), zeros
 
 
-def _collect_features(positions, h, row_lengths, kept: tuple) -> tuple[jax.Array, ...]:
+def _collect_features(
+    positions: jax.Array, h: jax.Array, row_lengths: jax.Array, kept: tuple
+) -> tuple[jax.Array, ...]:
     """Per direction: the output at position 0, at the row's last position, and the max and the sum
     over its real positions (the forward direction runs on past a row's end; those steps never count)."""
     first, last, maximum, total = kept
