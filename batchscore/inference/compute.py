@@ -44,18 +44,21 @@ def local_plan(device: str, precision: str, requested: BucketSpec) -> ComputePla
     return ComputePlan(platform, runs, batch_plan(platform, requested), description, tuple(devices))
 
 
+CPUS_PER_ACTOR = 2  # a CPU actor's share of a node: it splits its batches over this many host devices
+
+
 def actor_plan(
     resources: dict, device: str, precision: str, requested: BucketSpec
 ) -> tuple[ComputePlan, int]:
     """The plan for a Ray cluster with these resources (ray.cluster_resources()), and how many actors:
-    one per GPU, else one per two CPUs. CPU actors run the precision the driver's CPU can run, so
+    one per GPU, else one per CPUS_PER_ACTOR CPUs. CPU actors run the precision the driver's CPU can run, so
     every actor of a run, and a resume on the local engine, compute the same way."""
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
     if device == "gpu" and not gpus:
         raise NoGpu("--device gpu: the Ray cluster has no GPUs")
     platform = "gpu" if gpus and device != "cpu" else "cpu"
     runs = precision if platform == "gpu" else cpu_precision(precision, cpu_flags())[0]
-    actors = gpus if platform == "gpu" else max(1, cpus // 2)
+    actors = gpus if platform == "gpu" else max(1, cpus // CPUS_PER_ACTOR)
     description = f"ray: {actors} {platform} actor(s), {runs}"
     return ComputePlan(platform, runs, batch_plan(platform, requested), description), actors
 

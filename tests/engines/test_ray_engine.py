@@ -88,3 +88,30 @@ def test_a_worker_with_another_bundle_at_the_same_path_fails_the_run(
     assert isinstance(summary.failure, ModelError) and summary.exit_code == 4
     assert "is not the bundle the driver loaded" in summary.error
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_cpu_actor_splits_its_batches_over_its_share_of_the_cores(tiny_bundle, monkeypatch):
+    """Ray runs one CPU actor per CPUS_PER_ACTOR cores of a node, and every actor process sees all of
+    the node's host devices: each must use only its share, not every core the other actors use too."""
+    import jax
+
+    import batchscore.inference.device as device
+    from batchscore.inference.batching import BucketSpec
+    from batchscore.inference.compute import CPUS_PER_ACTOR, actor_plan
+    from batchscore.inference.forward import Truncation
+    from batchscore.model.bundle import load_bundle
+    from batchscore.pipeline.engines.ray import _ScoreActor
+
+    cpus = jax.devices("cpu")
+    if len(cpus) < CPUS_PER_ACTOR:
+        pytest.skip(f"fewer than {CPUS_PER_ACTOR} cores here: one host device")
+    node = [cpus[i % len(cpus)] for i in range(4 * CPUS_PER_ACTOR)]  # what an actor on a bigger node sees
+    monkeypatch.setattr(device, "pick_devices", lambda name: node)
+    compute, actors = actor_plan({"CPU": float(len(node))}, "cpu", "float32", BucketSpec())
+    assert actors == 4
+    bundle = load_bundle(tiny_bundle)
+    actor = _ScoreActor.__new__(_ScoreActor)  # its constructor asks Ray for the node id
+    actor._load(
+        str(tiny_bundle), bundle.bundle_sha256, Truncation(bundle.max_tokens, bundle.head_tokens), compute
+    )
+    assert actor.scorer.shards == CPUS_PER_ACTOR

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from batchscore.base import interrupts
 from batchscore.base.errors import BatchscoreError, InputError, UsageError, error_from_record, error_record
-from batchscore.inference.compute import ComputePlan, actor_plan
+from batchscore.inference.compute import CPUS_PER_ACTOR, ComputePlan, actor_plan
 from batchscore.inference.forward import Scorer, Truncation
 from batchscore.inference.rows import Window, encode_window
 from batchscore.io.paths import InputFile
@@ -174,7 +174,8 @@ class _ScoreActor:
                 "outputs would be labelled with the wrong model; give every node the same bundle"
             )
         enable_compilation_cache()
-        devices = pick_devices(compute.platform)  # a CPU actor splits its batches over its host devices
+        # a CPU actor splits its batches over its share of the node's cores, not every host device
+        devices = pick_devices(compute.platform)[:CPUS_PER_ACTOR]
         self.classes = bundle.model.num_classes
         # the driver's plan, as it is: every actor computes as the fingerprint says
         self.scorer = Scorer(
