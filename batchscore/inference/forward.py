@@ -45,7 +45,6 @@ class Scorer:
     ):
         self.config = config
         self.pool = pool  # pads batches ahead of the device, in order
-        self.precision = precision
         self.truncation = truncation
         self.spec = spec or BucketSpec()
         devices = device if isinstance(device, list) else [device] if device else pick_devices("auto")
@@ -94,9 +93,11 @@ class Scorer:
         pending = []
         with out_of_memory_as_error():
             for batch, (ids, kept) in zip(plan, padded, strict=True):
-                slots = spread_over_shards(ids.shape[0], self.shards)[: batch.rows.size]
-                ids, kept = (jax.device_put(a, self.rows_on) for a in shard_order((ids, kept), self.shards))
-                pending.append((batch.rows, slots, self.forward(self.weights, ids, kept)))
+                slots = spread_over_shards(ids.shape[0], self.shards)
+                if self.shards > 1:
+                    ids, kept = in_slots(ids, slots), in_slots(kept, slots)
+                ids, kept = jax.device_put(ids, self.rows_on), jax.device_put(kept, self.rows_on)
+                pending.append((batch.rows, slots[: batch.rows.size], self.forward(self.weights, ids, kept)))
         return Dispatched(rows.size, pending)
 
     def collect(self, dispatched: Dispatched) -> np.ndarray:
@@ -136,16 +137,11 @@ def spread_over_shards(padded_rows: int, shards: int) -> np.ndarray:
     return (k % shards) * (padded_rows // shards) + k // shards
 
 
-def shard_order(arrays: tuple[np.ndarray, ...], shards: int) -> tuple[np.ndarray, ...]:
-    """Rows moved to their spread_over_shards() slots (unchanged for one shard)."""
-    if shards == 1:
-        return arrays
-    out = []
-    for array in arrays:
-        moved = np.empty_like(array)
-        moved[spread_over_shards(array.shape[0], shards)] = array
-        out.append(moved)
-    return tuple(out)
+def in_slots(array: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """A batch's rows moved to their spread_over_shards() slots."""
+    moved = np.empty_like(array)
+    moved[slots] = array
+    return moved
 
 
 @dataclass(frozen=True)

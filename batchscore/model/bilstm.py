@@ -125,26 +125,27 @@ def gate_scale(hidden: int, dtype=jnp.float32) -> jax.Array:
     return jnp.concatenate([half, half, jnp.ones((hidden,), dtype), half])
 
 
-def _step_function(w_hidden: jax.Array, prescaled: bool):
-    """One LSTM step for both directions: (h, c), input gates (2, B, 4H) -> (h, c).
+def cell_gates(z: jax.Array, prescaled: bool) -> list[jax.Array]:
+    """The gates i, f, g, o of (..., 4H) pre-activations.
 
-    prescaled=True (inference): the input gates and `w_hidden` are pre-scaled by gate_scale() and
-    all gates are one tanh (see there). prescaled=False (training): the same cell with three
-    sigmoids, whose gradients XLA:CPU computes 6-10% faster (benchmarks/cell.py); the two agree to
-    rounding.
+    prescaled=True (the tanh cell scoring_pass runs): the pre-activations come from weights
+    pre-scaled by gate_scale(), and all gates are one tanh (see there). prescaled=False (training):
+    three sigmoids, whose gradients XLA:CPU computes 6-10% faster (benchmarks/cell.py); the two agree
+    to rounding.
     """
-    hidden = w_hidden.shape[1]
-    slope = gate_scale(hidden, jnp.float32)  # 0.5 where a sigmoid is wanted, 1 for g
-    offset = 1.0 - slope  # 0.5 for the sigmoid gates, 0 for g
+    if prescaled:
+        slope = gate_scale(z.shape[-1] // 4, jnp.float32)  # 0.5 where a sigmoid is wanted, 1 for g
+        return jnp.split(jnp.tanh(z) * slope + (1.0 - slope), 4, axis=-1)
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    return [jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)]
 
-    def activate(z: jax.Array) -> list[jax.Array]:
-        if prescaled:
-            return jnp.split(jnp.tanh(z) * slope + offset, 4, axis=-1)
-        i, f, g, o = jnp.split(z, 4, axis=-1)
-        return [jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)]
+
+def _step_function(w_hidden: jax.Array, prescaled: bool):
+    """One LSTM step for both directions: (h, c), input gates (2, B, 4H) -> (h, c), gates as
+    cell_gates() says."""
 
     def step(h: jax.Array, c: jax.Array, gates_t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        i, f, g, o = activate(gates_t + jnp.einsum("zbh,zhg->zbg", h, w_hidden))
+        i, f, g, o = cell_gates(gates_t + jnp.einsum("zbh,zhg->zbg", h, w_hidden), prescaled)
         c = f * c + i * g
         return o * jnp.tanh(c), c
 

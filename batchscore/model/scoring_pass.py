@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from batchscore.model.bilstm import ModelConfig, gate_scale, prescale_gates, row_wise_head
+from batchscore.model.bilstm import ModelConfig, cell_gates, prescale_gates, row_wise_head
 
 Weights = dict  # what scoring_weights() returns
 Inputs = Callable[[jax.Array, jax.Array], jax.Array]  # (step, backward position) -> (2, B, D) inputs
@@ -102,8 +102,6 @@ def _run_layer(
     wanted of each step's (2, B, H) outputs; `positions` (2, 1, 1) is where each direction is."""
     w = layer["w"] if compute is None else layer["w"].astype(compute)
     hidden = w.shape[2] // 4
-    slope = gate_scale(hidden)  # 0.5 for the sigmoid gates i, f, o; 1 for g (see bilstm.gate_scale)
-    offset = 1.0 - slope
     backward = (jnp.arange(2) == 1)[:, None, None]
     row_lengths = lengths[None, :, None]
     zeros = jnp.zeros((2, lengths.shape[0], hidden), jnp.float32)
@@ -115,7 +113,7 @@ def _run_layer(
         if compute is not None:
             x = x.astype(compute)
         z = jnp.einsum("zbk,zkg->zbg", x, w, preferred_element_type=jnp.float32) + layer["bias"]
-        i, f, g, o = jnp.split(jnp.tanh(z) * slope + offset, 4, axis=-1)
+        i, f, g, o = cell_gates(z, prescaled=True)  # one tanh: the weights are pre-scaled
         positions = jnp.where(backward, back, s)
         # the backward state stays exactly zero until the step at its row's last token
         c = jnp.where(positions < row_lengths, f * c + i * g, 0.0)

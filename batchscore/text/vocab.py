@@ -18,7 +18,7 @@ WHITESPACE = re.compile(r"\s")  # for str patterns: exactly the characters str.i
 SEPARATOR = "\x00"  # not whitespace, so joining cannot make a clean list look bad
 
 
-def string_array(values: list[str]) -> pa.Array:
+def _string_array(values: list[str]) -> pa.Array:
     """An Arrow string array built from one UTF-8 buffer: pa.array() on a Python list imports pandas,
     0.2 s of every start-up that reads a vocabulary."""
     encoded = [value.encode("utf-8") for value in values]
@@ -41,7 +41,7 @@ class Vocab:
             bad = [t for t in tokens if not t or WHITESPACE.search(t)]
             raise ValueError(f"vocabulary tokens must be non-empty without whitespace: {bad[:3]!r}")
         self.tokens = tokens
-        self._lookup = string_array(tokens)
+        self._lookup = _string_array(tokens)
 
     def __len__(self) -> int:
         return len(self.tokens)
