@@ -15,7 +15,8 @@ from batchscore.base import settings
 
 # Scoring widths only bound array sizes (a batch's loop runs to its longest row), so they double: each
 # is one more compiled shape, and a shape costs a process about 60 ms (docs/dev/performance-log.md).
-DEFAULT_BOUNDARIES = (16, 32, 64, 128, 256, 512, 1024)
+# None below 32: a 16-wide batch was 2-4% faster than the same rows at 32, less than its shape costs.
+DEFAULT_BOUNDARIES = (32, 64, 128, 256, 512, 1024)
 MIN_BATCH_ROWS = 64  # training's plan: power-of-two batches of at least this many rows
 # Scoring batches hold a multiple of ROW_QUANTUM rows: 48 = 3 x 16 floats, the row block of XLA:CPU's
 # matmul kernel with AVX-512 (3 x 8 with AVX2, 3 x 4 with NEON), so no row of any batch falls into a
@@ -94,11 +95,15 @@ def plan_batches(
 
 
 def plan_scoring_batches(
-    lengths: np.ndarray, max_tokens: int, spec: BucketSpec, shards: int = 1
+    lengths: np.ndarray, max_tokens: int, spec: BucketSpec, shards: int = 1, reuse_shape: bool = True
 ) -> list[Batch]:
     """Scoring's plan: every row, longest first, cut into full batches of `spec.scoring_rows_for(width)`
     rows per device (`shards` devices share each batch), `width` being the bucket of the batch's
-    longest row; the rows left at the end go into the smallest ladder step that holds them.
+    longest row. The rows left at the end, the plan's shortest, take the shape of the full batch
+    before them where they fit in it (`reuse_shape`: the CPU pass, whose loop stops at the batch's
+    longest row, computes little for their padding rows, where a shape of their own costs the
+    process tens of milliseconds to trace and load); without such a batch, or for a pass that
+    computes its whole width (cuDNN), they go into the smallest ladder step that holds them.
 
     The loop of a batch runs to its longest row, so rows of nearly one length together waste almost
     nothing, and the buckets only bound array sizes: few widths, few compiled shapes. Any grouping
@@ -116,6 +121,8 @@ def plan_scoring_batches(
         full = spec.scoring_rows_for(width) * shards
         rows = order[start : start + full]
         padded = full if rows.size == full else ladder_rows(-(-rows.size // shards)) * shards
+        if rows.size < full and reuse_shape and batches and rows.size <= batches[-1].padded_rows:
+            width, padded = batches[-1].width, batches[-1].padded_rows
         batches.append(Batch(rows, width, padded))
         start += rows.size
     return batches

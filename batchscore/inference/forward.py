@@ -78,7 +78,10 @@ class Scorer:
         if rows.size == 0:
             return Dispatched(0, [])
         lengths = encoded.n_tokens[rows]
-        plan = plan_scoring_batches(lengths, self.truncation.max_tokens, self.spec, self.shards)
+        # cuDNN computes a batch's whole padded width: its last batch keeps the smallest ladder step
+        plan = plan_scoring_batches(
+            lengths, self.truncation.max_tokens, self.spec, self.shards, reuse_shape=self.path != "cudnn"
+        )
 
         def pad(batch):
             return pad_batch(

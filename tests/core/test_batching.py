@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from batchscore.inference.batching import (
@@ -44,11 +44,16 @@ def test_every_row_lands_in_exactly_one_batch(lengths, max_tokens, budget, shuff
     max_tokens=st.sampled_from([16, 100, 400, 512]),
     budget=st.sampled_from([256, 4096, 65536]),
     shards=st.sampled_from([1, 2, 3]),
+    reuse_shape=st.booleans(),
 )
-def test_scoring_plan_places_every_row_once_in_whole_row_quanta(lengths, max_tokens, budget, shards):
+# a narrow tail with more rows than the wide full batch before it holds: a ladder step of its own
+@example(lengths=[300] * 48 + [10] * 60, max_tokens=400, budget=4096, shards=1, reuse_shape=True)
+def test_scoring_plan_places_every_row_once_in_whole_row_quanta(
+    lengths, max_tokens, budget, shards, reuse_shape
+):
     lengths = np.array(lengths, dtype=np.int64)
     spec = BucketSpec(token_budget=budget, max_rows=512)
-    batches = plan_scoring_batches(lengths, max_tokens, spec, shards)
+    batches = plan_scoring_batches(lengths, max_tokens, spec, shards, reuse_shape)
     rows = np.concatenate([b.rows for b in batches]) if batches else np.array([], np.int64)
     assert sorted(rows.tolist()) == list(range(len(lengths)))
     clipped = np.maximum(np.minimum(lengths, max_tokens), 1)
@@ -60,9 +65,12 @@ def test_scoring_plan_places_every_row_once_in_whole_row_quanta(lengths, max_tok
         assert per_device % ROW_QUANTUM == 0 and batch.width in spec.widths(max_tokens)
         blocks = per_device // ROW_QUANTUM
         assert blocks & (blocks - 1) == 0  # a ladder step: few compiled shapes
-        if number < len(batches) - 1:  # only the last batch has padding rows, and it is over half full
+        if number < len(batches) - 1:  # only the last batch has padding rows
             assert batch.rows.size == batch.padded_rows
-        else:
+        elif reuse_shape and number > 0 and batch.rows.size <= batches[-2].padded_rows:
+            # no shape of its own: the one before it
+            assert (batch.padded_rows, batch.width) == (batches[-2].padded_rows, batches[-2].width)
+        else:  # the smallest ladder step that holds it: over half full
             assert per_device == ROW_QUANTUM or batch.rows.size > batch.padded_rows // 2
 
 

@@ -30,8 +30,11 @@ def test_scoring_batches_hold_whole_row_quanta_and_small_inputs_share_one_batch(
     assert [(b.width, b.rows.size, b.padded_rows) for b in ten] == [(512, 10, ROW_QUANTUM)]
     for batch in batches + ten:
         assert batch.padded_rows % ROW_QUANTUM == 0 and batch.rows.size <= batch.padded_rows
-    full = plan_scoring_batches(np.full(1000, 8), 16, spec)
-    assert {b.padded_rows for b in full} == {spec.scoring_rows_for(8), ROW_QUANTUM}  # 192-row batches
+    full = plan_scoring_batches(np.full(1000, 8), 16, spec)  # 192-row batches, the last one too
+    assert {(b.padded_rows, b.width) for b in full} == {(spec.scoring_rows_for(8), 8)}
+    assert [b.rows.size for b in full] == [192] * 5 + [40]
+    tail = plan_scoring_batches(np.full(1000, 8), 16, spec, reuse_shape=False)[-1]  # cuDNN's plan
+    assert (tail.rows.size, tail.padded_rows) == (40, ROW_QUANTUM)
 
 
 def _qemu() -> str | None:
