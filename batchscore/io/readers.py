@@ -139,8 +139,9 @@ class ShardReader:
         if name not in names:
             raise self._fail(f"no text column {name!r}; columns are {names} (use --text-column)")
 
-    def windows(self, skip_rows: int = 0) -> Iterator[pa.Table]:
-        """Rows from `skip_rows` on, in windows of `window_rows` rows (the last may be shorter)."""
+    def windows(self, skip_rows: int = 0, first_rows: int = 0) -> Iterator[pa.Table]:
+        """Rows from `skip_rows` on, in windows of `window_rows` rows (the last may be shorter); with
+        `first_rows`, the first window holds at most that many."""
         batches = (
             self._parquet_batches(skip_rows)
             if self.source.format == "parquet"
@@ -149,7 +150,7 @@ class ShardReader:
         self._require_unchanged("since the preflight")
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
-        window = self.options.window_rows
+        window = min(first_rows, self.options.window_rows) if first_rows > 0 else self.options.window_rows
         try:
             for batch in batches:
                 pending.append(batch)
@@ -160,6 +161,7 @@ class ShardReader:
                     rest = table.slice(window)
                     pending = rest.to_batches()
                     pending_rows = rest.num_rows
+                    window = self.options.window_rows
         except ARROW_ERRORS as err:
             raise self._fail("read failed", err) from err
         self._require_unchanged("while it was read")

@@ -397,12 +397,12 @@ def test_an_input_replaced_after_the_preflight_is_refused_not_scored(
         pq.write_table(reviews_table, tmp_path / "in" / f"{name}.parquet")
     real = ShardReader.windows
 
-    def replaced_first(self, skip_rows=0):
+    def replaced_first(self, skip_rows=0, first_rows=0):
         if self.source.location.name == "b.parquet":  # another writer swaps it in, other columns
             pq.write_table(reviews_table.drop_columns(["stars"]).append_column("x", reviews_table["stars"]),
                            self.source.location.path)  # fmt: skip
             os.utime(self.source.location.path, ns=(1, 1))
-        return real(self, skip_rows)
+        return real(self, skip_rows, first_rows)
 
     monkeypatch.setattr(ShardReader, "windows", replaced_first)
     from batchscore.base.errors import InputError

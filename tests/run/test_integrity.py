@@ -84,6 +84,26 @@ def test_an_output_begun_by_another_scoring_arithmetic_is_scored_again(
     assert read_scores(out).equals(read_scores(fresh))
 
 
+def test_a_run_killed_after_its_small_first_window_resumes_to_a_straight_runs_output(
+    tmp_path, tiny_bundle, reviews_table, monkeypatch
+):
+    """The first window is small so the device starts sooner; a kill right after it is committed
+    leaves exactly its rows done, and the resume, in full windows from there, writes what a run that
+    was never killed writes."""
+    from batchscore.pipeline.engines.local import FIRST_GROUP_ROWS
+
+    source, out = tmp_path / "r.parquet", tmp_path / "o.parquet"
+    pq.write_table(pa.concat_tables([reviews_table] * 12), source)  # 3,600 rows, one default window
+    crashed_run(monkeypatch, [source], out, tiny_bundle, "manifest updated", 1)
+    committed = json.loads((tmp_path / ".o.parquet.parts" / "manifest.json").read_text())["rows_done"]
+    assert committed == FIRST_GROUP_ROWS
+    summary = score_files([source], out, tiny_bundle, resume=True)
+    assert summary.rows_scored_now == 3600 - FIRST_GROUP_ROWS
+    straight = tmp_path / "straight.parquet"
+    score_files([source], straight, tiny_bundle)
+    assert read_scores(out).equals(read_scores(straight))
+
+
 # 2 ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_input_rewritten_with_same_size_and_mtime_is_rescored(tmp_path, tiny_bundle, fmt):
