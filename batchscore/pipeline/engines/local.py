@@ -2,9 +2,10 @@
 
 A reader thread opens each file as it comes (the task), reads windows and encodes them with pyarrow
 kernels (which release the GIL) and packs windows of consecutive files into groups of about
-`window_rows` rows (the first one smaller), with an event after each file's last window; a forward thread buckets, pads and
-dispatches all batches of a group before fetching the previous group's results (dispatch ahead,
-fetch behind); the caller takes the scored groups. Queues of two groups bound memory.
+`window_rows` rows (the first one smaller), with an event after each file's last window; a forward
+thread buckets, pads and dispatches all batches of a group before fetching the previous group's
+results (dispatch ahead, fetch behind); the caller takes the scored groups. Queues of two groups
+bound memory.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from batchscore.pipeline.plan import RunPlan
 from batchscore.pipeline.tasks import FileBad, FileDone, FileEvent, FileTask, ready_event
 
 Group = list[Window | FileEvent]
-# The device waits for the run's first group to be read and encoded: a small one starts it sooner
-# (16,384 short reviews took 0.07-0.11 s to encode, 2,048 about 0.01 s), and the next group is
-# encoded while the device scores it.
+# A CPU waits for the run's first group to be read and encoded: a small one starts it sooner
+# (16,384 short reviews took 0.07-0.11 s to encode), and the next group is encoded while the device
+# scores it.
 FIRST_GROUP_ROWS = 2048
 
 
@@ -110,12 +111,14 @@ class LocalEngine:
             ahead = (group, fetch)
 
     def _groups(self, tasks: list[FileTask], stages: dict) -> Iterator[Group]:
-        """Windows of every file in order, packed into groups of about `window_rows` rows (the first of
-        FIRST_GROUP_ROWS), with an event after each file's last window (or in place of a file already
+        """Windows of every file in order, packed into groups of about `window_rows` rows (on a CPU the
+        first of FIRST_GROUP_ROWS), with an event after each file's last window (or in place of a file already
         complete or gone bad)."""
         group: Group = []
         rows = 0
-        target = min(FIRST_GROUP_ROWS, self.window_rows)  # then window_rows
+        # a small first group on a CPU only: a GPU batch is larger, so a small group is one shape more
+        first = FIRST_GROUP_ROWS if self.compute.platform == "cpu" else self.window_rows
+        target = min(first, self.window_rows)  # then window_rows
         for task in tasks:
             ready = ready_event(task)
             if ready is not None:
