@@ -112,25 +112,25 @@ class LocalEngine:
 
     def _groups(self, tasks: list[FileTask], stages: dict) -> Iterator[Group]:
         """Windows of every file in order, packed into groups of about `window_rows` rows (on a CPU the
-        first of FIRST_GROUP_ROWS), with an event after each file's last window (or in place of a file already
-        complete or gone bad)."""
+        first group of FIRST_GROUP_ROWS), with an event after each file's last window (or in place of
+        a file already complete or gone bad)."""
         group: Group = []
         rows = 0
-        # a small first group on a CPU only: a GPU batch is larger, so a small group is one shape more
-        first = FIRST_GROUP_ROWS if self.compute.platform == "cpu" else self.window_rows
-        target = min(first, self.window_rows)  # then window_rows
+        # a small first group on a CPU only: a GPU's batches are larger, so it would be one shape more
+        small_first = self.compute.platform == "cpu" and self.window_rows > FIRST_GROUP_ROWS
+        first = FIRST_GROUP_ROWS if small_first else 0  # 0 once the first group is out
         for task in tasks:
             ready = ready_event(task)
             if ready is not None:
                 group.append(ready)
                 continue
             try:
-                for window in self._windows(task, stages, target - rows):
+                for window in self._windows(task, stages, first - rows if first else 0):
                     group.append(window)
                     rows += window.table.num_rows
-                    if rows >= target:
+                    if rows >= (first or self.window_rows):
                         yield group
-                        group, rows, target = [], 0, self.window_rows
+                        group, rows, first = [], 0, 0
             except InputError as err:  # a file that turned bad mid-way: the sink decides what that means
                 group.append(FileBad(task, err))
                 continue
