@@ -1,6 +1,6 @@
 """All benchmarks in one run, each next to its reference measured in the same run.
 
-    python -m benchmarks.run                      # everything (about 15 minutes on 2 cores)
+    python -m benchmarks.run                      # everything (about 17 minutes on 2 cores)
     python -m benchmarks.run --quick              # smaller inputs, no 1M-row RSS run
 
 Needs the `bench` extra (PyTorch CPU, psutil) and the IMDb test split for the long-review mix
@@ -56,54 +56,42 @@ def bench_tokenizer(texts: pa.Array) -> dict:
 
 
 def bench_end_to_end(
-    source: Path, rows: int, work: Path, env: dict, model: list[str], textbook: bool = True
+    source: Path, rows: int, work: Path, env: dict, model: list[str], textbook: bool = True, rounds: int = 3
 ) -> dict:
-    """`batchscore run` (warm and cold compilation cache) against the PyTorch scorer, fresh processes."""
-    batchscore = [
-        sys.executable,
-        "-m",
-        "batchscore",
-        "run",
-        str(source),
-        "--no-progress",
-        "--overwrite",
-        *model,
-    ]
+    """`batchscore run` (warm and cold compilation cache) against the reference scorers, fresh processes.
+
+    The warm run and the references take turns `rounds` times and medians are reported: a shared
+    machine's speed drifts by tens of percent within minutes, which one run of each would report as
+    a ratio."""
+    batchscore = [sys.executable, "-m", "batchscore", "run", str(source), "--no-progress", "--overwrite",
+                  *model, "-o", str(work / "bs.parquet")]  # fmt: skip
     cold_env = {**env, "BATCHSCORE_COMPILATION_CACHE": str(work / f"e2e-cache-{source.stem}")}
-    cold, _ = run_command([*batchscore, "-o", str(work / "bs.parquet")], cold_env)
-    warm, _ = run_command([*batchscore, "-o", str(work / "bs.parquet")], cold_env)
-    reference = [
-        sys.executable,
-        "-m",
-        "benchmarks.torch_scorer",
-        str(source),
-        str(work / "t.parquet"),
-        *model[1:],
-    ]
-    torch_s, _ = run_command(reference, env)
-    ort = {}
+    cold, _ = run_command(batchscore, cold_env)  # fills the cache the warm runs use
+    python = [sys.executable, "-m"]
+    torch = [*python, "benchmarks.torch_scorer", str(source), str(work / "t.parquet"), *model[1:]]
+    commands = {"batchscore": (batchscore, cold_env), "torch": (torch, env)}
     if onnx_runtime_available():  # the ONNX Runtime reference, the same way (benchmarks/onnx_scorer.py)
-        onnx = [
-            sys.executable,
-            "-m",
-            "benchmarks.onnx_scorer",
-            str(source),
-            str(work / "o.parquet"),
-            *model[1:],
-        ]
-        ort_s, _ = run_command(onnx, env)
-        ort = {"ort_scorer_s": ort_s, "ort_reviews_s": rows / ort_s, "ratio_vs_ort": ort_s / warm}
+        ort = [*python, "benchmarks.onnx_scorer", str(source), str(work / "o.parquet"), *model[1:]]
+        commands["ort"] = (ort, env)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, (command, command_env) in commands.items():
+            times[name].append(run_command(command, command_env)[0])
+    warm, torch_s = float(np.median(times["batchscore"])), float(np.median(times["torch"]))
     result = {
         "rows": rows,
+        "rounds": times,
         "batchscore_cold_s": cold,
         "batchscore_warm_s": warm,
         "torch_scorer_s": torch_s,
         "batchscore_reviews_s": rows / warm,
         "torch_reviews_s": rows / torch_s,
         "ratio_vs_torch": torch_s / warm,
-        **ort,
     }
-    if textbook:  # every review padded to 500: far too slow to run on the short mix
+    if "ort" in times:
+        ort_s = float(np.median(times["ort"]))
+        result.update(ort_scorer_s=ort_s, ort_reviews_s=rows / ort_s, ratio_vs_ort=ort_s / warm)
+    if textbook:  # every review padded to 500: far too slow to run on the short mix, and run once
         textbook_cmd = [
             sys.executable,
             "-m",
@@ -274,7 +262,8 @@ def format_table(r: dict) -> str:
             f" | textbook {e['textbook_s']:.1f}s x{e['ratio_vs_textbook']:.2f}" if "textbook_s" in e else ""
         )
         lines.append(
-            f"end to end {e['rows']:,} {mix} reviews: batchscore {e['batchscore_warm_s']:.1f}s "
+            f"end to end {e['rows']:,} {mix} reviews (medians of {len(e['rounds']['batchscore'])} "
+            f"alternating rounds): batchscore {e['batchscore_warm_s']:.1f}s "
             f"({e['batchscore_reviews_s']:,.0f} rev/s; cold cache {e['batchscore_cold_s']:.1f}s) | PyTorch "
             f"scorer {e['torch_scorer_s']:.1f}s x{e['ratio_vs_torch']:.2f}{textbook}"
             + (
