@@ -1,6 +1,6 @@
 """All benchmarks in one run, each next to its reference measured in the same run.
 
-    python -m benchmarks.run                      # everything (about 17 minutes on 2 cores)
+    python -m benchmarks.run                      # everything (about 20 minutes on 2 cores)
     python -m benchmarks.run --quick              # smaller inputs, no 1M-row RSS run
 
 Needs the `bench` extra (PyTorch CPU, psutil) and the IMDb test split for the long-review mix
@@ -238,7 +238,8 @@ def format_table(r: dict) -> str:
             else ""
         )
         lines.append(
-            f"forward {f['mix']:<15s} (mean {f['mean_tokens']:.0f} tokens)  batchscore "
+            f"forward {f['mix']:<15s} (mean {f['mean_tokens']:.0f} tokens, medians of "
+            f"{len(f['rounds']['batchscore'])} alternating rounds)  batchscore "
             f"{f['batchscore_tokens_s']:>9,.0f} tok/s {f['batchscore_reviews_s']:>7,.0f} rev/s | PyTorch "
             f"{f['torch_tokens_s']:>9,.0f} tok/s x{f['ratio_vs_torch']:.2f}{textbook}"
             f" | max |dp| vs PyTorch {f['max_prob_difference_vs_torch']:.1e}"
