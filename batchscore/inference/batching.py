@@ -157,18 +157,27 @@ def _fill(buckets, full_rows, padded_rows, top_up: bool) -> list[Batch]:
     return batches
 
 
+def spread_over_shards(padded_rows: int, shards: int) -> np.ndarray:
+    """Where the k-th row of a batch goes so that every shard gets every shards-th row: the rows come
+    longest first, so each device's share ends up as long as the others' and none waits."""
+    k = np.arange(padded_rows)
+    return (k % shards) * (padded_rows // shards) + k // shards
+
+
 def pad_batch(
     ids: np.ndarray,
     offsets: np.ndarray,
     batch: Batch,
     max_tokens: int,
     head_tokens: int,
+    slots: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gather a batch's token ids into a zero-padded (padded_rows, width) matrix.
 
     A row longer than `max_tokens` keeps its first `head_tokens` and the rest from
     its end: reviews tend to state their verdict in the closing lines. Returns the
-    matrix and the kept lengths (0 for padding rows).
+    matrix and the kept lengths (0 for padding rows). The k-th row goes to matrix row
+    `slots[k]` (spread_over_shards), by default to row k.
     """
     starts = offsets[batch.rows]
     n_tokens = offsets[batch.rows + 1] - starts
@@ -179,8 +188,8 @@ def pad_batch(
     valid = cols < kept[:, None]
     matrix = np.zeros((batch.padded_rows, batch.width), np.int32)
     lengths = np.zeros(batch.padded_rows, np.int32)
+    at = slice(0, batch.rows.size) if slots is None else slots[: batch.rows.size]
     if ids.size:
-        real = matrix[: batch.rows.size]
-        np.copyto(real, ids[np.where(valid, source, 0)], where=valid)
-    lengths[: batch.rows.size] = kept
+        matrix[at] = np.where(valid, ids[np.where(valid, source, 0)], 0)
+    lengths[at] = kept
     return matrix, lengths

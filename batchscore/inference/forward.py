@@ -12,7 +12,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from batchscore.base.errors import BatchscoreError
-from batchscore.inference.batching import BucketSpec, pad_batch, plan_scoring_batches
+from batchscore.inference.batching import BucketSpec, pad_batch, plan_scoring_batches, spread_over_shards
 from batchscore.inference.device import out_of_memory_as_error, pick_devices, recurrence_path
 from batchscore.model.bilstm import ModelConfig
 from batchscore.model.cudnn import cudnn_forward_logits, device_params
@@ -83,24 +83,23 @@ class Scorer:
             lengths, self.truncation.max_tokens, self.spec, self.shards, reuse_shape=self.path != "cudnn"
         )
 
-        def pad(batch):
-            return pad_batch(
+        def pad(batch):  # in the pool: each row padded straight into its device's share of the batch
+            slots = spread_over_shards(batch.padded_rows, self.shards)[: batch.rows.size]
+            return slots, *pad_batch(
                 encoded.ids,
                 encoded.offsets,
                 replace(batch, rows=rows[batch.rows]),
                 self.truncation.max_tokens,
                 self.truncation.head_tokens,
+                slots,
             )
 
         padded = self.pool.map(pad, plan) if self.pool is not None else map(pad, plan)
         pending = []
         with out_of_memory_as_error():
-            for batch, (ids, kept) in zip(plan, padded, strict=True):
-                slots = spread_over_shards(ids.shape[0], self.shards)
-                if self.shards > 1:
-                    ids, kept = in_slots(ids, slots), in_slots(kept, slots)
+            for batch, (slots, ids, kept) in zip(plan, padded, strict=True):
                 ids, kept = jax.device_put(ids, self.rows_on), jax.device_put(kept, self.rows_on)
-                pending.append((batch.rows, slots[: batch.rows.size], self.forward(self.weights, ids, kept)))
+                pending.append((batch.rows, slots, self.forward(self.weights, ids, kept)))
         return Dispatched(rows.size, pending)
 
     def collect(self, dispatched: Dispatched) -> np.ndarray:
@@ -131,20 +130,6 @@ def sharded_scoring(config: ModelConfig, precision: str, mesh: Mesh) -> Callable
             per_device, mesh=mesh, in_specs=(PartitionSpec(), rows, rows), out_specs=rows, check_vma=False
         )
     )
-
-
-def spread_over_shards(padded_rows: int, shards: int) -> np.ndarray:
-    """Where the k-th row of a batch goes so that every shard gets every shards-th row: the rows come
-    longest first, so each device's share ends up as long as the others' and none waits."""
-    k = np.arange(padded_rows)
-    return (k % shards) * (padded_rows // shards) + k // shards
-
-
-def in_slots(array: np.ndarray, slots: np.ndarray) -> np.ndarray:
-    """A batch's rows moved to their spread_over_shards() slots."""
-    moved = np.empty_like(array)
-    moved[slots] = array
-    return moved
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from batchscore.inference.batching import (
     pad_batch,
     plan_batches,
     plan_scoring_batches,
+    spread_over_shards,
 )
 from tests.helpers import read_scores
 
@@ -95,6 +96,11 @@ def test_pad_batch_keeps_head_and_tail_of_long_rows():
     row1, len1 = by_row[1]
     assert len1 == 8 and row1.tolist() == [120, 121, 122, 125, 126, 127, 128, 129]
     assert lengths[2:].sum() == 0 and matrix[2:].sum() == 0
+    # split over two devices: each row lands in its device's share, the same ids and lengths
+    slots = spread_over_shards(batch.padded_rows, 2)
+    spread, spread_lengths = pad_batch(ids, offsets, batch, max_tokens=8, head_tokens=3, slots=slots)
+    assert np.array_equal(spread[slots], matrix) and np.array_equal(spread_lengths[slots], lengths)
+    assert sorted(slots.tolist()) == list(range(batch.padded_rows))
 
 
 def test_short_rows_are_zero_padded():
