@@ -111,28 +111,39 @@ def plan_scoring_batches(
     multiple of ROW_QUANTUM, steps after a row's length never reach its state, and the head adds
     each row's terms in one order (docs/determinism.md). So ten rows of any lengths are one batch.
     """
-    clipped = np.maximum(np.minimum(np.asarray(lengths), max_tokens), 1)
+    clipped = _clipped(lengths, max_tokens)
     order = np.argsort(-clipped, kind="stable")
-    widths = np.array(spec.widths(max_tokens))
+    widths = spec.widths(max_tokens)
     batches: list[Batch] = []
     start = 0
     while start < order.size:
-        width = int(widths[np.searchsorted(widths, clipped[order[start]])])
+        width = widths[_bucket_of(clipped[order[start]], widths)]
         full = spec.scoring_rows_for(width) * shards
         rows = order[start : start + full]
-        padded = full if rows.size == full else ladder_rows(-(-rows.size // shards)) * shards
+        padded = full
         if rows.size < full and reuse_shape and batches and rows.size <= batches[-1].padded_rows:
             width, padded = batches[-1].width, batches[-1].padded_rows
+        elif rows.size < full:
+            padded = ladder_rows(-(-rows.size // shards)) * shards
         batches.append(Batch(rows, width, padded))
         start += rows.size
     return batches
 
 
+def _clipped(lengths: np.ndarray, max_tokens: int) -> np.ndarray:
+    """Token counts as the model sees them: cut to `max_tokens`, and an empty row as one token."""
+    return np.maximum(np.minimum(np.asarray(lengths), max_tokens), 1)
+
+
+def _bucket_of(clipped, widths: tuple[int, ...]):
+    """The index of the narrowest width that holds each clipped length."""
+    return np.searchsorted(np.array(widths), clipped, side="left")
+
+
 def _buckets(lengths: np.ndarray, max_tokens: int, spec: BucketSpec) -> list[tuple[int, np.ndarray]]:
     """(width, row positions) per bucket, narrowest first, each row in the narrowest that holds it."""
-    lengths = np.minimum(np.asarray(lengths), max_tokens)
     widths = spec.widths(max_tokens)
-    bucket_of_row = np.searchsorted(np.array(widths), np.maximum(lengths, 1), side="left")
+    bucket_of_row = _bucket_of(_clipped(lengths, max_tokens), widths)
     return [(width, np.flatnonzero(bucket_of_row == bucket)) for bucket, width in enumerate(widths)]
 
 
