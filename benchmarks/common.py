@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,19 @@ def timed(fn, repeat: int = 1) -> tuple[float, object]:
         result = fn()
         best = min(best, time.perf_counter() - started)
     return best, result
+
+
+def take_turns(engines: dict[str, Callable[[], object]], rounds: int) -> tuple[dict[str, list[float]], dict]:
+    """Each engine once a round, in turn, `rounds` times: wall seconds per engine and each one's last
+    result. The benchmarks report medians of such rounds: a shared machine's speed drifts by tens of
+    percent within minutes, which one run of each would report as a ratio."""
+    seconds: dict[str, list[float]] = {name: [] for name in engines}
+    results: dict = {}
+    for _ in range(rounds):
+        for name, run in engines.items():
+            elapsed, results[name] = timed(run)
+            seconds[name].append(elapsed)
+    return seconds, results
 
 
 def truncated_rows(encoded, truncation: Truncation) -> list[np.ndarray]:
@@ -85,9 +99,8 @@ def bench_forward(
     rounds: int = 3,
 ) -> dict:
     """Forward only, after compilation: batchscore's Scorer against the PyTorch model and, where it is
-    installed and `bundle_dir` given, ONNX Runtime, on the same rows and weights, in this process. The
-    engines take turns `rounds` times and medians are reported: a shared machine's speed drifts by
-    tens of percent within minutes. The textbook path (every review padded to 500) runs once."""
+    installed and `bundle_dir` given, ONNX Runtime, on the same rows and weights, in this process,
+    medians of `rounds` turns (take_turns). The textbook path (every review padded to 500) runs once."""
     import torch
 
     from benchmarks.textbook_scorer import textbook_logits
@@ -111,12 +124,7 @@ def bench_forward(
         runner = session(bundle_dir)
         ort_logits(runner, rows[:256])
         engines["ort"] = lambda: ort_logits(runner, rows)
-    seconds: dict[str, list[float]] = {name: [] for name in engines}
-    logits: dict[str, np.ndarray] = {}
-    for _ in range(rounds):
-        for name, run in engines.items():
-            elapsed, logits[name] = timed(run)
-            seconds[name].append(elapsed)
+    seconds, logits = take_turns(engines, rounds)
     median = {name: float(np.median(times)) for name, times in seconds.items()}
 
     def gap(name: str) -> float:  # the largest probability difference from batchscore's

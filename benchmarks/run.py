@@ -18,6 +18,7 @@ import os
 import platform
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from benchmarks.common import (
     machine_peak,
     onnx_runtime_available,
     run_command,
+    take_turns,
     timed,
 )
 from benchmarks.short_mix import write_short_parquet
@@ -58,25 +60,20 @@ def bench_tokenizer(texts: pa.Array) -> dict:
 def bench_end_to_end(
     source: Path, rows: int, work: Path, env: dict, model: list[str], textbook: bool = True, rounds: int = 3
 ) -> dict:
-    """`batchscore run` (warm and cold compilation cache) against the reference scorers, fresh processes.
-
-    The warm run and the references take turns `rounds` times and medians are reported: a shared
-    machine's speed drifts by tens of percent within minutes, which one run of each would report as
-    a ratio."""
+    """`batchscore run` (warm and cold compilation cache) against the reference scorers, fresh processes;
+    the warm run and the references as medians of `rounds` turns (take_turns)."""
     batchscore = [sys.executable, "-m", "batchscore", "run", str(source), "--no-progress", "--overwrite",
                   *model, "-o", str(work / "bs.parquet")]  # fmt: skip
     cold_env = {**env, "BATCHSCORE_COMPILATION_CACHE": str(work / f"e2e-cache-{source.stem}")}
     cold, _ = run_command(batchscore, cold_env)  # fills the cache the warm runs use
     python = [sys.executable, "-m"]
     torch = [*python, "benchmarks.torch_scorer", str(source), str(work / "t.parquet"), *model[1:]]
-    commands = {"batchscore": (batchscore, cold_env), "torch": (torch, env)}
+    runs = {"batchscore": partial(run_command, batchscore, cold_env)}
+    runs["torch"] = partial(run_command, torch, env)
     if onnx_runtime_available():  # the ONNX Runtime reference, the same way (benchmarks/onnx_scorer.py)
         ort = [*python, "benchmarks.onnx_scorer", str(source), str(work / "o.parquet"), *model[1:]]
-        commands["ort"] = (ort, env)
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(rounds):
-        for name, (command, command_env) in commands.items():
-            times[name].append(run_command(command, command_env)[0])
+        runs["ort"] = partial(run_command, ort, env)
+    times, _ = take_turns(runs, rounds)
     warm, torch_s = float(np.median(times["batchscore"])), float(np.median(times["torch"]))
     result = {
         "rows": rows,
